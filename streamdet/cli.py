@@ -1,0 +1,163 @@
+"""Command-line interface: a thin argparse layer over functions that tests call directly.
+
+Exit codes: 0 ok, 1 runtime failure, 2 bad usage or bad configuration. Heavy modules (torch,
+av, zmq) are imported only by the subcommand that needs them, so ``streamdet subscribe`` and
+``streamdet check`` start fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from streamdet._version import __version__
+from streamdet.errors import ConfigError, StreamdetError
+
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+DEFAULT_ENDPOINT = "tcp://127.0.0.1:5555"
+
+
+def _cmd_detect(args: argparse.Namespace) -> int:
+    from streamdet.detect import run_detect
+    from streamdet.detector import Detector
+
+    detector = Detector(
+        args.weights,
+        device=args.device,
+        img_size=args.img_size,
+        half=args.half,
+        conf_thres=args.conf,
+        iou_thres=args.iou,
+        max_det=args.max_det,
+        classes=args.classes,
+    )
+    run_detect(detector, args.sources, batch_size=args.batch)
+    return EXIT_OK
+
+
+def _cmd_check(args: argparse.Namespace) -> int:
+    from streamdet.config import load_config, summarize
+    from streamdet.model.checkpoint import read_checkpoint
+
+    config = load_config(args.config)
+    try:
+        ckpt = read_checkpoint(config.model.weights)
+    except StreamdetError as exc:
+        raise ConfigError(f"model.weights: {exc}") from exc
+    print(summarize(config))
+    print(f"model: {ckpt.nc} classes ({', '.join(ckpt.names[:10])}{', ...' if ckpt.nc > 10 else ''})")
+    print("configuration OK")
+    return EXIT_OK
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from streamdet.config import load_config
+    from streamdet.logs import setup_logging
+    from streamdet.supervisor import run
+
+    config = load_config(args.config)
+    setup_logging(config.log_level, "streamdet")
+    return run(config)
+
+
+def _cmd_subscribe(args: argparse.Namespace) -> int:
+    from streamdet.client.subscriber import subscribe_main
+
+    return subscribe_main(
+        args.endpoint, args.camera or None, stats=args.stats, count=args.count, timeout=args.timeout
+    )
+
+
+def _cmd_val(args: argparse.Namespace) -> int:
+    from streamdet.val import val_main
+
+    return val_main(
+        weights=args.weights,
+        data=args.data,
+        device=args.device,
+        half=args.half,
+        img_size=args.img_size,
+        conf_thres=args.conf,
+        iou_thres=args.iou,
+        batch_size=args.batch,
+        as_json=args.json,
+    )
+
+
+def _add_model_args(p: argparse.ArgumentParser, conf: float, iou: float) -> None:
+    p.add_argument("--weights", required=True, help="YOLOv5 .pt checkpoint (Ultralytics format)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda:N (default: cpu)")
+    p.add_argument("--img-size", type=int, default=640, help="model input long side (default: 640)")
+    p.add_argument("--half", action="store_true", help="FP16 inference (CUDA only)")
+    p.add_argument("--conf", type=float, default=conf, help=f"confidence threshold (default: {conf})")
+    p.add_argument("--iou", type=float, default=iou, help=f"NMS IoU threshold (default: {iou})")
+    p.add_argument("--batch", type=int, default=8, help="frames per batch (default: 8)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full argument parser (exposed for tests and documentation)."""
+    parser = argparse.ArgumentParser(
+        prog="streamdet",
+        description="Real-time YOLOv5 object detection on video streams, published over ZeroMQ.",
+    )
+    parser.add_argument("--version", action="version", version=f"streamdet {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("run", help="run the daemon on a cameras.yaml")
+    p.add_argument("config", help="configuration file (YAML)")
+    p.set_defaults(func=_cmd_run)
+
+    p = sub.add_parser("check", help="validate a configuration file and print a summary")
+    p.add_argument("config", help="configuration file (YAML)")
+    p.set_defaults(func=_cmd_check)
+
+    p = sub.add_parser("subscribe", help="print published detections as JSON lines")
+    p.add_argument("--endpoint", default=DEFAULT_ENDPOINT, help=f"publisher endpoint (default: {DEFAULT_ENDPOINT})")
+    p.add_argument("--camera", action="append", metavar="ID", help="only this camera (repeatable)")
+    p.add_argument("--stats", action="store_true", help="also print the periodic stats messages")
+    p.add_argument("--count", type=int, help="exit after this many messages")
+    p.add_argument("--timeout", type=float, help="exit with status 1 if no message arrives for this many seconds")
+    p.set_defaults(func=_cmd_subscribe)
+
+    p = sub.add_parser("detect", help="detect objects in image and video files (JSON lines)")
+    _add_model_args(p, conf=0.25, iou=0.45)
+    p.add_argument("--max-det", type=int, default=300, help="maximum detections per frame (default: 300)")
+    p.add_argument("--classes", type=int, nargs="+", help="keep only these class ids")
+    p.add_argument("sources", nargs="+", metavar="SOURCE", help="image or video files, or directories")
+    p.set_defaults(func=_cmd_detect)
+
+    p = sub.add_parser("val", help="measure mAP on a YOLO-layout data set or a clip with ground truth")
+    _add_model_args(p, conf=0.001, iou=0.6)
+    p.add_argument("--data", required=True, help="YOLO-layout folder, or a .mp4 clip with its .jsonl beside it")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.set_defaults(func=_cmd_val)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``streamdet`` console script; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return EXIT_USAGE
+    try:
+        return args.func(args)
+    except ConfigError as exc:
+        print(f"streamdet: configuration error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except StreamdetError as exc:
+        print(f"streamdet: error: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    except (ValueError, OSError) as exc:
+        print(f"streamdet: error: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    except KeyboardInterrupt:
+        return EXIT_OK
+    except BrokenPipeError:
+        return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())
