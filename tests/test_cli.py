@@ -1,0 +1,85 @@
+"""The command line: help/version, exit codes, and `streamdet detect` on a generated video."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+from streamdet import __version__
+from streamdet.cli import main
+
+
+def _streamdet(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "streamdet", *args], capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def test_version_and_help() -> None:
+    r = _streamdet("--version")
+    assert r.returncode == 0 and r.stdout.strip() == f"streamdet {__version__}"
+    r = _streamdet("--help")
+    assert r.returncode == 0
+    for cmd in ("run", "check", "subscribe", "detect", "val"):
+        assert cmd in r.stdout
+
+
+def test_no_command_is_usage_error(capsys: pytest.CaptureFixture) -> None:
+    assert main([]) == 2
+    assert "usage" in capsys.readouterr().out
+
+
+def test_detect_missing_source_is_runtime_error(fixtures_dir: Path, capsys: pytest.CaptureFixture) -> None:
+    code = main(["detect", "--weights", str(fixtures_dir / "yolov5" / "yolov5n_random.pt"), "/nonexistent.mp4"])
+    assert code == 1
+    assert "/nonexistent.mp4: no such file" in capsys.readouterr().err
+
+
+def test_detect_refuses_non_checkpoint(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint at all")
+    img = tmp_path / "x.png"
+    import cv2
+
+    cv2.imwrite(str(img), np.zeros((32, 32, 3), np.uint8))
+    assert main(["detect", "--weights", str(bad), str(img)]) == 1
+    assert "bad.pt" in capsys.readouterr().err
+
+
+def _write_video(path: Path, frames: int, w: int = 320, h: int = 240) -> None:
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("libx264", rate=10)
+        stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
+        rng = np.random.default_rng(0)
+        for i in range(frames):
+            img = np.full((h, w, 3), 40 + 10 * i, np.uint8)
+            img[60:180, 100:220] = rng.integers(0, 255, 3, dtype=np.uint8)
+            for packet in stream.encode(av.VideoFrame.from_ndarray(img, format="bgr24")):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+
+
+def test_detect_video_and_image_pure_cpu(fixtures_dir: Path, tmp_path: Path) -> None:
+    video = tmp_path / "clip.mp4"
+    _write_video(video, frames=5)
+    image = fixtures_dir / "letterbox" / "img3_500x377.png"
+    weights = fixtures_dir / "yolov5" / "yolov5n_random.pt"
+    r = _streamdet("detect", "--weights", str(weights), "--conf", "0.001", "--batch", "2", str(video), str(image))
+    assert r.returncode == 0, r.stderr
+    lines = [json.loads(line) for line in r.stdout.splitlines()]
+    assert [(Path(x["source"]).name, x["frame"]) for x in lines] == [("clip.mp4", i) for i in range(5)] + [
+        ("img3_500x377.png", 0)
+    ]
+    img_dets = lines[-1]["detections"]
+    assert len(img_dets) == 9  # the official pipeline finds 9 boxes at conf 0.001 (fixture)
+    for d in img_dets:
+        assert set(d) == {"box", "score", "class_id", "label"}
+        x1, y1, x2, y2 = d["box"]
+        assert 0 <= x1 <= x2 <= 500 and 0 <= y1 <= y2 <= 377
+        assert isinstance(d["label"], str) and d["score"] > 0.001
