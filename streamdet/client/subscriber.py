@@ -1,0 +1,231 @@
+"""Receive streamdet messages: connect a SUB socket, subscribe exactly, yield validated dicts.
+
+Consumes the ZeroMQ multipart messages ``[topic, payload]`` published by the daemon (contract in
+docs/wire.md). Produces decoded message dicts (``Subscriber``) or JSON lines on stdout
+(``subscribe_main``, behind ``streamdet subscribe``). Runs in any subscriber process; imports only
+pyzmq, the standard library and ``streamdet.wire`` (never numpy or torch), so it starts fast.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import time
+from collections.abc import Iterable, Iterator
+from types import TracebackType
+from typing import Any, TextIO
+
+import zmq
+
+from streamdet import wire
+from streamdet.errors import StreamdetError, WireError
+
+log = logging.getLogger(__name__)
+
+_MAX_MESSAGE_BYTES = 16 * 1024 * 1024  # far above any real message; guards against rogue peers
+_RECONNECT_IVL_MS = 100
+_RECONNECT_IVL_MAX_MS = 5000
+_WARN_FIRST = 10  # invalid messages logged one by one; after that, one warning per _WARN_EVERY
+_WARN_EVERY = 1000
+
+
+class Subscriber:
+    """A SUB socket subscribed to exactly the requested cameras (and optionally stats).
+
+    ``cameras=None`` means every camera; an empty list means none (useful with ``stats=True``).
+    Iterate it (``for msg in sub:``) or call ``recv(timeout)``. Messages that break the contract
+    are skipped with a logged warning and counted in ``invalid``; ``received`` counts good ones;
+    ``lost`` counts messages missing from per-camera ``seq`` gaps seen by this subscriber.
+    Raises StreamdetError for a bad endpoint and WireError for a bad camera id.
+    Not thread-safe: use one Subscriber per thread.
+    """
+
+    def __init__(
+        self,
+        endpoint: str,
+        cameras: Iterable[str] | None = None,
+        stats: bool = False,
+        rcvhwm: int = 1000,
+        context: zmq.Context | None = None,
+    ) -> None:
+        if isinstance(cameras, str):
+            cameras = [cameras]
+        topics = [wire.DETECTIONS_PREFIX] if cameras is None else [wire.detection_topic(c) for c in cameras]
+        if stats:
+            topics.append(wire.STATS_TOPIC)
+        if not topics:
+            raise StreamdetError("nothing to subscribe to: no camera and no stats requested")
+        self.endpoint = endpoint
+        self.topics: tuple[bytes, ...] = tuple(dict.fromkeys(topics))
+        self.received = 0
+        self.invalid = 0
+        self.lost = 0
+        self._last_seq: dict[str, int] = {}
+        self._own_context = context is None
+        self._ctx = zmq.Context() if context is None else context
+        self._sock: zmq.Socket | None = None
+        try:
+            self._sock = self._ctx.socket(zmq.SUB)
+            self._configure(self._sock, endpoint, rcvhwm)
+            port = endpoint.rpartition(":")[2]
+            if endpoint.startswith("tcp://") and port.isdigit() and int(port) > 65535:
+                raise StreamdetError(f"cannot connect to {endpoint!r}: port {port} out of range")
+            try:
+                self._sock.connect(endpoint)
+            except zmq.ZMQError as exc:
+                raise StreamdetError(f"cannot connect to {endpoint!r}: {zmq.strerror(exc.errno)}") from exc
+            for topic in self.topics:
+                self._sock.setsockopt(zmq.SUBSCRIBE, topic)
+        except BaseException:
+            self.close()
+            raise
+
+    @staticmethod
+    def _configure(sock: zmq.Socket, endpoint: str, rcvhwm: int) -> None:
+        """Linger 0, bounded queue and message size, quick reconnects, TCP keepalive."""
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.RCVHWM, rcvhwm)
+        sock.setsockopt(zmq.MAXMSGSIZE, _MAX_MESSAGE_BYTES)
+        sock.setsockopt(zmq.RECONNECT_IVL, _RECONNECT_IVL_MS)
+        sock.setsockopt(zmq.RECONNECT_IVL_MAX, _RECONNECT_IVL_MAX_MS)
+        if endpoint.startswith("tcp://"):
+            sock.setsockopt(zmq.IPV6, 1 if endpoint[len("tcp://") :].startswith("[") else 0)
+            sock.setsockopt(zmq.TCP_KEEPALIVE, 1)
+
+    @property
+    def closed(self) -> bool:
+        return self._sock is None
+
+    def recv(self, timeout: float | None = None) -> dict[str, Any] | None:
+        """The next valid message, or None if none arrives within ``timeout`` seconds.
+
+        ``timeout=None`` waits forever; ``0`` only takes what is already queued.
+        """
+        sock = self._sock
+        if sock is None:
+            raise StreamdetError("subscriber is closed")
+        deadline = None if timeout is None else time.monotonic() + max(0.0, timeout)
+        while True:
+            wait_ms = None if deadline is None else max(0, int((deadline - time.monotonic()) * 1000 + 0.999))
+            if not sock.poll(wait_ms, zmq.POLLIN):
+                return None
+            try:
+                frames = sock.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                continue
+            try:
+                msg = wire.decode(frames)
+            except WireError as exc:
+                self._skip(frames, exc)
+                continue
+            self.received += 1
+            if msg["type"] == wire.DETECTIONS:
+                self._track_seq(msg["camera"], msg["seq"])
+            return msg
+
+    def _skip(self, frames: list[bytes], exc: WireError) -> None:
+        """Count an invalid message and warn (rate-limited, so garbage cannot flood the log)."""
+        self.invalid += 1
+        if self.invalid <= _WARN_FIRST or self.invalid % _WARN_EVERY == 0:
+            topic = frames[0][:80] if frames else b""
+            log.warning("skipped invalid message #%d (topic %r): %s", self.invalid, topic, exc)
+
+    def _track_seq(self, camera: str, seq: int) -> None:
+        """Add per-camera seq gaps to ``lost``; a seq that goes back (daemon restart) starts over."""
+        last = self._last_seq.get(camera)
+        if last is not None and seq > last + 1:
+            self.lost += seq - last - 1
+        self._last_seq[camera] = seq
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        return self
+
+    def __next__(self) -> dict[str, Any]:
+        if self._sock is None:
+            raise StopIteration
+        msg = self.recv(None)
+        assert msg is not None  # recv(None) waits until a valid message arrives
+        return msg
+
+    def close(self) -> None:
+        """Close the socket (and the context if this Subscriber made it). Idempotent."""
+        if self._sock is not None:
+            self._sock.close(linger=0)
+            self._sock = None
+        if self._own_context and not self._ctx.closed:
+            self._ctx.term()
+
+    def __enter__(self) -> Subscriber:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+def _silence_stdout() -> None:
+    """After EPIPE on stdout, point fd 1 at /dev/null so the interpreter's final flush is quiet."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass
+
+
+def subscribe_main(
+    endpoint: str,
+    cameras: Iterable[str] | None = None,
+    stats: bool = False,
+    count: int | None = None,
+    timeout: float | None = None,
+    out: TextIO | None = None,
+) -> int:
+    """``streamdet subscribe``: print each message as one JSON line (flushed), return the exit status.
+
+    Stops with 0 after ``count`` messages, on Ctrl-C, or when the reader goes away (broken pipe,
+    e.g. ``| head``). ``timeout`` is the longest wait for the next message: when it passes
+    without one, returns 1 with a hint on stderr. ``out`` defaults to ``sys.stdout``.
+    Raises StreamdetError (bad endpoint) or WireError (bad camera id).
+    """
+    if count is not None and count < 0:
+        raise ValueError(f"count must be >= 0, got {count}")
+    stream = sys.stdout if out is None else out
+    if cameras is not None:
+        cameras = [cameras] if isinstance(cameras, str) else list(cameras)
+    printed = 0
+    try:
+        with Subscriber(endpoint, cameras, stats=stats) as sub:
+            while count is None or printed < count:
+                msg = sub.recv(timeout)
+                if msg is None:
+                    _print_timeout_hint(endpoint, cameras, stats, timeout, printed)
+                    return 1
+                stream.write(json.dumps(msg, separators=(",", ":"), ensure_ascii=False) + "\n")
+                stream.flush()
+                printed += 1
+    except KeyboardInterrupt:
+        return 0
+    except BrokenPipeError:
+        if stream is sys.stdout:
+            _silence_stdout()
+        return 0
+    return 0
+
+
+def _print_timeout_hint(
+    endpoint: str, cameras: list[str] | None, stats: bool, timeout: float | None, printed: int
+) -> None:
+    """Tell the user on stderr what was waited for, and where, when nothing came."""
+    parts = ["all cameras"] if cameras is None else ([f"camera(s) {', '.join(cameras)}"] if cameras else [])
+    if stats:
+        parts.append("stats")
+    when = f"for {timeout:g} s after {printed} message(s)" if printed else f"within {timeout:g} s"
+    print(
+        f"streamdet subscribe: no message {when} from {endpoint} ({' and '.join(parts)}); "
+        "is the daemon running and publishing to this endpoint?",
+        file=sys.stderr,
+    )

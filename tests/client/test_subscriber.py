@@ -1,0 +1,280 @@
+"""Subscriber: exact camera filtering, stats, invalid messages skipped; subscribe_main output.
+
+A background thread publishes continuously (a PUB socket cannot know when a subscriber has
+joined), and every wait is bounded by a deadline. Sockets bind 127.0.0.1 only.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+import zmq
+
+from streamdet import wire
+from streamdet.client import Subscriber, subscribe_main
+from streamdet.errors import StreamdetError, WireError
+
+DEADLINE_S = 10.0
+CAMERAS = ("cam1", "cam10", "cam2")
+
+
+def _detections(camera: str, seq: int) -> list[bytes]:
+    return wire.encode(
+        wire.detection_message(
+            camera=camera,
+            seq=seq,
+            frame=seq,
+            pts=seq / 25,
+            ts_capture=time.time(),
+            width=320,
+            height=240,
+            detections=[{"box": [1, 2, 3, 4], "score": 0.9, "class_id": 1, "label": "bicycle"}],
+        )
+    )
+
+
+def _stats(seq: int) -> list[bytes]:
+    cam = {"fps": 25.0, "published": seq, "dropped": 0, "latency_ms": {"p50": 1, "p95": 2, "max": 3}}
+    return wire.encode(
+        wire.stats_message(
+            source="test", interval_s=1.0, cameras={"cam1": {**cam, "state": "running", "reconnects": 0}}
+        )
+    )
+
+
+def default_frames(seq: int) -> list[list[bytes]]:
+    """One round of messages: each camera once, plus a stats message."""
+    return [*(_detections(c, seq) for c in CAMERAS), _stats(seq)]
+
+
+class FeedThread:
+    """Publishes ``make(seq)`` rounds every few ms on a PUB bound to 127.0.0.1 until stopped."""
+
+    def __init__(self, make: Callable[[int], list[list[bytes]]] = default_frames) -> None:
+        self._make = make
+        self._ctx = zmq.Context()
+        self._sock = self._ctx.socket(zmq.PUB)
+        self._sock.setsockopt(zmq.LINGER, 0)
+        self._sock.bind("tcp://127.0.0.1:*")
+        self.endpoint = self._sock.getsockopt(zmq.LAST_ENDPOINT).decode()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)  # the socket moves to it
+
+    def _run(self) -> None:
+        seq = 0
+        deadline = time.monotonic() + 3 * DEADLINE_S
+        while not self._stop.is_set() and time.monotonic() < deadline:
+            for frames in self._make(seq):
+                self._sock.send_multipart(frames)
+            seq += 1
+            self._stop.wait(0.005)
+        self._sock.close(linger=0)
+
+    def __enter__(self) -> FeedThread:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(DEADLINE_S)
+        self._ctx.term()
+
+
+@pytest.fixture
+def feed() -> Iterator[FeedThread]:
+    with FeedThread() as f:
+        yield f
+
+
+def collect(sub: Subscriber, until: Callable[[list[dict[str, Any]]], bool]) -> list[dict[str, Any]]:
+    """Receive until ``until(messages)`` holds or the deadline passes."""
+    got: list[dict[str, Any]] = []
+    deadline = time.monotonic() + DEADLINE_S
+    while not until(got) and time.monotonic() < deadline:
+        msg = sub.recv(timeout=0.1)
+        if msg is not None:
+            got.append(msg)
+    return got
+
+
+def kinds(msgs: list[dict[str, Any]]) -> set[str]:
+    return {m["camera"] if m["type"] == "detections" else "stats" for m in msgs}
+
+
+def test_client_never_imports_torch() -> None:
+    code = (
+        "import sys, streamdet.client\n"
+        "from streamdet.client import Subscriber, subscribe_main\n"
+        "heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'numpy', 'cv2', 'av'))\n"
+        "assert not heavy, heavy\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def test_one_camera_is_exact(feed: FeedThread) -> None:
+    with Subscriber(feed.endpoint, cameras=["cam1"]) as sub:
+        got = collect(sub, lambda m: len(m) >= 20)
+    assert len(got) >= 20
+    assert kinds(got) == {"cam1"}  # never cam10, never stats
+
+
+def test_several_cameras(feed: FeedThread) -> None:
+    with Subscriber(feed.endpoint, cameras=("cam10", "cam2", "cam10")) as sub:
+        assert sub.topics == (b"det/cam10/", b"det/cam2/")
+        got = collect(sub, lambda m: len(m) >= 20 and kinds(m) == {"cam10", "cam2"})
+    assert kinds(got) == {"cam10", "cam2"}
+
+
+def test_all_cameras_without_stats(feed: FeedThread) -> None:
+    with Subscriber(feed.endpoint) as sub:
+        got = collect(sub, lambda m: len(m) >= 20 and kinds(m) == set(CAMERAS))
+    assert kinds(got) == set(CAMERAS)
+
+
+def test_stats_only_and_all_with_stats(feed: FeedThread) -> None:
+    with Subscriber(feed.endpoint, cameras=[], stats=True) as sub:
+        got = collect(sub, lambda m: len(m) >= 3)
+    assert len(got) >= 3 and kinds(got) == {"stats"}
+    assert got[0]["source"] == "test" and got[0]["cameras"]["cam1"]["state"] == "running"
+    with Subscriber(feed.endpoint, stats=True) as sub:
+        got = collect(sub, lambda m: kinds(m) == {*CAMERAS, "stats"})
+    assert kinds(got) == {*CAMERAS, "stats"}
+
+
+def test_iteration_and_seq_gaps() -> None:
+    def gappy(seq: int) -> list[list[bytes]]:
+        return [_detections("cam1", 2 * seq)]  # every other seq missing: 1 lost per message
+
+    with FeedThread(gappy) as feed, Subscriber(feed.endpoint, cameras=["cam1"]) as sub:
+        got = []
+        for msg in sub:  # blocks until a message arrives; the feed thread keeps publishing
+            got.append(msg)
+            if len(got) == 5:
+                break
+        assert [m["seq"] % 2 for m in got] == [0] * 5
+        assert sub.received == 5
+        assert sub.lost == (got[-1]["seq"] - got[0]["seq"]) // 2 >= 4
+
+
+def test_invalid_messages_are_skipped_and_counted(caplog: pytest.LogCaptureFixture) -> None:
+    good = _detections("cam1", 0)
+    v2 = json.loads(good[1])
+    v2["v"] = 2
+
+    def noisy(seq: int) -> list[list[bytes]]:
+        return [
+            [b"det/cam1/", b"{not json"],
+            [b"det/cam1/", json.dumps(v2).encode()],
+            [b"det/cam1/", good[1], b"extra frame"],
+            [b"det/cam1/x", good[1]],
+            [b"det/cam1/"],
+            _detections("cam1", seq),
+        ]
+
+    caplog.set_level(logging.WARNING, logger="streamdet.client.subscriber")
+    with FeedThread(noisy) as feed, Subscriber(feed.endpoint, cameras=["cam1"]) as sub:
+        got = collect(sub, lambda m: len(m) >= 3 and sub.invalid >= 5)
+        assert len(got) >= 3 and all(m["camera"] == "cam1" for m in got)
+        assert sub.invalid >= 5 and sub.received == len(got)
+    text = caplog.text
+    assert "skipped invalid message" in text
+    assert "unsupported wire version 2" in text and "not JSON" in text and "2 frames" in text
+
+
+def test_recv_timeout_without_publisher() -> None:
+    with Subscriber("tcp://127.0.0.1:9") as sub:  # nothing listens on the discard port
+        assert sub.recv(timeout=0) is None
+        assert sub.recv(timeout=0.05) is None
+    assert sub.closed
+    with pytest.raises(StreamdetError, match="closed"):
+        sub.recv(0)
+    assert list(sub) == []  # a closed subscriber iterates nothing
+
+
+def test_constructor_errors() -> None:
+    with pytest.raises(WireError, match="camera id"):
+        Subscriber("tcp://127.0.0.1:5555", cameras=["cam/1"])
+    with pytest.raises(StreamdetError, match="nothing to subscribe"):
+        Subscriber("tcp://127.0.0.1:5555", cameras=[])
+    with pytest.raises(StreamdetError, match="cannot connect to 'bogus://x'"):
+        Subscriber("bogus://x")
+    with pytest.raises(StreamdetError, match="out of range"):
+        Subscriber("tcp://127.0.0.1:70000")
+    sub = Subscriber("tcp://127.0.0.1:5555", cameras="cam1")  # a lone id is one camera, not 4 letters
+    assert sub.topics == (b"det/cam1/",)
+    sub.close()
+
+
+def test_subscribe_main_prints_count_json_lines(feed: FeedThread) -> None:
+    out = io.StringIO()
+    assert subscribe_main(feed.endpoint, ["cam2"], stats=True, count=8, timeout=DEADLINE_S, out=out) == 0
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 8
+    msgs = [json.loads(line) for line in lines]
+    assert kinds(msgs) <= {"cam2", "stats"}
+    assert all(m["v"] == 1 for m in msgs)
+
+
+def test_subscribe_main_timeout_without_messages(capsys: pytest.CaptureFixture[str]) -> None:
+    out = io.StringIO()
+    assert subscribe_main("tcp://127.0.0.1:9", None, count=1, timeout=0.05, out=out) == 1
+    assert out.getvalue() == ""
+    err = capsys.readouterr().err
+    assert "no message within 0.05 s" in err and "tcp://127.0.0.1:9" in err
+
+
+def test_subscribe_main_broken_pipe(feed: FeedThread) -> None:
+    class ClosedPipe(io.StringIO):
+        def write(self, s: str) -> int:
+            raise BrokenPipeError(32, "Broken pipe")
+
+    assert subscribe_main(feed.endpoint, None, timeout=DEADLINE_S, out=ClosedPipe()) == 0
+
+
+def test_subscribe_main_piped_into_head(feed: FeedThread) -> None:
+    """``streamdet subscribe | head -n 1``: exits 0 with no traceback once the reader is gone."""
+    code = f"import sys; from streamdet.client import subscribe_main; sys.exit(subscribe_main({feed.endpoint!r}, None))"
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert proc.stdout is not None and proc.stderr is not None
+        first = proc.stdout.readline()
+        assert json.loads(first)["type"] == "detections"
+        proc.stdout.close()  # like head exiting
+        rc = proc.wait(timeout=DEADLINE_S)
+        err = proc.stderr.read().decode()
+    finally:
+        proc.kill()
+        proc.wait()
+    assert rc == 0, err
+    assert err == ""
+
+
+def test_subscribe_main_ctrl_c_exits_0() -> None:
+    code = (
+        "import sys\n"
+        "from streamdet.client import subscribe_main\n"
+        "print('ready', file=sys.stderr, flush=True)\n"
+        "sys.exit(subscribe_main('tcp://127.0.0.1:9', None))\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert proc.stderr is not None
+        assert proc.stderr.readline() == b"ready\n"
+        time.sleep(0.3)  # let it reach the blocking wait
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=DEADLINE_S)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert proc.returncode == 0, err.decode()
+    assert out == b"" and err == b""
