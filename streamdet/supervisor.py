@@ -30,6 +30,7 @@ from streamdet.pipeline.decode import CameraSource, DecoderSpec, decoder_main
 from streamdet.pipeline.publish import PublishProxy
 from streamdet.pipeline.ring import FrameRing, slot_bytes_for
 from streamdet.pipeline.worker import EXIT_BAD_MODEL, WorkerSpec, worker_main
+from streamdet.stopflag import StopFlag
 from streamdet.systemd import SystemdNotifier
 
 log = logging.getLogger("streamdet.supervisor")
@@ -102,7 +103,7 @@ class Supervisor:
     def __init__(self, config: Config) -> None:
         self.config = config
         self.ctx = mp.get_context("spawn")
-        self.stop_event = self.ctx.Event()
+        self.stop_event = StopFlag(self.ctx)
         self.rings: dict[str, FrameRing] = {}
         self.children: list[Child] = []
         self.proxy: PublishProxy | None = None

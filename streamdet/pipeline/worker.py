@@ -18,11 +18,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from multiprocessing.sharedctypes import Synchronized
-from multiprocessing.synchronize import Event
 
 import numpy as np
 
 from streamdet.pipeline.ring import Frame, FrameRing
+from streamdet.stopflag import StopFlag
 
 log = logging.getLogger("streamdet.worker")
 
@@ -104,7 +104,7 @@ class BatchGatherer:
                 batch.append(frame)
                 taken.add(cam)
 
-    def gather(self, stop: Event | None = None) -> list[Frame]:
+    def gather(self, stop: StopFlag | None = None) -> list[Frame]:
         """One batch: empty if no camera has a new frame right now."""
         batch: list[Frame] = []
         taken: set[str] = set()
@@ -121,7 +121,7 @@ class BatchGatherer:
         return batch
 
 
-def worker_main(spec: WorkerSpec, stop: Event, heartbeat: Synchronized) -> None:
+def worker_main(spec: WorkerSpec, stop: StopFlag, heartbeat: Synchronized) -> None:
     """Process entry point: attach rings, load and warm up the model, then serve until ``stop``."""
     from streamdet.logs import setup_logging
 
@@ -179,7 +179,7 @@ class WorkerLoop:
         if self.heartbeat is not None:
             self.heartbeat.value = time.time()
 
-    def run(self, stop: Event) -> None:
+    def run(self, stop: StopFlag) -> None:
         while not stop.is_set():
             self.beat()
             batch = self.gatherer.gather(stop)
