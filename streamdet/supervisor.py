@@ -18,6 +18,7 @@ import re
 import shutil
 import signal
 import tempfile
+import threading
 import time
 from collections import deque
 from collections.abc import Callable
@@ -26,6 +27,7 @@ from multiprocessing.process import BaseProcess
 from pathlib import Path
 
 from streamdet.config import Config
+from streamdet.metrics import CameraTotals, MetricsServer, render_metrics
 from streamdet.pipeline.decode import CameraSource, DecoderSpec, decoder_main
 from streamdet.pipeline.publish import PublishProxy
 from streamdet.pipeline.ring import FrameRing, slot_bytes_for
@@ -71,6 +73,15 @@ class Child:
     next_start: float = 0.0  # monotonic time before which it is not restarted
     backoff_s: float = BACKOFF_INITIAL_S
     ready: bool = False
+    restart_count: int = 0  # since the daemon started (metrics)
+
+
+def local_endpoint(endpoint: str) -> str:
+    """The address a local client connects to for a bound endpoint (wildcard hosts -> loopback)."""
+    for wildcard in ("tcp://*:", "tcp://0.0.0.0:"):
+        if endpoint.startswith(wildcard):
+            return "tcp://127.0.0.1:" + endpoint[len(wildcard):]
+    return endpoint
 
 
 def cleanup_stale_segments(shm_dir: Path = Path("/dev/shm")) -> list[str]:
@@ -112,6 +123,10 @@ class Supervisor:
         self._tmpdir: str | None = None
         self._ready = False
         self._exit_status = 1  # when the supervision loop gives up
+        self.metrics: MetricsServer | None = None
+        self._camera_totals = CameraTotals()
+        self._stats_thread: threading.Thread | None = None
+        self._stats_stop = threading.Event()
 
     # -- signals -----------------------------------------------------------------------------
     def _on_signal(self, signum: int, _frame: object) -> None:
@@ -223,6 +238,7 @@ class Supervisor:
         while child.restarts and now - child.restarts[0] > window:
             child.restarts.popleft()
         child.restarts.append(now)
+        child.restart_count += 1
         if len(child.restarts) > self.config.supervisor.restart_limit:
             log.error("%s %s; %d restarts within %.0f s, giving up", child.name, reason, len(child.restarts) - 1,
                       window)
@@ -284,7 +300,43 @@ class Supervisor:
                 proc.kill()
                 proc.join(2)
 
+    # -- metrics -----------------------------------------------------------------------------
+    def _collect_stats(self, endpoint: str) -> None:
+        from streamdet.client.subscriber import Subscriber
+
+        with Subscriber(endpoint, cameras=[], stats=True) as sub:
+            while not self._stats_stop.is_set():
+                msg = sub.recv(timeout=0.5)
+                if msg is not None:
+                    self._camera_totals.add(msg)
+
+    def render_metrics(self) -> str:
+        """Current Prometheus exposition text."""
+        return render_metrics(
+            {cam: ring.status() for cam, ring in list(self.rings.items())},
+            self._camera_totals.snapshot(),
+            {c.name: c.restart_count for c in self.children},
+        )
+
+    def _start_metrics(self) -> None:
+        m = self.config.metrics
+        if m.port is None:
+            return
+        self._stats_thread = threading.Thread(
+            target=self._collect_stats, args=(local_endpoint(self.config.publish.endpoint),),
+            name="streamdet-stats", daemon=True,
+        )
+        self._stats_thread.start()
+        self.metrics = MetricsServer(m.host, m.port, self.render_metrics).start()
+        log.info("metrics on http://%s:%d/metrics", m.host, self.metrics.port)
+
     def _cleanup(self) -> None:
+        self._stats_stop.set()
+        if self.metrics is not None:
+            with contextlib.suppress(Exception):
+                self.metrics.stop()
+        if self._stats_thread is not None:
+            self._stats_thread.join(2)
         if self.proxy is not None:
             with contextlib.suppress(Exception):
                 self.proxy.stop()
@@ -311,6 +363,7 @@ class Supervisor:
             self.proxy.start()
             log.info("publishing on %s", self.config.publish.endpoint)
             self._plan_children(self._create_rings(), internal)
+            self._start_metrics()
             status = 0
             last_watchdog = 0.0
             while self._signal is None:
