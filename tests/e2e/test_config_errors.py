@@ -23,16 +23,16 @@ def _run(cmd: str, config: Path, env: dict[str, str] | None = None) -> subproces
 
 
 CASES = {
-    "unknown key": ("model: {{weights: {w}, img_sise: 640}}\ncameras:\n  - " + GOOD_CAMERA, "model.img_sise", 1),
-    "bad URL": ("model: {{weights: {w}}}\ncameras:\n  - {{id: cam1, url: 'ftp://x/y'}}", "cameras[0].url", 3),
-    "missing weights": ("model: {{weights: nothere.pt}}\ncameras:\n  - " + GOOD_CAMERA, "model.weights", 1),
+    "unknown key": ("model: {weights: {w}, img_sise: 640}\ncameras:\n  - " + GOOD_CAMERA, "model.img_sise", 1),
+    "bad URL": ("model: {weights: {w}}\ncameras:\n  - {id: cam1, url: 'ftp://x/y'}", "cameras[0].url", 3),
+    "missing weights": ("model: {weights: nothere.pt}\ncameras:\n  - " + GOOD_CAMERA, "model.weights", 1),
     "duplicate ids": (
-        "model: {{weights: {w}}}\ncameras:\n  - " + GOOD_CAMERA + "\n  - " + GOOD_CAMERA,
+        "model: {weights: {w}}\ncameras:\n  - " + GOOD_CAMERA + "\n  - " + GOOD_CAMERA,
         "cameras[1].id",
         4,
     ),
     "unset env var": (
-        "model: {{weights: {w}}}\ncameras:\n  - {{id: door, url: 'rtsp://u:${{DOOR_PASS}}@10.0.0.5/s'}}",
+        "model: {weights: {w}}\ncameras:\n  - {id: door, url: 'rtsp://u:${DOOR_PASS}@10.0.0.5/s'}",
         "cameras[0].url",
         3,
     ),
@@ -45,7 +45,7 @@ def test_bad_config_exits_2_naming_the_key(tmp_path: Path, fixtures_dir: Path, c
     text, key, line = CASES[case]
     weights = fixtures_dir / "yolov5" / "yolov5n_random.pt"
     config = tmp_path / "cameras.yaml"
-    config.write_text(text.format(w=f'"{weights}"'))
+    config.write_text(text.replace("{w}", f'"{weights}"'))
     r = _run(command, config)
     assert r.returncode == 2, (r.stdout, r.stderr)
     assert key in r.stderr and f"line {line}" in r.stderr, r.stderr
