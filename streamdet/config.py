@@ -26,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationIn
 from pydantic_core import PydanticCustomError
 
 from streamdet.errors import ConfigError
+from streamdet.redact import redact_url
 
 __all__ = [
     "BatchingConfig",
@@ -54,61 +55,11 @@ _CAMERA_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _DEVICE_RE = re.compile(r"^(cpu|cuda(?::(\d+))?)$")
 _HOST_RE = re.compile(r"^(\*|\[[0-9A-Fa-f:.%A-Za-z]+\]|[A-Za-z0-9._-]+)$")
 _ENV_RE = re.compile(r"\$\$\{|\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)\}|\$\{")
-_SECRET_QUERY_KEYS = re.compile(
-    r"^(pass(word|wd)?|pwd|passphrase|token|access_token|auth|key|apikey|api_key|secret|sig|"
-    r"signature|user(name)?|usr|login)$",
-    re.IGNORECASE,
-)
 _MAX_IPC_PATH = 107  # sun_path is 108 bytes on Linux, including the terminating NUL
 
 
 # ----------------------------------------------------------------------------------------------
 # URL helpers
-
-
-def redact_url(url: str) -> str:
-    """Return ``url`` with the userinfo (``user:password@``) and credential query values as ``***``.
-
-    ``rtsp://admin:pw@10.0.0.5/s1`` becomes ``rtsp://***:***@10.0.0.5/s1``. Malformed strings
-    are handled conservatively: when in doubt, more is hidden, never less. Local paths without
-    a scheme are returned unchanged.
-    """
-    if not isinstance(url, str):
-        return "***"
-    slashes = url.find("//")
-    scheme = _SCHEME_RE.match(url)
-    if slashes >= 0:
-        head, rest = url[: slashes + 2], url[slashes + 2 :]
-    elif scheme:
-        head, rest = url[: scheme.end()], url[scheme.end() :]
-    else:
-        return url
-    end = min((i for i in (rest.find(c) for c in "/?#") if i >= 0), default=len(rest))
-    at = rest.rfind("@")
-    userinfo_end = -1
-    if 0 <= at < end:
-        userinfo_end = at
-    elif at >= 0 and 0 <= rest.find(":") < end:
-        # 'user:pa/ss@host': an unencoded '/', '?' or '#' in the password; hide up to the last '@'
-        userinfo_end = at
-    if userinfo_end >= 0:
-        userinfo = rest[:userinfo_end]
-        rest = ("***:***" if ":" in userinfo else "***") + rest[userinfo_end:]
-    return head + _redact_query(rest)
-
-
-def _redact_query(rest: str) -> str:
-    """Hide the values of query parameters that usually carry credentials (``?password=...``)."""
-    q = rest.find("?")
-    if q < 0:
-        return rest
-    frag = rest.find("#", q)
-    query = rest[q + 1 : frag if frag >= 0 else len(rest)]
-    parts = []
-    for part in query.split("&"):
-        key, eq, _value = part.partition("=")
-        parts.append(f"{key}=***" if eq and _SECRET_QUERY_KEYS.match(key) else part)
-    return rest[: q + 1] + "&".join(parts) + (rest[frag:] if frag >= 0 else "")
 
 
 def _resolve_path(value: str | Path, base_dir: Path) -> Path:

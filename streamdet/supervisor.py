@@ -177,7 +177,6 @@ class Supervisor:
             spec = DecoderSpec(
                 sources=[self._camera_source(cam) for cam in group],
                 ring_names={cam.id: ring_names[cam.id] for cam in group},
-                log_level=c.log_level,
             )
             name = f"decoder-{group[0].id}" if per == 1 else f"decoder-{k // per}"
             self.children.append(Child(name, decoder_main, (spec, self.stop_event), tuple(cam.id for cam in group)))
@@ -202,7 +201,6 @@ class Supervisor:
                 max_wait_ms=c.batching.max_wait_ms,
                 publish_endpoint=internal_endpoint,
                 stats_interval_s=c.publish.stats_interval_s,
-                log_level=c.log_level,
             )
             self.children.append(
                 Child(spec.name, worker_main, (spec, self.stop_event, heartbeat), tuple(mine), heartbeat=heartbeat)

@@ -46,56 +46,29 @@ import logging
 import math
 import os
 import random
-import re
-import sys
 import threading
 import time
 import traceback
 from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Protocol
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import av
 import numpy as np
 
 from streamdet.errors import SourceError
 from streamdet.pipeline.ring import FrameRing
+from streamdet.redact import redact_text, redact_url
 
 log = logging.getLogger("streamdet.decode")
 
 #: URL schemes read as live network streams (never paced, EOF = failure).
 LIVE_SCHEMES = frozenset({"rtsp", "rtsps", "rtmp", "rtmps", "rtp", "udp", "tcp", "srt", "http", "https"})
-_SECRET_KEYS = re.compile(r"pass|pwd|secret|token|key|auth|sig|cred", re.IGNORECASE)
-_USERINFO = re.compile(r"(?P<scheme>\b[a-zA-Z][a-zA-Z0-9+.-]*://)[^/\s'\"]*@")
-_SECRET_PARAM = re.compile(r"(?P<key>[?&][^=&\s'\"]*(?:pass|pwd|secret|token|key|auth|sig|cred)[^=&\s'\"]*=)"
-                           r"[^&\s'\"]*", re.IGNORECASE)
 _POLL_S = 0.5  # longest sleep between stop/heartbeat checks
 _BEHIND_RESET_S = 1.0  # a paced file this far behind schedule re-anchors instead of bursting
 
 
-def redact_url(url: str) -> str:
-    """``url`` with userinfo replaced by ``***`` and secret-looking query values masked."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return redact_text(url)
-    if not parts.scheme or len(parts.scheme) == 1:  # a plain path (or a Windows drive letter)
-        return url
-    netloc = parts.netloc
-    if "@" in netloc:
-        netloc = "***@" + netloc.rsplit("@", 1)[1]
-    query = parts.query
-    if query:
-        pairs = parse_qsl(query, keep_blank_values=True)
-        query = urlencode([(k, "***" if _SECRET_KEYS.search(k) else v) for k, v in pairs], safe="*")
-    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
-
-
-def redact_text(text: str) -> str:
-    """Mask credentials in any URL quoted inside ``text`` (e.g. an FFmpeg error message)."""
-    text = _USERINFO.sub(r"\g<scheme>***@", text)
-    return _SECRET_PARAM.sub(r"\g<key>***", text)
 
 
 @dataclass(frozen=True)
@@ -370,7 +343,6 @@ class DecoderSpec:
 
     sources: list[CameraSource]
     ring_names: dict[str, str]
-    log_level: str = "INFO"
 
 
 @dataclass
@@ -385,17 +357,6 @@ class _CameraThread:
     restart_at: float = 0.0
     started_at: float = 0.0
     result: dict = field(default_factory=dict)
-
-
-def _setup_logging(level: str) -> None:
-    """One line per event on stderr, unless the process already configured logging."""
-    root = logging.getLogger()
-    if not root.handlers:
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter(
-            "%(asctime)s %(levelname)s decoder[%(process)d] %(name)s: %(message)s"))
-        root.addHandler(handler)
-    log.setLevel(getattr(logging, str(level).upper(), logging.INFO))
 
 
 def _camera_thread_body(cam: _CameraThread, stop: _EventLike) -> None:
@@ -433,7 +394,6 @@ def decoder_main(spec: DecoderSpec, stop_event: _EventLike) -> None:
     finished (waiting at most ~2 s; a thread still inside a blocking FFmpeg read is a daemon
     thread and ends with the process, or by its read timeout).
     """
-    _setup_logging(spec.log_level)
     cams = [_CameraThread(src, spec.ring_names[src.camera_id]) for src in spec.sources]
     log.info("decoder started (pid %d): cameras %s", os.getpid(), ", ".join(c.source.camera_id for c in cams))
 

@@ -49,7 +49,6 @@ class WorkerSpec:
     publish_endpoint: str
     stats_interval_s: float
     warmup_shape: tuple[int, int] = (720, 1280)
-    log_level: str = "info"
 
 
 @dataclass
@@ -123,9 +122,6 @@ class BatchGatherer:
 
 def worker_main(spec: WorkerSpec, stop: StopFlag, heartbeat: Synchronized) -> None:
     """Process entry point: attach rings, load and warm up the model, then serve until ``stop``."""
-    from streamdet.logs import setup_logging
-
-    setup_logging(spec.log_level, f"streamdet-{spec.name}")
     from streamdet.detector import Detector
     from streamdet.errors import ModelError
     from streamdet.pipeline.publish import Publisher

@@ -22,11 +22,12 @@ from streamdet.pipeline.decode import (
     CameraSource,
     DecoderSpec,
     decoder_main,
-    redact_text,
-    redact_url,
     scaled_size,
 )
 from streamdet.pipeline.ring import FrameRing, slot_bytes_for
+from streamdet.redact import redact_text, redact_url
+from streamdet.stopflag import StopFlag
+from streamdet.supervisor import _child_entry
 from tests.helpers.media import make_test_clip, read_frame_number
 from tests.helpers.rtsp import RtspServer
 
@@ -107,8 +108,8 @@ def run_reader() -> Iterator[Callable[[CameraSource, FrameRing], Running]]:
 
 
 def test_redaction() -> None:
-    assert redact_url(f"rtsp://admin:{SECRET}@10.0.0.5:554/s1") == "rtsp://***@10.0.0.5:554/s1"
-    assert redact_url(f"rtsp://admin:p@ss@{SECRET}.example/s") == f"rtsp://***@{SECRET}.example/s"
+    assert redact_url(f"rtsp://admin:{SECRET}@10.0.0.5:554/s1") == "rtsp://***:***@10.0.0.5:554/s1"
+    assert redact_url(f"rtsp://admin:p@ss@{SECRET}.example/s") == f"rtsp://***:***@{SECRET}.example/s"
     assert SECRET not in redact_url(f"http://h/x.m3u8?token={SECRET}&ch=2")
     assert redact_url("/data/videos/a.mp4") == "/data/videos/a.mp4"
     text = f"[Errno 111] Connection refused: 'rtsp://u:{SECRET}@127.0.0.1:1/x?password={SECRET}'"
@@ -321,10 +322,11 @@ def test_decoder_main_isolates_cameras_restarts_crashed_thread_and_stops(clips, 
 def test_decoder_main_in_spawned_process(clips, make_ring, capfd) -> None:
     ring = make_ring("cam1")
     spec = DecoderSpec(sources=[CameraSource("cam1", str(clips["small"]), loop=True)],
-                       ring_names={"cam1": ring.name}, log_level="INFO")
+                       ring_names={"cam1": ring.name})
     ctx = mp.get_context("spawn")
-    stop = ctx.Event()
-    proc = ctx.Process(target=decoder_main, args=(spec, stop))
+    stop = StopFlag(ctx)
+    # Started exactly as the supervisor starts it (bootstrap sets up logging, signals).
+    proc = ctx.Process(target=_child_entry, args=("decoder-cam1", "info", decoder_main, (spec, stop)))
     proc.start()
     try:
         wait_for(lambda: ring.latest_seq >= 5, 30, "frames from the decoder process")
