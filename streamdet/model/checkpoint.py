@@ -15,19 +15,17 @@ Instead this module
   architecture dict.
 
 :func:`save_checkpoint` writes the same format (a ``best.pt`` as ``strip_optimizer`` leaves
-it), with a pickler that refuses to write any global this loader would refuse.
+it) through :mod:`streamdet.model.checkpoint_writer`, whose pickler refuses to write any global
+this loader would refuse.
 """
 
 from __future__ import annotations
 
 import copy
-import hashlib
 import io
 import os
 import pickle
 import struct
-import tempfile
-import types
 import zipfile
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
@@ -38,10 +36,10 @@ from typing import Any, BinaryIO
 
 import numpy as np
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from streamdet.errors import CheckpointError, ModelError, UnsafeCheckpointError
-from streamdet.model.yolov5 import Detect, YOLOv5
+from streamdet.model.yolov5 import YOLOv5
 
 PathLike = str | os.PathLike[str]
 
@@ -131,12 +129,9 @@ def save_checkpoint(model: YOLOv5, path: PathLike, **meta: Any) -> Path:
     }
     ckpt.update(meta)
     ckpt["model"] = model
-    pickler_out = io.BytesIO()
-    records: list[tuple[str, bytes]] = []
-    builder = _StubBuilder()
-    tree = {k: builder.convert(v) if isinstance(v, YOLOv5) else v for k, v in ckpt.items()}
-    _CheckpointPickler(pickler_out, records).dump(tree)
-    _write_torch_zip(path, pickler_out.getvalue(), records)
+    from streamdet.model.checkpoint_writer import write_checkpoint
+
+    write_checkpoint(ckpt, path)
     return path
 
 
@@ -636,200 +631,3 @@ def _allowed_globals(path: Path) -> dict[str, Any]:
     for name in _TORCH_DTYPES:
         allowed[f"torch.{name}"] = getattr(torch, name)
     return allowed
-
-
-# Globals our pickler may write: exactly what the loader accepts (checked by name).
-_WRITABLE_GLOBALS = frozenset(_allowed_globals(Path("-")))
-
-
-# ---------------------------------------------------------------------------------------------
-# Writing: our model -> placeholder-like stub tree -> pickle -> torch.save zip
-# ---------------------------------------------------------------------------------------------
-
-
-class _PickleStub:
-    """Base of the classes that stand for Ultralytics/torch globals in a pickle we write.
-
-    Each subclass carries ``_global = (module, name)``; the pickler writes that name, not ours.
-    Instances hold the module state that becomes the pickled ``__dict__``.
-    """
-
-    _global: tuple[str, str] = ("", "")
-
-    def __reduce_ex__(self, protocol: Any) -> tuple[Any, ...]:
-        import copyreg
-
-        return copyreg.__newobj__, (type(self),), dict(self.__dict__)
-
-
-class _StubBuilder:
-    """Converts a YOLOv5 into a stub tree with the attributes Ultralytics' classes expect."""
-
-    def __init__(self) -> None:
-        self._classes: dict[tuple[str, str], type[_PickleStub]] = {}
-
-    def stub_class(self, module: str, name: str) -> type[_PickleStub]:
-        key = (module, name)
-        if key not in self._classes:
-            self._classes[key] = type(name, (_PickleStub,), {"_global": key, "__module__": __name__})
-        return self._classes[key]
-
-    def convert(self, model: YOLOv5) -> _PickleStub:
-        if model.is_fused:
-            raise ModelError("cannot save a fused model: the checkpoint format holds separate Conv and BatchNorm")
-        layers = self.module(model.model)
-        for stub, layer in zip(layers.__dict__["_modules"].values(), model.model, strict=True):
-            block = layer[0] if isinstance(layer, nn.Sequential) else layer
-            stub.__dict__["type"] = _official_name(block)  # 'models.common.C3', as Ultralytics records it
-        root = self.module(model, children={"model": layers})
-        d = root.__dict__
-        for k in ("names", "stride"):
-            d.pop(k, None)
-        d.update({
-            "yaml": copy.deepcopy(model.yaml),
-            "save": list(model.save),
-            "names": dict(enumerate(model.names)),
-            "inplace": True,
-            "stride": model.stride.detach().to("cpu", torch.float32).clone(),
-            "nc": model.nc,
-        })
-        return root
-
-    def module(self, m: nn.Module, children: dict[str, _PickleStub] | None = None) -> _PickleStub:
-        module_name, _, cls_name = _official_name(m).rpartition(".")
-        stub = self.stub_class(module_name, cls_name)()
-        state: dict[str, Any] = {}
-        for k, v in m.__dict__.items():
-            if k in ("_compiled_call_impl", "_grids"):
-                continue
-            if k == "training":
-                v = False
-            elif k == "_parameters":
-                v = OrderedDict((n, None if p is None else nn.Parameter(_fp16(p), requires_grad=False))
-                                for n, p in v.items())
-            elif k == "_buffers":
-                v = OrderedDict((n, None if b is None else _fp16(b)) for n, b in v.items())
-            elif k == "_modules":
-                v = children if children is not None else OrderedDict(
-                    (n, None if c is None else self.module(c)) for n, c in v.items())
-            elif k.startswith("_") and "hook" in k:
-                v = None if k == "_is_full_backward_hook" else OrderedDict()  # hooks are never saved
-            elif isinstance(v, Tensor):
-                v = _fp16(v)
-            state[k] = v
-        if isinstance(m, Detect):
-            # grid caches as Ultralytics keeps them (empty: rebuilt on the first forward)
-            state["grid"] = [torch.empty(0, dtype=torch.float16) for _ in range(m.nl)]
-            state["anchor_grid"] = [torch.empty(0, dtype=torch.float16) for _ in range(m.nl)]
-        stub.__dict__.update(state)
-        return stub
-
-
-def _official_name(m: nn.Module) -> str:
-    """'models.common.Conv' for our blocks, 'torch.nn.modules.conv.Conv2d' for torch modules."""
-    cls = type(m)
-    name = getattr(cls, "official_name", None)
-    if name:
-        return name
-    if cls.__module__.startswith(_TORCH_NN_PREFIX):
-        return f"{cls.__module__}.{cls.__qualname__}"
-    raise ModelError(f"cannot save module of type {cls.__module__}.{cls.__qualname__} in a YOLOv5 checkpoint")
-
-
-def _fp16(t: Tensor) -> Tensor:
-    """A detached CPU copy; floating point becomes float16 as in Ultralytics checkpoints."""
-    t = t.detach().to("cpu")
-    return t.to(torch.float16) if t.is_floating_point() else t.clone()
-
-
-class _StorageRef:
-    """One tensor's bytes, referenced from the pickle by a persistent id."""
-
-    def __init__(self, key: str, type_stub: type[_PickleStub], numel: int) -> None:
-        self.key, self.type_stub, self.numel = key, type_stub, numel
-
-
-class _CheckpointPickler(pickle._Pickler):  # the pure-Python pickler lets us write chosen global names
-    """Protocol-2 pickler writing tensors as torch.save does and stub classes under their global names.
-
-    Every global it writes must be one the safe loader accepts, so a checkpoint we write can
-    always be read back by us (ModelError otherwise, e.g. for a lambda in ``meta``).
-    """
-
-    # The base class dispatches plain functions straight to its own save_global; route them
-    # through ours so that every global written is checked.
-    dispatch = dict(pickle._Pickler.dispatch)
-    dispatch[types.FunctionType] = lambda self, obj: self.save_global(obj)
-
-    def __init__(self, file: BinaryIO, records: list[tuple[str, bytes]]) -> None:
-        super().__init__(file, protocol=2)
-        self._records = records
-        self._stubs = _StubBuilder()
-
-    def persistent_id(self, obj: Any) -> Any:
-        if isinstance(obj, _StorageRef):
-            return ("storage", obj.type_stub, obj.key, "cpu", obj.numel)
-        return None
-
-    def reducer_override(self, obj: Any) -> Any:
-        if isinstance(obj, nn.Parameter):
-            rebuild = self._stubs.stub_class("torch._utils", "_rebuild_parameter")
-            return rebuild, (obj.detach(), False, OrderedDict())
-        if isinstance(obj, Tensor):
-            t = obj.detach().to("cpu").contiguous()
-            storage_name = next((n for n, d in _STORAGE_DTYPES.items() if d == t.dtype and n != "UntypedStorage"),
-                                None)
-            if storage_name is None:
-                raise ModelError(f"cannot save a tensor of dtype {t.dtype}")
-            key = str(len(self._records))
-            self._records.append((key, t.reshape(-1).view(torch.uint8).numpy().tobytes()))
-            ref = _StorageRef(key, self._stubs.stub_class("torch", storage_name), t.numel())
-            rebuild = self._stubs.stub_class("torch._utils", "_rebuild_tensor_v2")
-            return rebuild, (ref, 0, tuple(t.shape), t.stride(), False, OrderedDict())
-        return NotImplemented
-
-    def save_global(self, obj: Any, name: str | None = None) -> None:
-        if isinstance(obj, type) and issubclass(obj, _PickleStub):
-            module, qualname = obj._global
-        else:
-            module, qualname = getattr(obj, "__module__", "?"), name or getattr(obj, "__qualname__", "?")
-            if f"{module}.{qualname}" not in _WRITABLE_GLOBALS:
-                raise ModelError(f"cannot write {module}.{qualname} into a checkpoint: the safe loader "
-                                 "would refuse it")
-            super().save_global(obj, name)
-            return
-        if f"{module}.{qualname}" not in _WRITABLE_GLOBALS and not (
-            module in _PLACEHOLDER_MODULES or module.startswith(_TORCH_NN_PREFIX)
-        ):
-            raise ModelError(f"cannot write {module}.{qualname} into a checkpoint")
-        self.write(pickle.GLOBAL + f"{module}\n{qualname}\n".encode("ascii"))
-        self.memoize(obj)
-
-
-def _write_torch_zip(path: Path, pkl: bytes, records: list[tuple[str, bytes]]) -> None:
-    """Write the torch.save zip layout (stored, 64-byte aligned records), atomically."""
-    stem = "".join(c if c.isalnum() or c in "_-" else "_" for c in path.name.split(".")[0]) or "archive"
-    serialization_id = str(int.from_bytes(hashlib.sha256(pkl).digest()[:16], "little")).zfill(40)[:40]
-    entries = [("data.pkl", pkl), (".format_version", b"1"), (".storage_alignment", b"64"),
-               ("byteorder", b"little")]
-    entries += [(f"data/{key}", data) for key, data in records]
-    entries += [("version", b"3\n"), (".data/serialization_id", serialization_id.encode("ascii"))]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f, zipfile.ZipFile(f, "w", zipfile.ZIP_STORED, allowZip64=True) as zf:
-            offset = 0
-            for name, data in entries:
-                arcname = f"{stem}/{name}"
-                info = zipfile.ZipInfo(arcname, date_time=(1980, 1, 1, 0, 0, 0))
-                info.compress_type = zipfile.ZIP_STORED
-                header = 30 + len(arcname.encode("utf-8"))
-                pad = (-(offset + header + 4)) % 64  # align the record data to 64 bytes, as torch does
-                info.extra = struct.pack("<HH", 0x4246, pad) + b"Z" * pad  # 'FB' padding field
-                zf.writestr(info, data)
-                offset += header + len(info.extra) + len(data)
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; a checkpoint is an ordinary shared file
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
