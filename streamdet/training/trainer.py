@@ -247,6 +247,6 @@ def train(cfg: TrainConfig, log: Callable[[str], None] | None = None) -> TrainRe
     (out / "results.json").write_text(json.dumps({"config": meta_opt, "epochs": records}, indent=1))
     seconds = time.time() - t_start
     log(f"done in {seconds / 60:.1f} min; last {last_path}" + (f", best {best_path}" if best_path else ""))
-    if math.isnan(losses[-1]) if losses else False:
-        raise FloatingPointError("training diverged (NaN loss)")
+    if losses and not math.isfinite(losses[-1]):
+        raise FloatingPointError("training diverged (non-finite loss)")
     return TrainResult(losses=losses, epochs=records, last=last_path, best=best_path, model=ema.ema, seconds=seconds)
