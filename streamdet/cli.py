@@ -65,7 +65,8 @@ def _cmd_subscribe(args: argparse.Namespace) -> int:
     from streamdet.client.subscriber import subscribe_main
 
     return subscribe_main(
-        args.endpoint, args.camera or None, stats=args.stats, count=args.count, timeout=args.timeout
+        args.endpoint, args.camera or None, stats=args.stats, count=args.count, timeout=args.timeout,
+        summary=args.summary,
     )
 
 
@@ -116,6 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--endpoint", default=DEFAULT_ENDPOINT, help=f"publisher endpoint (default: {DEFAULT_ENDPOINT})")
     p.add_argument("--camera", action="append", metavar="ID", help="only this camera (repeatable)")
     p.add_argument("--stats", action="store_true", help="also print the periodic stats messages")
+    p.add_argument("--summary", action="store_true", help="one human-readable line per message instead of JSON")
     p.add_argument("--count", type=int, help="exit after this many messages")
     p.add_argument("--timeout", type=float, help="exit with status 1 if no message arrives for this many seconds")
     p.set_defaults(func=_cmd_subscribe)

@@ -183,8 +183,11 @@ def subscribe_main(
     count: int | None = None,
     timeout: float | None = None,
     out: TextIO | None = None,
+    summary: bool = False,
 ) -> int:
     """``streamdet subscribe``: print each message as one JSON line (flushed), return the exit status.
+
+    With ``summary``, print one human-readable line per message instead (:func:`format_summary`).
 
     Stops with 0 after ``count`` messages, on Ctrl-C, or when the reader goes away (broken pipe,
     e.g. ``| head``). ``timeout`` is the longest wait for the next message: when it passes
@@ -204,7 +207,8 @@ def subscribe_main(
                 if msg is None:
                     _print_timeout_hint(endpoint, cameras, stats, timeout, printed)
                     return 1
-                stream.write(json.dumps(msg, separators=(",", ":"), ensure_ascii=False) + "\n")
+                line = format_summary(msg) if summary else json.dumps(msg, separators=(",", ":"), ensure_ascii=False)
+                stream.write(line + "\n")
                 stream.flush()
                 printed += 1
     except KeyboardInterrupt:
@@ -214,6 +218,22 @@ def subscribe_main(
             _silence_stdout()
         return 0
     return 0
+
+
+def format_summary(msg: dict[str, Any]) -> str:
+    """One line for people: camera, frame, latency and labelled scores; or a stats line."""
+    if msg.get("type") == "stats":
+        cams = []
+        for cam, st in msg.get("cameras", {}).items():
+            p50 = (st.get("latency_ms") or {}).get("p50")
+            lat = f"{p50:.0f} ms" if isinstance(p50, (int, float)) else "-"
+            cams.append(f"{cam} {st.get('fps', 0):.1f} fps, latency p50 {lat}, {st.get('dropped', 0)} dropped, "
+                        f"{st.get('state', '?')}")
+        return "[stats] " + "; ".join(cams)
+    latency_ms = (msg["ts_publish"] - msg["ts_capture"]) * 1000.0
+    objects = " ".join(f"{d['label']}:{d['score']:.2f}" for d in msg["detections"])
+    return (f"{msg['camera']} frame {msg['frame']} seq {msg['seq']} ({latency_ms:.0f} ms): "
+            f"{len(msg['detections'])} objects {objects}").rstrip()
 
 
 def _print_timeout_hint(

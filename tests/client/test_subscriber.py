@@ -278,3 +278,14 @@ def test_subscribe_main_ctrl_c_exits_0() -> None:
         proc.wait()
     assert proc.returncode == 0, err.decode()
     assert out == b"" and err == b""
+
+
+def test_format_summary_lines() -> None:
+    from streamdet.client.subscriber import format_summary
+
+    msg = {"type": "detections", "camera": "door", "frame": 12, "seq": 3, "ts_capture": 10.0, "ts_publish": 10.05,
+           "detections": [{"label": "circle", "score": 0.91234, "box": [0, 0, 1, 1], "class_id": 0}]}
+    assert format_summary(msg) == "door frame 12 seq 3 (50 ms): 1 objects circle:0.91"
+    stats = {"type": "stats", "cameras": {"door": {"fps": 24.96, "dropped": 2, "state": "streaming",
+                                                   "latency_ms": {"p50": 41.2}}}}
+    assert format_summary(stats) == "[stats] door 25.0 fps, latency p50 41 ms, 2 dropped, streaming"
