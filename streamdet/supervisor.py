@@ -220,14 +220,20 @@ class Supervisor:
         child.started_at = time.time()
         log.info("started %s (pid %d)", child.name, child.process.pid)
 
-    def _last_beat(self, child: Child) -> float:
+    def _last_beat(self, child: Child) -> float | None:
+        """Wall time of the child's last sign of life; None for a decoder whose cameras all ended
+        (a finished file without ``loop``): it is idle, not hung."""
         if child.heartbeat is not None:
             return child.heartbeat.value
-        return max((self.rings[cam].status().heartbeat for cam in child.cameras), default=0.0)
+        statuses = [self.rings[cam].status() for cam in child.cameras]
+        live = [st.heartbeat for st in statuses if st.state != "ended"]
+        return max(live) if live else None
 
     def _is_hung(self, child: Child, now_wall: float) -> bool:
-        last = max(self._last_beat(child), child.started_at)
-        return now_wall - last > self.config.supervisor.hang_timeout_s
+        beat = self._last_beat(child)
+        if beat is None:
+            return False
+        return now_wall - max(beat, child.started_at) > self.config.supervisor.hang_timeout_s
 
     def _schedule_restart(self, child: Child, reason: str) -> bool:
         """Record a restart; returns False when the child exceeded its restart budget."""

@@ -106,3 +106,27 @@ def test_cleanup_stale_segments(tmp_path: Path) -> None:
         p.write_bytes(b"x")
     assert cleanup_stale_segments(tmp_path) == [stale.name]
     assert not stale.exists() and live.exists() and other.exists()
+
+
+def test_decoder_with_ended_file_is_not_hung(config) -> None:
+    from streamdet.pipeline.ring import FrameRing
+
+    sup = Supervisor(config)
+    names = sup._create_rings()
+    try:
+        ring = sup.rings["cam1"]
+        child = Child("decoder-cam1", crash_at_once, (), ("cam1",))
+        child.started_at = time.time() - 100  # longer ago than hang_timeout_s
+        other = FrameRing.attach(names["cam1"])
+        other.heartbeat()
+        other.set_state("streaming")
+        time.sleep(0.01)
+        assert not sup._is_hung(child, time.time())
+        assert sup._is_hung(child, time.time() + 10)  # no beat for 10 s while streaming: hung
+        other.set_state("ended")  # a file without loop finished: it beats no more, and is fine
+        assert not sup._is_hung(child, time.time() + 1000)
+        other.close()
+    finally:
+        for ring in sup.rings.values():
+            ring.close()
+            ring.unlink()
