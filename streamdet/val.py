@@ -21,6 +21,7 @@ import numpy as np
 
 from streamdet.datasets.groundtruth import DatasetError, groundtruth_path, read_groundtruth
 from streamdet.evaluation import ClassAP, EvalResult, evaluate, format_table
+from streamdet.progress import Progress
 
 __all__ = ["PTS_TOLERANCE", "ValResult", "format_result", "iter_clip", "iter_yolo", "run_val", "val_main"]
 
@@ -63,38 +64,6 @@ class ValResult:
     def to_json(self) -> str:
         """:meth:`to_dict` as one line of JSON."""
         return json.dumps(self.to_dict())
-
-
-class _Progress:
-    """A minimal progress line on a text stream (``\\r``-updated), at most ~10 updates per second."""
-
-    def __init__(self, total: int | None, label: str, stream: TextIO | None = None) -> None:
-        self.total, self.label, self.done = total, label, 0
-        self.stream = stream if stream is not None else sys.stderr
-        self.start = self._last = time.monotonic()
-
-    def update(self, n: int = 1) -> None:
-        self.done += n
-        now = time.monotonic()
-        if now - self._last >= 0.1 or (self.total is not None and self.done >= self.total):
-            self._last = now
-            self._draw(now)
-
-    def _draw(self, now: float) -> None:
-        rate = self.done / max(now - self.start, 1e-9)
-        if self.total:
-            frac = min(self.done / self.total, 1.0)
-            bar = "#" * int(frac * 30)
-            text = f"{self.label} [{bar:<30}] {self.done}/{self.total} {rate:.1f}/s"
-        else:
-            text = f"{self.label} {self.done} {rate:.1f}/s"
-        self.stream.write("\r" + text)
-        self.stream.flush()
-
-    def close(self) -> None:
-        self._draw(time.monotonic())
-        self.stream.write("\n")
-        self.stream.flush()
 
 
 def iter_yolo(data: Path) -> tuple[int, Iterator[tuple[np.ndarray, np.ndarray]]]:
@@ -203,7 +172,7 @@ def run_val(
         max_det=max_det,
     )
     names = [str(n) for n in det.names]
-    bar = _Progress(total, "val") if progress else None
+    bar = Progress(total, "val") if progress else None
     predictions: list[np.ndarray] = []
     truths: list[np.ndarray] = []
     try:

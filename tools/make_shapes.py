@@ -13,47 +13,14 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
-from typing import TextIO
 
 from streamdet.datasets import shapes
+from streamdet.progress import Progress
 
 CHUNK = 16  # images per worker task
-
-
-class Progress:
-    """A minimal progress bar on stderr, redrawn at most ~10 times per second."""
-
-    def __init__(self, total: int, label: str, stream: TextIO | None = None) -> None:
-        self.total, self.label, self.done = total, label, 0
-        self.stream = stream if stream is not None else sys.stderr
-        self.start = self._last = time.monotonic()
-
-    def set(self, done: int) -> None:
-        self.done = done
-        now = time.monotonic()
-        if now - self._last >= 0.1 or done >= self.total:
-            self._last = now
-            self._draw(now)
-
-    def _draw(self, now: float) -> None:
-        elapsed = max(now - self.start, 1e-9)
-        rate = self.done / elapsed
-        frac = self.done / self.total if self.total else 1.0
-        eta = (self.total - self.done) / rate if rate > 0 else 0.0
-        bar = "#" * int(frac * 30)
-        self.stream.write(
-            f"\r{self.label} [{bar:<30}] {self.done}/{self.total} {rate:.1f}/s eta {eta:.0f}s elapsed {elapsed:.0f}s"
-        )
-        self.stream.flush()
-
-    def close(self) -> None:
-        self._draw(time.monotonic())
-        self.stream.write("\n")
-        self.stream.flush()
 
 
 def parse_size(text: str) -> tuple[int, int]:
