@@ -10,13 +10,14 @@ import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TextIO
+from typing import TextIO, TypeVar
 
 import numpy as np
 
 from streamdet.errors import SourceError
 from streamdet.pipeline.postprocess import detection_records
 
+T = TypeVar("T")
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}
 
 
@@ -69,10 +70,10 @@ def read_frames(path: Path) -> Iterator[SourceFrame]:
             raise SourceError(f"{path}: decoding failed: {exc}") from exc
 
 
-def batched(frames: Iterable[SourceFrame], size: int) -> Iterator[list[SourceFrame]]:
-    """Group frames into lists of at most ``size``."""
-    batch: list[SourceFrame] = []
-    for f in frames:
+def batched(items: Iterable[T], size: int) -> Iterator[list[T]]:
+    """Group items into lists of at most ``size`` (``itertools.batched`` needs Python 3.12)."""
+    batch: list[T] = []
+    for f in items:
         batch.append(f)
         if len(batch) == size:
             yield batch

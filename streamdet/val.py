@@ -20,6 +20,7 @@ from typing import Any, TextIO
 import numpy as np
 
 from streamdet.datasets.groundtruth import DatasetError, groundtruth_path, read_groundtruth
+from streamdet.detect import batched
 from streamdet.evaluation import ClassAP, EvalResult, evaluate, format_table
 from streamdet.progress import Progress
 
@@ -123,17 +124,6 @@ def iter_clip(clip: Path) -> tuple[int, Iterator[tuple[np.ndarray, np.ndarray]]]
     return len(truth), gen()
 
 
-def _batches(it: Iterator[tuple[np.ndarray, np.ndarray]], size: int) -> Iterator[list[tuple[np.ndarray, np.ndarray]]]:
-    batch: list[tuple[np.ndarray, np.ndarray]] = []
-    for item in it:
-        batch.append(item)
-        if len(batch) == size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
-
-
 def run_val(
     weights: str | Path,
     data: str | Path,
@@ -176,7 +166,7 @@ def run_val(
     predictions: list[np.ndarray] = []
     truths: list[np.ndarray] = []
     try:
-        for batch in _batches(items, batch_size):
+        for batch in batched(items, batch_size):
             frames = [f for f, _ in batch]
             out = det(frames)
             if len(out) != len(frames):
