@@ -116,7 +116,7 @@ class BatchGatherer:
                 self.sleep(min(IDLE_POLL_S, max(0.0, deadline - self.clock())))
                 self._poll(batch, taken)
         if self.order:
-            self._start = (self._start + len(batch) or 1) % len(self.order)
+            self._start = (self._start + len(batch)) % len(self.order)
         return batch
 
 
@@ -188,6 +188,7 @@ class WorkerLoop:
 
     def process(self, batch: list[Frame]) -> None:
         """Detect on one batch and publish one message per frame."""
+        from streamdet.errors import WireError
         from streamdet.pipeline.postprocess import detection_records
         from streamdet.wire import detection_message
 
@@ -200,20 +201,25 @@ class WorkerLoop:
                 det[:, [0, 2]] *= sx
                 det[:, [1, 3]] *= sy
             ts_publish = time.time()
-            msg = detection_message(
-                camera=frame.camera,
-                seq=ring.next_message_seq(),
-                frame=frame.frame_index,
-                pts=frame.pts,
-                ts_capture=frame.ts_capture,
-                ts_publish=ts_publish,
-                width=frame.src_width,
-                height=frame.src_height,
-                dropped=frame.dropped,
-                detections=detection_records(det, self.names),
-            )
             stats = self.stats[frame.camera]
-            if self.publisher.send(msg):
+            try:  # a non-finite score breaks the contract; one bad message never stops the worker
+                msg = detection_message(
+                    camera=frame.camera,
+                    seq=ring.next_message_seq(),
+                    frame=frame.frame_index,
+                    pts=frame.pts,
+                    ts_capture=frame.ts_capture,
+                    ts_publish=ts_publish,
+                    width=frame.src_width,
+                    height=frame.src_height,
+                    dropped=frame.dropped,
+                    detections=detection_records(det, self.names),
+                )
+                sent = self.publisher.send(msg)
+            except WireError as exc:
+                log.warning("%s: frame %d not published: %s", frame.camera, frame.frame_index, exc)
+                sent = False
+            if sent:
                 stats.published += 1
             stats.dropped += frame.dropped
             stats.latencies_ms.append((ts_publish - frame.ts_capture) * 1000.0)

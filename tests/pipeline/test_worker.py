@@ -176,3 +176,23 @@ def test_loop_publishes_contract_messages_in_source_pixels() -> None:
     stats = pub.sent[-1]
     assert stats["type"] == "stats" and stats["cameras"]["a"]["published"] == 2
     assert stats["cameras"]["a"]["dropped"] == 1 and stats["cameras"]["b"]["published"] == 1
+
+
+def test_a_message_that_breaks_the_contract_is_skipped_not_fatal() -> None:
+    class NaNDetector(FakeDetector):
+        def __call__(self, frames):
+            return [np.array([[1, 2, 11, 12, np.nan, 1]], np.float32) for _ in frames]
+
+    class ValidatingPublisher(FakePublisher):
+        def send(self, msg: dict) -> bool:
+            from streamdet.wire import encode
+
+            encode(msg)  # raises WireError on a non-finite score, as the real Publisher does
+            return super().send(msg)
+
+    rings = {"a": FakeRing("a")}
+    pub = ValidatingPublisher()
+    loop = WorkerLoop(_spec(), rings, NaNDetector(), pub)
+    rings["a"].push()
+    loop.process(loop.gatherer.gather())
+    assert pub.sent == [] and loop.stats["a"].published == 0
