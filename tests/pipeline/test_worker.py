@@ -6,22 +6,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from streamdet.pipeline.ring import Frame
 from streamdet.pipeline.worker import BatchGatherer, CameraStats, WorkerLoop, WorkerSpec
-
-
-@dataclass
-class FakeFrame:
-    camera: str
-    seq: int
-    frame_index: int
-    pts: float
-    ts_capture: float
-    width: int
-    height: int
-    src_width: int
-    src_height: int
-    image: np.ndarray
-    dropped: int = 0
 
 
 @dataclass
@@ -43,8 +29,8 @@ class FakeRing:
     def push(self, w: int = 64, h: int = 48, src: tuple[int, int] | None = None) -> None:
         seq = len(self.frames) + 1
         sw, sh = src or (w, h)
-        self.frames.append(FakeFrame(self.camera, seq, seq - 1, (seq - 1) / 25, 1000.0 + seq, w, h, sw, sh,
-                                     np.zeros((h, w, 3), np.uint8)))
+        self.frames.append(Frame(self.camera, seq, seq - 1, (seq - 1) / 25, 1000.0 + seq, w, h, sw, sh, "bgr24",
+                                 np.zeros((h, w, 3), np.uint8), dropped=0))
 
     def status(self) -> FakeStatus:
         return FakeStatus(latest_seq=len(self.frames))
