@@ -12,13 +12,20 @@ import numpy as np
 import pytest
 import torch
 
+from streamdet.pipeline.image import Image
 from streamdet.pipeline.preprocess import (
+    CpuPreprocessor,
+    Preprocessor,
     batch_input_shape,
     letterbox,
     letterbox_params,
+    letterbox_yuv420_reference,
+    linear_axis_table,
     preprocess_batch,
     to_model_input,
 )
+from streamdet.pipeline.stages import PREPROCESSORS
+from tests.pipeline.test_colour import random_yuv, yuv_image
 
 IMAGES = ["img1_1280x720", "img3_500x377", "img4_377x500"]
 MODES = {"square": False, "auto": True}
@@ -227,3 +234,173 @@ def test_to_model_input() -> None:
 def test_preprocess_module_does_not_import_torch() -> None:
     code = "import sys, streamdet.pipeline.preprocess; sys.exit('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
+
+
+# --- The Preprocessor seam: one parity suite over every implementation --------------------------
+
+IMPLEMENTATIONS = PREPROCESSORS.names()  # every registered preprocessor (a CUDA one joins with the GPU path)
+
+# (source (h, w), model input (H, W)): downscales, exact 2x, no resize, upscales, odd letterbox
+# borders, and the rounding corner case of _batch_geometry (frame keeps its own ratio) in 4:2:0 sizes.
+GEOMETRIES = [
+    ((1080, 1920), (384, 640)),
+    ((720, 1280), (384, 640)),  # exact 2x: cv2 switches to INTER_AREA
+    ((720, 1280), (256, 416)),
+    ((576, 704), (544, 640)),
+    ((1080, 1440), (480, 640)),
+    ((360, 640), (384, 640)),  # no resize, only borders
+    ((240, 320), (480, 640)),  # 2x upscale
+    ((96, 130), (416, 416)),  # odd upscale, odd borders
+    ((376, 500), (512, 640)),  # odd half-pads (dh = 6.5 etc.)
+    ((2, 2), (64, 64)),
+    ((1828, 1280), (640, 448)),  # corner case at 640: own ratio 0.350109 > min(640/1828, 448/1280)
+    ((1036, 1920), (224, 416)),  # corner case at 416
+    ((1084, 1280), (352, 416)),  # corner case at 416
+    ((1058, 1920), (384, 640)),  # height 2 mod 4
+]
+_YUV2BGR = {"yuv420p": cv2.COLOR_YUV2BGR_I420, "nv12": cv2.COLOR_YUV2BGR_NV12}
+
+
+def _make(name: str) -> Preprocessor:
+    if not PREPROCESSORS.available(name):
+        pytest.skip(f"{name} preprocessor not available here")
+    pre = PREPROCESSORS.resolve(name)()
+    assert pre.name == name
+    return pre
+
+
+def _run(pre: Preprocessor, images: list[Image], hw: tuple[int, int], out: np.ndarray | None = None) -> np.ndarray:
+    got = pre(images, hw, out)
+    got = got.cpu().numpy() if hasattr(got, "cpu") else got  # a device tensor from a GPU implementation
+    assert got.dtype == np.uint8 and got.flags.c_contiguous and got.shape == (len(images), 3, *hw)
+    return got
+
+
+@pytest.fixture(params=IMPLEMENTATIONS)
+def pre(request: pytest.FixtureRequest) -> Preprocessor:
+    return _make(request.param)
+
+
+def test_geometries_cover_the_corner_case() -> None:
+    for (h, w), hw in GEOMETRIES[-4:-1]:
+        assert batch_input_shape([(h, w)], max(hw), 32) == hw
+        r, _ = letterbox_params((h, w), hw)
+        assert r > min(hw[0] / h, hw[1] / w)  # the naive auto=False ratio would differ
+
+
+@pytest.mark.parametrize("pix_fmt", ["yuv420p", "nv12"])
+@pytest.mark.parametrize("src_hw,hw", GEOMETRIES)
+def test_yuv_bt601_limited_equals_todays_bgr_path(pre: Preprocessor, src_hw, hw, pix_fmt: str) -> None:
+    data = random_yuv(*src_hw, seed=src_hw[0] + src_hw[1])
+    expected = preprocess_batch([cv2.cvtColor(data, _YUV2BGR[pix_fmt])], hw)
+    got = _run(pre, [yuv_image(data, pix_fmt)], hw)
+    np.testing.assert_array_equal(got, expected)
+
+
+@pytest.mark.parametrize("name", IMAGES)
+def test_bgr_images_equal_preprocess_batch(pre: Preprocessor, images: dict[str, np.ndarray], name: str) -> None:
+    img = images[name]
+    for hw in (batch_input_shape([img.shape[:2]], 640, 32), (640, 640), (256, 416)):
+        np.testing.assert_array_equal(_run(pre, [Image.bgr(img)], hw), preprocess_batch([img], hw))
+    assert _sha(_to_hwc_bgr(_run(pre, [Image.bgr(img)], batch_input_shape([img.shape[:2]], 640, 32))[0])) == _sha(
+        letterbox(img, 640, auto=True)[0]
+    )
+
+
+@pytest.mark.parametrize("matrix,range_", [("bt709", "limited"), ("bt601", "full"), ("bt709", "full")])
+@pytest.mark.parametrize("src_hw,hw", GEOMETRIES[:4] + GEOMETRIES[6:8] + GEOMETRIES[-2:])
+def test_other_colours_equal_the_reference(pre: Preprocessor, src_hw, hw, matrix: str, range_: str) -> None:
+    for pix_fmt in ("yuv420p", "nv12"):
+        image = yuv_image(random_yuv(*src_hw, seed=src_hw[1]), pix_fmt, matrix, range_)
+        np.testing.assert_array_equal(_run(pre, [image], hw)[0], letterbox_yuv420_reference(image, hw))
+
+
+def test_mixed_batch_into_reused_buffer(pre: Preprocessor, images: dict[str, np.ndarray]) -> None:
+    batch = [
+        Image.bgr(images["img3_500x377"]),
+        yuv_image(random_yuv(720, 1280, 1), "yuv420p"),
+        yuv_image(random_yuv(1080, 1920, 2), "nv12", "bt709", "limited"),
+        yuv_image(random_yuv(480, 640, 3), "yuv420p", "bt601", "full"),
+    ]
+    hw = batch_input_shape([im.hw for im in batch], 640, 32)
+    out = np.full((6, 3, *hw), 9, np.uint8)
+    got = pre(batch, hw, out)
+    if isinstance(got, np.ndarray):  # CPU implementations write into the caller's buffer
+        assert np.shares_memory(got, out) and got.shape == (4, 3, *hw)
+        assert (out[4:] == 9).all()
+    got = got.cpu().numpy() if hasattr(got, "cpu") else got
+    for i, image in enumerate(batch):
+        np.testing.assert_array_equal(got[i], letterbox_yuv420_reference(image, hw))
+        np.testing.assert_array_equal(got[i], _run(pre, [image], hw)[0])
+    assert _run(pre, [], hw).shape == (0, 3, *hw)
+
+
+def test_bad_out_buffers_are_rejected(pre: Preprocessor) -> None:
+    image = [yuv_image(random_yuv(64, 64), "yuv420p")]
+    for bad in (
+        np.empty((1, 3, 64, 64), np.float32),
+        np.empty((1, 3, 64, 63), np.uint8),
+        np.empty((0, 3, 64, 64), np.uint8),
+        np.empty((1, 64, 64, 3), np.uint8),
+        np.empty((1, 3, 64, 128), np.uint8)[..., ::2],
+    ):
+        with pytest.raises(ValueError):
+            pre(image, (64, 64), bad)
+    with pytest.raises(ValueError):
+        pre(image, (0, 64))
+
+
+# --- The integer reference of the fused operation, and its tables ----------------------------------
+
+
+def test_reference_matches_cpu_on_random_geometries() -> None:
+    rng = np.random.default_rng(7)
+    cpu = CpuPreprocessor()
+    for k in range(40):
+        h, w = (int(v) * 2 for v in rng.integers(1, 500, 2))
+        hw = (int(rng.integers(8, 400)), int(rng.integers(8, 400))) if k % 2 else batch_input_shape([(h, w)], 320, 32)
+        matrix, range_ = [("bt601", "limited"), ("bt709", "full")][k % 4 == 3]
+        image = yuv_image(random_yuv(h, w, seed=k), ("yuv420p", "nv12")[k % 3 == 0], matrix, range_)
+        np.testing.assert_array_equal(letterbox_yuv420_reference(image, hw), cpu([image], hw)[0], err_msg=f"{(h, w)}")
+
+
+def test_reference_on_bgr_corner_case_1920x1057() -> None:
+    img = np.random.default_rng(2).integers(0, 256, (1057, 1920, 3), dtype=np.uint8)
+    hw = batch_input_shape([img.shape[:2]], 640, 32)
+    ref = letterbox_yuv420_reference(Image.bgr(img), hw)
+    np.testing.assert_array_equal(ref, preprocess_batch([img], hw)[0])
+    assert _sha(_to_hwc_bgr(ref)) == _sha(letterbox(img, 640, auto=True)[0])
+
+
+@pytest.mark.parametrize("src,dst", [(1280, 640), (1920, 640), (640, 416), (320, 640), (7, 500), (640, 640), (1, 9)])
+def test_axis_tables(src: int, dst: int) -> None:
+    for columns in (True, False):
+        t = linear_axis_table(src, dst, columns)
+        assert t.idx.shape == t.w.shape == (dst, 2) and t.idx.dtype == np.int32 and t.w.dtype == np.int16
+        assert t.idx.min() >= 0 and t.idx.max() <= src - 1
+        assert (t.w >= 0).all() and (t.w.sum(axis=1) == 2048).all()
+        assert (np.diff(t.idx[:, 0]) >= 0).all()
+        # centre of output i sits at source (i + 0.5) * src / dst - 0.5, within one Q11 step
+        centre = (t.idx[:, 0] * t.w[:, 0] + t.idx[:, 1] * t.w[:, 1]) / 2048
+        expect = np.clip((np.arange(dst) + 0.5) * src / dst - 0.5, 0, src - 1)
+        assert np.abs(centre - expect).max() <= 1 / 1024 + 1e-9
+    if src == dst:
+        t = linear_axis_table(src, dst, True)
+        assert (t.idx[:, 0] == np.arange(dst)).all() and (t.w[:, 0] == 2048).all()
+
+
+def test_axis_tables_edges_differ_between_rows_and_columns() -> None:
+    # 2x upscale: output 0 sits at source -0.25; columns snap to (0, weight 2048),
+    # rows keep weights (512, 1536) on two clamped taps, as OpenCV does.
+    cols, rows = linear_axis_table(4, 8, True), linear_axis_table(4, 8, False)
+    assert cols.idx[0].tolist() == [0, 1] and cols.w[0].tolist() == [2048, 0]
+    assert rows.idx[0].tolist() == [0, 0] and rows.w[0].tolist() == [512, 1536]
+    assert cols.w[-1].tolist() == [2048, 0] and rows.idx[-1].tolist() == [3, 3] and rows.w[-1].tolist() == [1536, 512]
+
+
+def test_extreme_aspect_gives_only_borders() -> None:
+    img = np.full((2000, 2, 3), 50, np.uint8)  # 2 px wide: resized width rounds to 0 in a 64x64 input
+    ref = letterbox_yuv420_reference(Image.bgr(img), (64, 64))
+    got = CpuPreprocessor()([Image.bgr(img)], (64, 64))[0]
+    np.testing.assert_array_equal(ref, got)
+    assert (got == 114).all()
