@@ -1,41 +1,54 @@
 """Stage 1: decode cameras and files into the per-camera frame rings.
 
 Consumes: video sources (RTSP/RTMP/HTTP URLs or files) opened with PyAV (FFmpeg).
-Produces: BGR24 frames (downscaled to fit the ring) with their frame index, pts and capture
-wall time, written into each camera's :class:`~streamdet.pipeline.ring.FrameRing`, plus the
-decoder state, heartbeat and counters in the ring header.
+Produces: YUV 4:2:0 frames (yuv420p or nv12 planes copied as decoded, no colour conversion,
+tagged with their colour matrix and range) with their frame index, pts and capture wall time,
+written into each camera's :class:`~streamdet.pipeline.ring.FrameRing`, plus the decoder state,
+heartbeat and counters in the ring header.
 Process: a decoder process (spawned by the supervisor) runs :func:`decoder_main`: one
 :class:`CameraReader` thread per camera. Never imports torch.
 
 Behaviour of a camera thread:
 
+- start gate: a file camera (not ``is_live``) waits for ``DecoderSpec.start_gate`` (ring state
+  ``starting``, heartbeating, stop-aware) before opening, so no file frame is published before
+  the workers are ready; live cameras start at once.
 - open with timeouts (PyAV ``timeout=(open, read)``: an FFmpeg interrupt callback that aborts
   any blocking open/read after that long; RTSP also gets FFmpeg's ``timeout`` socket option, in
-  microseconds, and ``rtsp_transport``), decode the first video stream, convert to bgr24
-  (downscaling keeping the aspect ratio when above ``max_width`` x ``max_height`` or the ring's
-  slot size; the source size is recorded), write into the ring, heartbeat.
+  microseconds, and ``rtsp_transport``), decode the first video stream, write into the ring,
+  heartbeat.
+- pixels: yuv420p/yuvj420p/nv12 frames of an even size that fits are copied plane by plane into
+  the ring with their colour tags; anything else is converted once to yuv420p
+  (:mod:`streamdet.pipeline.frames` has the rule), counted in ``frames_converted`` and logged
+  once per camera; the source size is recorded.
 - ``pts`` is ``frame.time`` in seconds (fallback ``frame_index / fps``); ``ts_capture`` is the
   wall clock when the frame was decoded (after pacing, for paced files).
 - ``frame_index`` counts decoded frames from 0 each time the source is (re)opened after a
   failure; it keeps counting across ``loop`` restarts of a file (where pts starts over).
-  Frames skipped by ``max_fps`` still consume an index, so the index names the source frame.
-- files are paced at their own rate when ``realtime`` (sleeping against a wall-clock schedule
-  anchored at the first frame; a loop continues it one frame period after the last frame; it
-  re-anchors when more than 1 s behind instead of bursting), as fast as possible otherwise.
-  Network streams (``LIVE_SCHEMES``, http(s) included: HLS, MJPEG cameras) are never paced.
-- ``max_fps`` keeps a frame only when its pts is at least ``1 / max_fps`` after the previous
-  kept frame's schedule; skipped frames are counted (``frames_skipped``) and not converted.
+  Frames skipped by ``max_fps`` or dropped as behind still consume an index.
+- flow control: a file with ``realtime: false`` (looping or not) puts its ring in lossless
+  mode: the thread waits (heartbeating, stop-aware) for the worker to consume a slot instead of
+  overwriting it, so every kept frame is published exactly once, in order, however slow
+  inference is. Live sources and paced files use latest wins: the worker takes the newest frame
+  and counts the overwritten ones itself (seq gaps, ``Frame.dropped``).
+- pacing: a file with ``realtime`` is played at its own rate against a wall-clock schedule;
+  frames too late are not written (``frames_behind``), ``max_fps`` thins frames
+  (``frames_skipped``); :mod:`streamdet.pipeline.pacing` has the rules. Network streams
+  (``LIVE_SCHEMES``, http(s) included: HLS, MJPEG cameras) are never paced.
+- ``decode_ns`` adds the wall time spent demuxing (files only: a live demux mostly waits for
+  the network), decoding, converting and writing; pacing sleeps and lossless waits excluded.
 - end of file: ``loop`` seeks back to the start (reopening if the seek fails), otherwise the
   state becomes ``ended`` and the thread finishes. End of a network stream is a failure.
 - failure to open, read errors, and stalls (no decoded frame for ``stall_timeout_s`` while
   packets arrive; no packet at all is caught by the read timeout) close the source and reopen
   it after ``backoff_initial_s * 2**n`` (capped at ``backoff_max_s``, +-``backoff_jitter``),
   forever, until stop. A stream that delivered frames resets the backoff.
-- the stop event interrupts every sleep within 0.5 s; a blocking FFmpeg open or read returns
-  within its timeout at worst (a live stream delivers packets every few tens of ms).
-- ring states: ``connecting`` (opening) -> ``streaming`` (first frame written) -> ``backoff``
-  (after a failure, ``last_error`` set) -> ``connecting`` ...; ``ended`` (file without loop),
-  ``stopped`` (stop event); ``failed`` (the thread crashed; decoder_main restarts it).
+- the stop event interrupts every sleep and wait within 0.5 s; a blocking FFmpeg open or read
+  returns within its timeout at worst (a live stream delivers packets every few tens of ms).
+- ring states: ``starting`` (gate) -> ``connecting`` (opening) -> ``streaming`` (first frame
+  written) -> ``backoff`` (after a failure, ``last_error`` set) -> ``connecting`` ...; ``ended``
+  (file without loop), ``stopped`` (stop event); ``failed`` (the thread crashed; decoder_main
+  restarts it).
 - log lines carry the camera id and the redacted URL; FFmpeg error texts (which quote the URL)
   are redacted before they are logged or stored in the ring. Credentials are never logged.
 """
@@ -55,10 +68,13 @@ from typing import Protocol
 from urllib.parse import urlsplit
 
 import av
-import numpy as np
 
 from streamdet.errors import SourceError
-from streamdet.pipeline.ring import FrameRing
+from streamdet.pipeline.frames import color_tags as color_tags  # re-exported: moved to frames.py
+from streamdet.pipeline.frames import plane_views, to_ring_format
+from streamdet.pipeline.frames import scaled_size as scaled_size  # re-exported: moved to frames.py
+from streamdet.pipeline.pacing import Schedule
+from streamdet.pipeline.ring import FrameRing, WriteAborted
 from streamdet.redact import redact_text, redact_url
 
 log = logging.getLogger("streamdet.decode")
@@ -66,9 +82,7 @@ log = logging.getLogger("streamdet.decode")
 #: URL schemes read as live network streams (never paced, EOF = failure).
 LIVE_SCHEMES = frozenset({"rtsp", "rtsps", "rtmp", "rtmps", "rtp", "udp", "tcp", "srt", "http", "https"})
 _POLL_S = 0.5  # longest sleep between stop/heartbeat checks
-_BEHIND_RESET_S = 1.0  # a paced file this far behind schedule re-anchors instead of bursting
-
-
+_GATE_POLL_S = 0.1  # start gate: how often stop is checked while waiting
 
 
 @dataclass(frozen=True)
@@ -106,6 +120,11 @@ class CameraSource:
         """A network stream: paced by its sender; its end is a failure, not EOF."""
         return self.scheme in LIVE_SCHEMES
 
+    @property
+    def lossless(self) -> bool:
+        """A file read as fast as possible: every frame is published (the ring's lossless mode)."""
+        return not self.is_live and not self.realtime
+
 
 class _EventLike(Protocol):
     def is_set(self) -> bool: ...
@@ -116,40 +135,27 @@ class _Stopped(Exception):
     """The stop event was set: unwind the reader quietly."""
 
 
-def scaled_size(width: int, height: int, max_width: int, max_height: int,
-                max_bytes: int | None = None) -> tuple[int, int]:
-    """Largest size with the aspect ratio of ``width`` x ``height`` that fits in ``max_width`` x
-    ``max_height`` (and ``max_bytes`` of bgr24); the size itself when it already fits."""
-    scale = min(1.0, max_width / width, max_height / height)
-    if max_bytes is not None:
-        scale = min(scale, math.sqrt(max_bytes / (width * height * 3)))
-    if scale >= 1.0:
-        return width, height
-    w, h = max(1, int(width * scale)), max(1, int(height * scale))
-    if max_bytes is not None:
-        while w * h * 3 > max_bytes:  # float rounding
-            w, h = max(1, w - 1), max(1, h - 1)
-    return w, h
-
-
 class CameraReader:
     """Reads one source into its ring until stop (or until a non-looping file ends).
 
     ``run()`` is a thread body; it catches every error from the source and reconnects, so it
-    only returns on stop or at the end of a non-looping file.
+    only returns on stop or at the end of a non-looping file. ``start_gate`` (event-like, or
+    None) holds a file camera before its first open.
     """
 
     def __init__(self, source: CameraSource, ring: FrameRing, stop_event: _EventLike,
-                 rng: random.Random | None = None) -> None:
+                 rng: random.Random | None = None, start_gate: _EventLike | None = None) -> None:
         self.source = source
         self.ring = ring
         self.stop = stop_event
+        self.start_gate = start_gate
         self.rng = rng or random.Random()
         self.pid = os.getpid()
         self.frames_written = 0  # this reader, all sessions
         self._session_frames = 0  # frames written since the last (re)open
         self._phase = "open"  # what the current session is doing: "open" or "read"
         self._open_started = 0.0
+        self._conversion_logged = False
 
     # -- helpers ------------------------------------------------------------------------------
 
@@ -172,6 +178,21 @@ class CameraReader:
         if self.stop.is_set():
             raise _Stopped
 
+    def _wait_gate(self) -> None:
+        """File cameras: wait for the start gate (state ``starting``), heartbeating; _Stopped on stop."""
+        gate = self.start_gate
+        if gate is None or self.source.is_live or gate.is_set():
+            return
+        self.ring.set_state("starting")
+        log.info("%s: waiting for the start gate", self._tag())
+        next_beat = 0.0
+        while not gate.wait(_GATE_POLL_S):
+            if self.stop.is_set():
+                raise _Stopped
+            if time.monotonic() >= next_beat:
+                self._beat()
+                next_beat = time.monotonic() + _POLL_S
+
     def _backoff_delay(self, failures: int) -> float:
         s = self.source
         base = min(s.backoff_max_s, s.backoff_initial_s * (2 ** min(failures, 30)))
@@ -192,7 +213,10 @@ class CameraReader:
         s = self.source
         failures = 0
         opened_before = looping = False
+        self.ring.set_lossless(s.lossless)
         try:
+            self._beat()
+            self._wait_gate()
             while not self.stop.is_set():
                 self.ring.set_state("connecting")
                 self._beat()
@@ -250,8 +274,8 @@ class CameraReader:
             stream = container.streams.video[0]
             rate = stream.average_rate or stream.guessed_rate or Fraction(25)
             fps = float(rate) if rate and float(rate) > 0 else 25.0
-            log.info("%s: opened %s %dx%d @ %.2f fps", self._tag(), stream.codec_context.name,
-                     stream.codec_context.width, stream.codec_context.height, fps)
+            log.info("%s: opened %s %dx%d %s @ %.2f fps", self._tag(), stream.codec_context.name,
+                     stream.codec_context.width, stream.codec_context.height, stream.codec_context.pix_fmt, fps)
             return self._stream_frames(container, stream, fps)
         finally:
             container.close()
@@ -260,44 +284,48 @@ class CameraReader:
                        fps: float) -> str:
         s = self.source
         paced = s.realtime and not s.is_live
-        interval = 1.0 / s.max_fps if s.max_fps else 0.0
         index = 0  # frame_index: decoded frames since open
         last_progress = time.monotonic()
-        loop_wall: float | None = None  # paced loop: when the next loop's first frame is due
+        start_wall: float | None = None  # paced loop: when the next pass's first frame is due
         while True:
-            anchor: tuple[float, float] | None = None  # (wall monotonic, media time) of pacing
-            next_keep: float | None = None  # max_fps: earliest media time of the next kept frame
+            sched = Schedule(fps, s.max_fps, start_wall)
             last_t = -math.inf
             loop_start = index
-            for packet in container.demux(stream):
+            packets = container.demux(stream)
+            while True:
+                t_demux = time.perf_counter_ns()
+                packet = next(packets, None)
+                if packet is None:
+                    break
                 if self.stop.is_set():
                     raise _Stopped
-                for frame in packet.decode():
+                t_decode = time.perf_counter_ns()
+                frames = packet.decode()
+                self.ring.add_counts(decode_ns=time.perf_counter_ns() - (t_decode if s.is_live else t_demux))
+                for frame in frames:
                     t = frame.time
                     if t is None:
                         t = (index - loop_start) / fps
                     index += 1
                     self.ring.add_counts(decoded=1)
                     last_progress = time.monotonic()
-                    if t < last_t:  # timestamps went back (discontinuity): restart schedules
-                        anchor, next_keep = None, None
+                    if t < last_t:
+                        sched.restart()
                     last_t = t
-                    if interval:
-                        if next_keep is not None and t < next_keep - interval * 0.01:
-                            self.ring.add_counts(skipped=1)
-                            continue
-                        next_keep = t + interval if next_keep is None or t - next_keep >= interval \
-                            else next_keep + interval
+                    if not sched.keep(t):
+                        self.ring.add_counts(skipped=1)
+                        continue
                     if paced:
-                        now = time.monotonic()
-                        if anchor is None:
-                            anchor = (now if loop_wall is None else loop_wall, t)
-                            loop_wall = None
-                        due = anchor[0] + (t - anchor[1])
-                        if due > now:
-                            self._sleep(due - now)
-                        elif now - due > _BEHIND_RESET_S:
-                            anchor = (now, t)
+                        delay = sched.delay(t, time.monotonic())
+                        if delay > 0:
+                            self._sleep(delay)
+                        elif sched.behind(delay):
+                            self.ring.add_counts(behind=1)
+                            continue
+                    elif not self.ring.writable():
+                        if not self.ring.wait_writable(self.stop, self._beat):
+                            raise _Stopped
+                        last_progress = time.monotonic()  # waiting for the worker is no stall
                     self._write(frame, index - 1, t)
                 self._beat()
                 if time.monotonic() - last_progress > s.stall_timeout_s:
@@ -309,8 +337,7 @@ class CameraReader:
                 return "ended"
             if index == loop_start:
                 raise EOFError("file has no decodable video frame")
-            if anchor is not None:  # the next loop starts one frame after this loop's last frame
-                loop_wall = anchor[0] + (last_t - anchor[1]) + 1.0 / fps
+            start_wall = sched.next_pass_wall(last_t, fps)
             try:
                 container.seek(0)
                 stream.codec_context.flush_buffers()
@@ -318,20 +345,36 @@ class CameraReader:
                 log.info("%s: cannot seek to loop (%s); reopening", self._tag(), redact_text(str(exc)))
                 return "loop"
 
-    def _write(self, frame: av.VideoFrame, index: int, t: float) -> None:
+    def _to_ring_format(self, frame: av.VideoFrame) -> tuple[av.VideoFrame, str, str, str]:
+        """(frame, ring pix_fmt, matrix, range): the frame itself when its planes can be copied as
+        they are, else one swscale conversion to yuv420p at an even size that fits (counted, logged once)."""
         s = self.source
-        w, h = scaled_size(frame.width, frame.height, s.max_width, s.max_height, self.ring.slot_bytes)
-        if (w, h) == (frame.width, frame.height):
-            image = frame.to_ndarray(format="bgr24")
-        else:
-            image = frame.to_ndarray(format="bgr24", width=w, height=h, interpolation="AREA")
-        self.ring.write(np.asarray(image), frame_index=index, pts=float(t), ts_capture=time.time(),
-                        src_size=(frame.width, frame.height))
+        out, pix_fmt, matrix, rng, converted = to_ring_format(frame, s.max_width, s.max_height, self.ring.slot_bytes)
+        if converted:
+            self.ring.add_counts(converted=1)
+            if not self._conversion_logged:
+                self._conversion_logged = True
+                log.info("%s: converting %s %dx%d to yuv420p %dx%d (%s, %s range) before the ring", self._tag(),
+                         frame.format.name, frame.width, frame.height, out.width, out.height, matrix, rng)
+        return out, pix_fmt, matrix, rng
+
+    def _write(self, frame: av.VideoFrame, index: int, t: float) -> None:
+        t0 = time.perf_counter_ns()
+        src = (frame.width, frame.height)
+        out, pix_fmt, matrix, rng = self._to_ring_format(frame)
+        try:
+            self.ring.write_planes(plane_views(out, pix_fmt), width=out.width, height=out.height, pix_fmt=pix_fmt,
+                                   color_matrix=matrix, color_range=rng, frame_index=index, pts=float(t),
+                                   ts_capture=time.time(), src_size=src, stop=self.stop, beat=self._beat)
+        except WriteAborted:
+            raise _Stopped from None
+        self.ring.add_counts(decode_ns=time.perf_counter_ns() - t0)
         self.frames_written += 1
         self._session_frames += 1
         if self._session_frames == 1:
             self.ring.set_state("streaming")
-            log.info("%s: streaming (%dx%d -> %dx%d)", self._tag(), frame.width, frame.height, w, h)
+            log.info("%s: streaming (%dx%d %s -> %dx%d %s, %s, %s range)", self._tag(), src[0], src[1],
+                     frame.format.name, out.width, out.height, pix_fmt, matrix, rng)
 
 
 # -- decoder process ---------------------------------------------------------------------------
@@ -339,10 +382,13 @@ class CameraReader:
 
 @dataclass(frozen=True)
 class DecoderSpec:
-    """What one decoder process reads: its sources and the shm name of each camera's ring."""
+    """What one decoder process reads: its sources, the shm name of each camera's ring, and the
+    start gate file cameras wait for (event-like, e.g. a StopFlag the supervisor sets once the
+    workers are ready; None = no gate)."""
 
     sources: list[CameraSource]
     ring_names: dict[str, str]
+    start_gate: _EventLike | None = None
 
 
 @dataclass
@@ -359,7 +405,7 @@ class _CameraThread:
     result: dict = field(default_factory=dict)
 
 
-def _camera_thread_body(cam: _CameraThread, stop: _EventLike) -> None:
+def _camera_thread_body(cam: _CameraThread, stop: _EventLike, start_gate: _EventLike | None = None) -> None:
     """Attach the ring and run the reader; an unexpected crash is logged (redacted) and
     recorded in the ring, and decoder_main restarts the thread after a backoff."""
     ring: FrameRing | None = None
@@ -368,7 +414,7 @@ def _camera_thread_body(cam: _CameraThread, stop: _EventLike) -> None:
             ring = FrameRing.attach(cam.ring_name)
         except (OSError, ValueError) as exc:
             raise RuntimeError(f"cannot attach ring {cam.ring_name}: {exc}") from exc
-        CameraReader(cam.source, ring, stop).run()
+        CameraReader(cam.source, ring, stop, start_gate=start_gate).run()
         cam.result["ok"] = True
     except BaseException as exc:  # one camera never takes the process down
         text = redact_text(f"{type(exc).__name__}: {exc}")
@@ -400,7 +446,7 @@ def decoder_main(spec: DecoderSpec, stop_event: _EventLike) -> None:
     def start(cam: _CameraThread) -> None:
         cam.result = {}
         cam.started_at = time.monotonic()
-        cam.thread = threading.Thread(target=_camera_thread_body, args=(cam, stop_event),
+        cam.thread = threading.Thread(target=_camera_thread_body, args=(cam, stop_event, spec.start_gate),
                                       name=f"decode-{cam.source.camera_id}", daemon=True)
         cam.thread.start()
 

@@ -1,155 +1,103 @@
-"""Stage 2: per-camera shared-memory frame ring (latest wins).
+"""Stage 2: per-camera shared-memory frame ring (latest wins, or lossless for unpaced files).
 
-Consumes: decoded frames from the camera's decoder thread (decoder process, ``write``).
-Produces: the newest unread frame, copied out, for the worker process (``read_latest``), plus
-the decoder's status (state, heartbeat, counters) for the supervisor and the worker's stats.
+Consumes: decoded frames from the camera's decoder thread (decoder process: ``write_planes``
+copies YUV planes as they come, ``write`` takes packed arrays).
+Produces: frames for the worker process (``read_next``/``read_latest``, optionally into the
+caller's buffer), plus the decoder's status (state, heartbeat, counters) for the supervisor.
 Processes: the supervisor creates and unlinks the segment (``FrameRing.create``/``unlink``);
 decoder and worker processes ``attach`` to it, without resource tracking.
 
-Layout (one POSIX shared-memory segment, little-endian, all offsets fixed)::
-
-    [0, 4096)            ring header (_HEADER): magic/version, camera id, geometry,
-                         latest_seq, message seq counter, decoder state/heartbeat/counters/error
-    4096 + k * stride    slot k: 64-byte slot header (_SLOT) then ``slot_bytes`` of pixels;
-                         stride = 64 + slot_bytes rounded up to 64
+Layout: one POSIX shared-memory segment (VERSION 2): a 4096-byte ring header, then ``slots``
+slots of a 128-byte slot header plus ``slot_bytes`` of packed pixels; see
+:mod:`streamdet.pipeline.ring_layout`, which also defines :class:`Frame` and :class:`RingStatus`.
 
 Frame ``seq`` numbers start at 1 (0 = nothing written yet); frame ``seq`` goes to slot
 ``seq % slots``.
 
-Protocol (one writer, any number of readers, no locks, the writer never waits):
+Protocol (one writer, one consuming reader, no locks):
 
 - writer: ``lock += 1`` (odd: slot being written), store the slot header and pixels,
   ``lock += 1`` (even: stable), then ``latest_seq = seq``.
-- reader: read ``latest_seq``; for the newest candidate slots, read ``lock`` (skip if odd), copy
-  header and pixels, re-read ``lock``; the copy is consistent if both reads are equal. If the
-  slot's ``seq`` is newer than expected the writer lapped it: that newer frame is taken. A
-  reader that races with the writer retries; it never blocks the writer.
+- reader: read ``latest_seq``; read a slot's ``lock`` (skip if odd), copy header and pixels,
+  re-read ``lock``; the copy is consistent if both reads are equal. After a consistent copy it
+  stores ``consumed_seq = seq`` (never lowering it).
+- latest wins (default; live sources, paced files): the writer never waits and overwrites the
+  oldest slot; ``read_latest`` returns the newest frame and ``Frame.dropped`` counts the frames
+  the reader never saw (overwritten before inference).
+- lossless (``set_lossless(True)`` by the writer; unpaced files): the writer of ``seq`` first
+  waits until ``seq - slots <= consumed_seq`` (``wait_writable``: heartbeats, aborts on stop),
+  so no unread frame is overwritten; ``read_next`` returns ``after_seq + 1``, in order. A
+  (re)started reader continues from ``resume_seq()`` (= ``consumed_seq``), so a worker restart
+  loses nothing and repeats nothing, except that a worker that dies after copying a frame (its
+  ``consumed_seq`` is stored) but before publishing its detections loses that one frame.
 
 Memory ordering: every store/load is a plain numpy store/load executed in program order by
 CPython; on x86-64 (TSO) stores are seen by other cores in program order and loads are not
 reordered with other loads, which is all the seqlock needs. Weakly ordered CPUs (ARM) would
 need explicit fences, which numpy cannot express: this module targets x86-64.
 
-The message sequence counter (``next_message_seq``) and the decoder status fields are plain
-read-modify-write stores: each has a single writer at a time (one worker owns a camera; one
-decoder thread writes a camera's status), so no atomic instruction is needed. ``last_error``
-is not seqlocked: a reader racing an update may see mixed text, which is harmless.
+Counters and status fields are plain read-modify-write stores, each with a single writer (the
+camera's decoder thread, or the one worker that owns the camera: ``message_seq``,
+``consumed_seq``), so no atomic instruction is needed. ``last_error`` is not seqlocked: a
+reader racing an update may see mixed text, which is harmless.
 """
 
 from __future__ import annotations
 
 import _posixshmem
 import contextlib
-import math
 import mmap
 import os
 import time
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
 from multiprocessing import resource_tracker, shared_memory
+from typing import Protocol
 
 import numpy as np
 
-MAGIC = int.from_bytes(b"SDETRING", "little")
-VERSION = 1
-HEADER_BYTES = 4096
-SLOT_HEADER_BYTES = 64
-ALIGN = 64
-CAMERA_ID_BYTES = 64
-ERROR_BYTES = 256
+from streamdet.pipeline.image import COLOR_MATRICES, COLOR_RANGES, PIX_FMTS
+from streamdet.pipeline.ring_layout import (
+    CAMERA_ID_BYTES,
+    DECODER_STATES,
+    ERROR_BYTES,
+    HEADER_BYTES,
+    HEADER_DTYPE,
+    MAGIC,
+    SLOT_DTYPE,
+    SLOT_HEADER_BYTES,
+    VERSION,
+    Frame,
+    RingStatus,
+    check_planes,
+    encode_text,
+    frame_nbytes,
+    image_shape,
+    packed_size,
+    ring_status,
+    round_up,
+    segment_bytes,
+    slot_bytes_for,
+)
 
-#: Decoder states, by code (the code is what shared memory holds; 0 = fresh ring).
-DECODER_STATES: tuple[str, ...] = ("starting", "connecting", "streaming", "backoff", "ended", "failed",
-                                   "stopped")
-#: Pixel formats, by code. bgr24 is (H, W, 3); nv12 and yuv420p are (H * 3 // 2, W) planes.
-PIX_FMTS: tuple[str, ...] = ("none", "bgr24", "nv12", "yuv420p")
+__all__ = ["DECODER_STATES", "PIX_FMTS", "Frame", "FrameRing", "RingStatus", "WriteAborted", "frame_nbytes",
+           "slot_bytes_for"]
 
-_HEADER = np.dtype({
-    "names": ["magic", "version", "header_bytes", "slots", "slot_bytes", "slot_stride", "created",
-              "latest_seq", "message_seq", "heartbeat", "state", "decoder_pid", "state_since",
-              "reconnects", "frames_decoded", "frames_skipped", "error_time", "camera_id",
-              "last_error"],
-    "formats": ["<u8", "<u4", "<u4", "<u4", "<u8", "<u8", "<f8",
-                "<i8", "<i8", "<f8", "<u4", "<u4", "<f8",
-                "<u8", "<u8", "<u8", "<f8", f"S{CAMERA_ID_BYTES}", f"S{ERROR_BYTES}"],
-    "offsets": [0, 8, 12, 16, 24, 32, 40,
-                64, 72, 80, 88, 92, 96,
-                104, 112, 120, 128, 192, 256],
-    "itemsize": 512,
-})
-
-_SLOT = np.dtype({
-    "names": ["lock", "seq", "frame_index", "pts", "ts_capture", "width", "height", "src_width",
-              "src_height", "pix_fmt", "nbytes"],
-    "formats": ["<u8", "<i8", "<i8", "<f8", "<f8", "<u4", "<u4", "<u4", "<u4", "<u4", "<u4"],
-    "offsets": [0, 8, 16, 24, 32, 40, 44, 48, 52, 56, 60],
-    "itemsize": SLOT_HEADER_BYTES,
-})
+_WAIT_POLL_S = 0.002  # longest sleep of a writer waiting for the reader (lossless)
+_BEAT_S = 0.5  # heartbeat period of a waiting writer
 
 
-def _round_up(n: int, align: int = ALIGN) -> int:
-    return (n + align - 1) // align * align
+class _EventLike(Protocol):
+    def is_set(self) -> bool: ...
 
 
-def frame_nbytes(width: int, height: int, pix_fmt: str = "bgr24") -> int:
-    """Bytes of one frame of this size and pixel format."""
-    if pix_fmt == "bgr24":
-        return width * height * 3
-    if pix_fmt in ("nv12", "yuv420p"):
-        return width * (height * 3 // 2)
-    raise ValueError(f"unknown pixel format {pix_fmt!r}")
+class WriteAborted(Exception):
+    """A lossless write gave up waiting for the reader because stop was set."""
 
 
-def slot_bytes_for(width: int, height: int, pix_fmt: str = "bgr24") -> int:
-    """Slot size that holds any frame up to ``width`` x ``height`` (rounded up to 64 bytes)."""
-    return _round_up(frame_nbytes(width, height, pix_fmt))
-
-
-def _image_shape(width: int, height: int, pix_fmt: str) -> tuple[int, ...]:
-    return (height, width, 3) if pix_fmt == "bgr24" else (height * 3 // 2, width)
-
-
-def _encode_text(text: str, size: int) -> bytes:
-    """UTF-8 bytes of ``text`` cut to ``size`` bytes on a character boundary."""
-    return text.encode("utf-8")[:size].decode("utf-8", "ignore").encode("utf-8")
-
-
-@dataclass
-class Frame:
-    """One frame copied out of a ring (``image`` is owned by the caller)."""
-
-    camera: str
-    seq: int
-    frame_index: int
-    pts: float
-    ts_capture: float
-    width: int
-    height: int
-    src_width: int
-    src_height: int
-    pix_fmt: str
-    image: np.ndarray
-    dropped: int
-
-
-@dataclass
-class RingStatus:
-    """Snapshot of a ring header: geometry, decoder status and counters."""
-
-    camera: str
-    slots: int
-    slot_bytes: int
-    latest_seq: int
-    message_seq: int
-    heartbeat: float
-    state: str
-    state_since: float
-    decoder_pid: int
-    reconnects: int
-    frames_decoded: int
-    frames_skipped: int
-    last_error: str
-    error_time: float
-    created: float
+def _check_out(out: np.ndarray | None) -> None:
+    if out is not None and (not isinstance(out, np.ndarray) or out.dtype != np.uint8 or out.ndim != 1
+                            or not out.flags.c_contiguous):
+        raise ValueError("out must be a 1-D contiguous uint8 numpy array")
 
 
 class FrameRing:
@@ -167,13 +115,13 @@ class FrameRing:
     # -- construction -------------------------------------------------------------------------
 
     def _map_views(self, buf: memoryview) -> None:
-        self._hdr = np.ndarray((), dtype=_HEADER, buffer=buf)
+        self._hdr = np.ndarray((), dtype=HEADER_DTYPE, buffer=buf)
         slots = int(self._hdr["slots"])
         stride = int(self._hdr["slot_stride"])
         self.slots = slots
         self.slot_bytes = int(self._hdr["slot_bytes"])
         self.camera_id = self._hdr["camera_id"].item().decode("utf-8", "replace")
-        self._slot_hdr = np.ndarray((slots,), dtype=_SLOT, buffer=buf, offset=HEADER_BYTES,
+        self._slot_hdr = np.ndarray((slots,), dtype=SLOT_DTYPE, buffer=buf, offset=HEADER_BYTES,
                                     strides=(stride,))
         self._lock = self._slot_hdr["lock"]
         self._data = np.ndarray((slots, self.slot_bytes), dtype=np.uint8, buffer=buf,
@@ -182,7 +130,7 @@ class FrameRing:
     @staticmethod
     def segment_bytes(slots: int, slot_bytes: int) -> int:
         """Total size of a ring segment."""
-        return HEADER_BYTES + slots * (SLOT_HEADER_BYTES + _round_up(slot_bytes))
+        return segment_bytes(slots, slot_bytes)
 
     @classmethod
     def create(cls, name: str, camera_id: str, slots: int, slot_bytes: int) -> FrameRing:
@@ -194,9 +142,9 @@ class FrameRing:
         cam = camera_id.encode("utf-8")
         if len(cam) > CAMERA_ID_BYTES:
             raise ValueError(f"camera id longer than {CAMERA_ID_BYTES} bytes: {camera_id!r}")
-        slot_bytes = _round_up(slot_bytes)
+        slot_bytes = round_up(slot_bytes)
         shm = shared_memory.SharedMemory(name=name, create=True, size=cls.segment_bytes(slots, slot_bytes))
-        hdr = np.ndarray((), dtype=_HEADER, buffer=shm.buf)
+        hdr = np.ndarray((), dtype=HEADER_DTYPE, buffer=shm.buf)
         hdr["version"] = VERSION
         hdr["header_bytes"] = HEADER_BYTES
         hdr["slots"] = slots
@@ -221,7 +169,7 @@ class FrameRing:
         finally:
             os.close(fd)
         buf = memoryview(mm)
-        hdr = np.ndarray((), dtype=_HEADER, buffer=buf)
+        hdr = np.ndarray((), dtype=HEADER_DTYPE, buffer=buf)
         ok = (int(hdr["magic"]) == MAGIC and int(hdr["version"]) == VERSION
               and size >= cls.segment_bytes(int(hdr["slots"]), int(hdr["slot_bytes"])))
         del hdr
@@ -233,30 +181,88 @@ class FrameRing:
 
     # -- writer side (decoder) ----------------------------------------------------------------
 
-    def write(self, image: np.ndarray, *, frame_index: int, pts: float, ts_capture: float,
-              src_size: tuple[int, int] | None = None, pix_fmt: str = "bgr24") -> int:
-        """Store a frame in the next slot and return its seq. Never blocks (latest wins).
+    def set_lossless(self, lossless: bool) -> None:
+        """Writer: choose lossless flow control (wait for the reader) or latest wins (overwrite)."""
+        self._hdr["lossless"] = int(bool(lossless))
 
-        ``image`` is (H, W, 3) uint8 for bgr24, (H * 3 // 2, W) for nv12/yuv420p; ``src_size`` is
-        the (width, height) before the decoder downscaled (default: the image size). Raises
-        ValueError if the frame does not fit in a slot.
+    def writable(self) -> bool:
+        """Whether the next write would not overwrite an unread frame (always true in latest-wins mode)."""
+        h = self._hdr
+        return not int(h["lossless"]) or int(h["latest_seq"]) + 1 - self.slots <= int(h["consumed_seq"])
+
+    def wait_writable(self, stop: _EventLike | None = None, beat: Callable[[], None] | None = None,
+                      timeout: float | None = None) -> bool:
+        """Block until :meth:`writable` (polling every <= 2 ms, calling ``beat`` every 0.5 s).
+        Returns False as soon as ``stop`` is set, or when ``timeout`` seconds passed first."""
+        if self.writable():
+            return True
+        start = time.monotonic()
+        next_beat = start + _BEAT_S
+        delay = 0.0002
+        while not self.writable():
+            if stop is not None and stop.is_set():
+                return False
+            now = time.monotonic()
+            if timeout is not None and now - start >= timeout:
+                return False
+            if beat is not None and now >= next_beat:
+                beat()
+                next_beat = now + _BEAT_S
+            time.sleep(delay)
+            delay = min(delay * 2, _WAIT_POLL_S)
+        return True
+
+    def write(self, image: np.ndarray, *, frame_index: int, pts: float, ts_capture: float,
+              src_size: tuple[int, int] | None = None, pix_fmt: str = "bgr24", color_matrix: str = "bt601",
+              color_range: str = "limited", stop: _EventLike | None = None,
+              beat: Callable[[], None] | None = None) -> int:
+        """Store a packed frame in the next slot and return its seq.
+
+        ``image`` is (H, W, 3) uint8 for bgr24, (H * 3 // 2, W) (H, W even) for nv12/yuv420p;
+        ``src_size`` is the (width, height) before the decoder downscaled (default: the image
+        size). Latest wins: never blocks. Lossless: waits for the reader first (see
+        :meth:`wait_writable`; without ``stop`` as long as it takes; raises
+        :class:`WriteAborted` if ``stop`` is set meanwhile).
+        Raises ValueError if the frame is malformed or does not fit in a slot.
         """
-        if image.dtype != np.uint8:
-            raise ValueError(f"frame must be uint8, got {image.dtype}")
-        if pix_fmt == "bgr24":
-            if image.ndim != 3 or image.shape[2] != 3:
-                raise ValueError(f"bgr24 frame must be (H, W, 3), got {image.shape}")
-            height, width = image.shape[:2]
-        elif pix_fmt in ("nv12", "yuv420p"):
-            if image.ndim != 2 or image.shape[0] % 3:
-                raise ValueError(f"{pix_fmt} frame must be (H * 3 // 2, W), got {image.shape}")
-            height, width = image.shape[0] * 2 // 3, image.shape[1]
-        else:
-            raise ValueError(f"unknown pixel format {pix_fmt!r}")
-        nbytes = image.size
+        width, height = packed_size(image, pix_fmt)
+        i, seq, dst = self._begin(width, height, pix_fmt, color_matrix, color_range, frame_index, pts,
+                                  ts_capture, src_size, stop, beat)
+        np.copyto(dst.reshape(image.shape), image)
+        return self._commit(i, seq)
+
+    def write_planes(self, planes: Sequence[np.ndarray], *, width: int, height: int, pix_fmt: str,
+                     color_matrix: str, color_range: str, frame_index: int, pts: float, ts_capture: float,
+                     src_size: tuple[int, int] | None = None, stop: _EventLike | None = None,
+                     beat: Callable[[], None] | None = None) -> int:
+        """Copy YUV 4:2:0 planes straight into the next slot's packed layout; return the seq.
+
+        ``planes`` are uint8 arrays, possibly strided views of padded decoder lines: yuv420p = Y
+        (H, W), U (H/2, W/2), V (H/2, W/2); nv12 = Y (H, W), UV (H/2, W) or (H/2, W/2, 2).
+        Width and height must be even. Flow control and errors as :meth:`write`.
+        """
+        check_planes(planes, width, height, pix_fmt)
+        i, seq, dst = self._begin(width, height, pix_fmt, color_matrix, color_range, frame_index, pts,
+                                  ts_capture, src_size, stop, beat)
+        offset = 0
+        for plane in planes:
+            np.copyto(dst[offset:offset + plane.size].reshape(plane.shape), plane)
+            offset += plane.size
+        return self._commit(i, seq)
+
+    def _begin(self, width: int, height: int, pix_fmt: str, color_matrix: str, color_range: str,
+               frame_index: int, pts: float, ts_capture: float, src_size: tuple[int, int] | None,
+               stop: _EventLike | None, beat: Callable[[], None] | None) -> tuple[int, int, np.ndarray]:
+        """Validate, wait for a free slot (lossless), mark it odd and store its header; returns
+        (slot, seq, destination bytes)."""
+        nbytes = frame_nbytes(width, height, pix_fmt)
         if nbytes > self.slot_bytes:
             raise ValueError(f"frame {width}x{height} {pix_fmt} ({nbytes} bytes) exceeds the ring's slot "
                              f"size ({self.slot_bytes} bytes)")
+        if color_matrix not in COLOR_MATRICES or color_range not in COLOR_RANGES:
+            raise ValueError(f"unknown colour matrix/range {color_matrix!r}/{color_range!r}")
+        if not self.wait_writable(stop, beat):
+            raise WriteAborted("stopped while waiting for the reader to free a slot")
         src_w, src_h = src_size if src_size is not None else (width, height)
         seq = int(self._hdr["latest_seq"]) + 1
         i = seq % self.slots
@@ -272,7 +278,11 @@ class FrameRing:
         hdr["src_height"][i] = src_h
         hdr["pix_fmt"][i] = PIX_FMTS.index(pix_fmt)
         hdr["nbytes"][i] = nbytes
-        np.copyto(self._data[i, :nbytes].reshape(image.shape), image)
+        hdr["color_matrix"][i] = COLOR_MATRICES.index(color_matrix)
+        hdr["color_range"][i] = COLOR_RANGES.index(color_range)
+        return i, seq, self._data[i, :nbytes]
+
+    def _commit(self, i: int, seq: int) -> int:
         self._lock[i] += 1  # even: stable
         self._hdr["latest_seq"] = seq
         return seq
@@ -288,7 +298,7 @@ class FrameRing:
 
     def set_error(self, text: str) -> None:
         """Record the last error (already redacted by the caller: never put credentials here)."""
-        self._hdr["last_error"] = _encode_text(text, ERROR_BYTES)
+        self._hdr["last_error"] = encode_text(text, ERROR_BYTES)
         self._hdr["error_time"] = time.time()
 
     def heartbeat(self, pid: int | None = None) -> None:
@@ -297,14 +307,16 @@ class FrameRing:
         if pid is not None:
             self._hdr["decoder_pid"] = pid
 
-    def add_counts(self, *, decoded: int = 0, skipped: int = 0, reconnects: int = 0) -> None:
-        """Add to the decoder counters (frames decoded, frames skipped by max_fps, reopens)."""
-        if decoded:
-            self._hdr["frames_decoded"] += decoded
-        if skipped:
-            self._hdr["frames_skipped"] += skipped
-        if reconnects:
-            self._hdr["reconnects"] += reconnects
+    def add_counts(self, *, decoded: int = 0, skipped: int = 0, reconnects: int = 0, behind: int = 0,
+                   converted: int = 0, decode_ns: int = 0) -> None:
+        """Add to the decoder counters: frames decoded, skipped by max_fps, not written because a
+        paced file was behind, converted/downscaled; reopens; nanoseconds spent decoding."""
+        h = self._hdr
+        for field, value in (("frames_decoded", decoded), ("frames_skipped", skipped), ("reconnects", reconnects),
+                             ("frames_behind", behind), ("frames_converted", converted),
+                             ("decode_ns", decode_ns)):
+            if value:
+                h[field] += value
 
     # -- reader side (worker) -----------------------------------------------------------------
 
@@ -313,52 +325,103 @@ class FrameRing:
         """Seq of the newest complete frame (0: none yet)."""
         return int(self._hdr["latest_seq"])
 
-    def read_latest(self, after_seq: int = 0, retries: int = 100) -> Frame | None:
-        """The newest complete frame with ``seq > after_seq``, copied out, or None.
+    @property
+    def lossless(self) -> bool:
+        """Whether the writer is in lossless mode."""
+        return bool(self._hdr["lossless"])
 
-        ``Frame.dropped`` = frames written after ``after_seq`` but never returned (only the newest
-        is read). A worker that starts late should pass the current ``latest_seq - 1`` rather
-        than 0 if it does not want the backlog counted as dropped.
+    @property
+    def consumed_seq(self) -> int:
+        """Seq of the last frame the reader copied out (0: none)."""
+        return int(self._hdr["consumed_seq"])
+
+    def resume_seq(self) -> int:
+        """Where a (re)started reader continues (its first ``after_seq``): ``consumed_seq`` in
+        lossless mode (nothing lost, nothing repeated), ``latest_seq`` otherwise (no backlog)."""
+        return self.consumed_seq if self.lossless else self.latest_seq
+
+    def read_latest(self, after_seq: int = 0, out: np.ndarray | None = None, retries: int = 100) -> Frame | None:
+        """The newest complete frame with ``seq > after_seq``, or None.
+
+        Pixels are copied into ``out`` (1-D uint8, at least the frame's bytes, else ValueError;
+        ``Frame.image`` is then a view of it) or into a new array. ``Frame.dropped`` = frames
+        written after ``after_seq`` but never returned (only the newest is read). Records
+        ``consumed_seq``. A reader that starts late should pass :meth:`resume_seq`.
         """
+        _check_out(out)
         for attempt in range(retries):
             latest = int(self._hdr["latest_seq"])
             if latest <= after_seq:
                 return None
             # newest first; older slots only if the newer ones are being rewritten right now
-            lowest = max(after_seq, latest - self.slots)
-            for seq in range(latest, lowest, -1):
-                frame = self._try_read(seq % self.slots, after_seq)
+            for seq in range(latest, max(after_seq, latest - self.slots), -1):
+                frame = self._try_read(seq % self.slots, after_seq, out)
                 if frame is not None:
-                    return frame
+                    return self._consumed(frame)
             if attempt > 2:
                 time.sleep(0.0001)
         return None
 
-    def _try_read(self, i: int, after_seq: int) -> Frame | None:
+    def read_next(self, after_seq: int = 0, out: np.ndarray | None = None, retries: int = 100) -> Frame | None:
+        """Lossless mode: frame ``after_seq + 1`` (the oldest unread, in order; if it was already
+        overwritten, the oldest still held) or None; latest-wins mode: as :meth:`read_latest`.
+        ``consumed_seq`` is set once the copy is complete, which frees the slot for the writer."""
+        if not self.lossless:
+            return self.read_latest(after_seq, out, retries)
+        _check_out(out)
+        for attempt in range(retries):
+            latest = int(self._hdr["latest_seq"])
+            if latest <= after_seq:
+                return None
+            for seq in range(max(after_seq + 1, latest - self.slots + 1), latest + 1):
+                frame = self._try_read(seq % self.slots, after_seq, out, exact=seq)
+                if frame is not None:
+                    return self._consumed(frame)
+            if attempt > 2:
+                time.sleep(0.0001)
+        return None
+
+    def _consumed(self, frame: Frame) -> Frame:
+        if frame.seq > int(self._hdr["consumed_seq"]):
+            self._hdr["consumed_seq"] = frame.seq
+        return frame
+
+    def _try_read(self, i: int, after_seq: int, out: np.ndarray | None, exact: int | None = None) -> Frame | None:
         hdr = self._slot_hdr
         lock = int(self._lock[i])
         if lock & 1:
             return None
         seq = int(hdr["seq"][i])
-        if seq <= after_seq:
+        if seq <= after_seq or (exact is not None and seq != exact):
             return None
         nbytes = int(hdr["nbytes"][i])
         width, height = int(hdr["width"][i]), int(hdr["height"][i])
-        pix_code = int(hdr["pix_fmt"][i])
+        codes = int(hdr["pix_fmt"][i]), int(hdr["color_matrix"][i]), int(hdr["color_range"][i])
         frame_index, pts, ts = int(hdr["frame_index"][i]), float(hdr["pts"][i]), float(hdr["ts_capture"][i])
         src_w, src_h = int(hdr["src_width"][i]), int(hdr["src_height"][i])
-        if nbytes > self.slot_bytes or not 0 < pix_code < len(PIX_FMTS):
+        if (nbytes > self.slot_bytes or not 0 < codes[0] < len(PIX_FMTS) or codes[1] >= len(COLOR_MATRICES)
+                or codes[2] >= len(COLOR_RANGES)):
             return None  # torn header; the lock check below would fail anyway
-        data = self._data[i, :nbytes].copy()
-        if int(self._lock[i]) != lock:
+        pix_fmt = PIX_FMTS[codes[0]]
+        if frame_nbytes(width, height, pix_fmt) != nbytes:
             return None
-        pix_fmt = PIX_FMTS[pix_code]
-        shape = _image_shape(width, height, pix_fmt)
-        if math.prod(shape) != nbytes:
+        if out is None:
+            data = self._data[i, :nbytes].copy()
+        elif nbytes > out.size:
+            if int(self._lock[i]) != lock:
+                return None
+            raise ValueError(f"out buffer of {out.size} bytes is too small for a {width}x{height} {pix_fmt} "
+                             f"frame ({nbytes} bytes)")
+        else:
+            data = out[:nbytes]
+            np.copyto(data, self._data[i, :nbytes])
+        if int(self._lock[i]) != lock:
             return None
         return Frame(camera=self.camera_id, seq=seq, frame_index=frame_index, pts=pts, ts_capture=ts,
                      width=width, height=height, src_width=src_w, src_height=src_h, pix_fmt=pix_fmt,
-                     image=data.reshape(shape), dropped=max(0, seq - after_seq - 1))
+                     image=data.reshape(image_shape(width, height, pix_fmt)),
+                     dropped=max(0, seq - after_seq - 1), color_matrix=COLOR_MATRICES[codes[1]],
+                     color_range=COLOR_RANGES[codes[2]])
 
     def next_message_seq(self) -> int:
         """Per-camera wire message seq: 0, 1, 2, ... kept in shared memory so that it survives a
@@ -368,25 +431,14 @@ class FrameRing:
         return value
 
     def status(self) -> RingStatus:
-        """Snapshot of the header (geometry, decoder state, heartbeat, counters)."""
-        h = self._hdr.copy()
-        code = int(h["state"])
-        return RingStatus(
-            camera=self.camera_id, slots=self.slots, slot_bytes=self.slot_bytes,
-            latest_seq=int(h["latest_seq"]), message_seq=int(h["message_seq"]),
-            heartbeat=float(h["heartbeat"]),
-            state=DECODER_STATES[code] if code < len(DECODER_STATES) else f"unknown({code})",
-            state_since=float(h["state_since"]), decoder_pid=int(h["decoder_pid"]),
-            reconnects=int(h["reconnects"]), frames_decoded=int(h["frames_decoded"]),
-            frames_skipped=int(h["frames_skipped"]),
-            last_error=h["last_error"].item().decode("utf-8", "replace"),
-            error_time=float(h["error_time"]), created=float(h["created"]),
-        )
+        """Snapshot of the header (geometry, flow control, decoder state, heartbeat, counters)."""
+        return ring_status(self._hdr.copy(), self.camera_id, self.slots, self.slot_bytes)
 
     # -- lifetime -----------------------------------------------------------------------------
 
     def close(self) -> None:
-        """Unmap (idempotent). Frames already returned stay valid: they are copies."""
+        """Unmap (idempotent). Frames already returned stay valid: they are copies (or live in
+        the caller's buffer)."""
         if self._closer is None:
             return
         self._hdr = self._slot_hdr = self._lock = self._data = None  # type: ignore[assignment]

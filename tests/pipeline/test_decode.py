@@ -1,4 +1,5 @@
-"""Decoder stage: file pacing/looping/skipping/downscaling, reconnects, RTSP via GStreamer, stop."""
+"""Decoder stage: YUV planes and colour tags, conversions, lossless flow control, pacing/looping/
+skipping/behind, start gate, reconnects, RTSP via GStreamer, stop."""
 
 from __future__ import annotations
 
@@ -15,6 +16,9 @@ import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import av
+import cv2
+import numpy as np
 import pytest
 
 from streamdet.pipeline.decode import (
@@ -22,16 +26,22 @@ from streamdet.pipeline.decode import (
     CameraSource,
     DecoderSpec,
     decoder_main,
-    scaled_size,
 )
-from streamdet.pipeline.ring import FrameRing, slot_bytes_for
+from streamdet.pipeline.ring import Frame, FrameRing, slot_bytes_for
 from streamdet.redact import redact_text, redact_url
 from streamdet.stopflag import StopFlag
 from streamdet.supervisor import _child_entry
 from tests.helpers.media import make_test_clip, read_frame_number
+from tests.helpers.ring_reader import RingCollector
 from tests.helpers.rtsp import RtspServer
+from tests.helpers.yuv_clips import decoded_frames, luma, make_yuv_clip
 
 SECRET = "s3cret-pw"
+
+
+def number(frame: Frame) -> int:
+    """The frame number drawn into a test clip frame, read from the Y plane of a ring frame."""
+    return read_frame_number(luma(frame.image, frame.height))
 
 
 def wait_for(pred: Callable[[], bool], timeout: float, what: str) -> None:
@@ -57,7 +67,8 @@ def make_ring() -> Iterator[Callable[..., FrameRing]]:
     rings: list[FrameRing] = []
 
     def make(camera: str = "cam", w: int = 320, h: int = 240, slots: int = 3) -> FrameRing:
-        ring = FrameRing.create(f"sdtest_{os.getpid()}_{uuid.uuid4().hex[:8]}", camera, slots, slot_bytes_for(w, h))
+        ring = FrameRing.create(f"sdtest_{os.getpid()}_{uuid.uuid4().hex[:8]}", camera, slots,
+                                slot_bytes_for(w, h, "yuv420p"))
         rings.append(ring)
         return ring
 
@@ -70,10 +81,11 @@ def make_ring() -> Iterator[Callable[..., FrameRing]]:
 class Running:
     """A CameraReader on a thread; stopped (and checked to stop promptly) at teardown."""
 
-    def __init__(self, source: CameraSource, ring: FrameRing) -> None:
+    def __init__(self, source: CameraSource, ring: FrameRing, reader_cls: type[CameraReader] = CameraReader,
+                 start_gate: threading.Event | None = None) -> None:
         self.stop = threading.Event()
         self.ring = ring
-        self.reader = CameraReader(source, ring, self.stop)
+        self.reader = reader_cls(source, ring, self.stop, start_gate=start_gate)
         self.thread = threading.Thread(target=self.reader.run, daemon=True)
         self.started = time.monotonic()
         self.thread.start()
@@ -89,11 +101,11 @@ class Running:
 
 
 @pytest.fixture
-def run_reader() -> Iterator[Callable[[CameraSource, FrameRing], Running]]:
+def run_reader() -> Iterator[Callable[..., Running]]:
     running: list[Running] = []
 
-    def start(source: CameraSource, ring: FrameRing) -> Running:
-        r = Running(source, ring)
+    def start(source: CameraSource, ring: FrameRing, **kwargs: object) -> Running:
+        r = Running(source, ring, **kwargs)
         running.append(r)
         return r
 
@@ -118,12 +130,95 @@ def test_redaction() -> None:
     assert SECRET not in src.redacted_url and src.is_live and not CameraSource("c", "a.mp4").is_live
 
 
-def test_scaled_size() -> None:
-    assert scaled_size(640, 480, 1920, 1080) == (640, 480)
-    assert scaled_size(3840, 2160, 1920, 1080) == (1920, 1080)
-    assert scaled_size(1000, 1000, 1920, 500) == (500, 500)
-    w, h = scaled_size(640, 480, 1920, 1080, max_bytes=320 * 240 * 3)
-    assert w * h * 3 <= 320 * 240 * 3 and abs(w / h - 4 / 3) < 0.02
+# -- pixels and colour tags ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def yuv_clips(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    d = tmp_path_factory.mktemp("yuv")
+    return {
+        "yuv420p": make_yuv_clip(d / "i420.mp4", frames=6),
+        "yuvj420p": make_yuv_clip(d / "j420.mp4", frames=6, pix_fmt="yuvj420p"),
+        "bt709": make_yuv_clip(d / "bt709.mp4", frames=6, colorspace=1),
+        "yuv444p": make_yuv_clip(d / "444.mp4", frames=6, pix_fmt="yuv444p"),
+        "odd444": make_yuv_clip(d / "odd.mp4", 161, 121, frames=6, pix_fmt="yuv444p"),
+        "10bit": make_yuv_clip(d / "10bit.mp4", frames=6, pix_fmt="yuv422p10le"),
+        "j422": make_yuv_clip(d / "j422.mp4", frames=6, pix_fmt="yuvj422p"),
+    }
+
+
+def _read_all(source: CameraSource, ring: FrameRing, run_reader: Callable[..., Running], n: int,
+              delay: float = 0.0) -> list[Frame]:
+    with RingCollector(ring, delay=delay) as reader:
+        r = run_reader(source, ring)
+        wait_for(lambda: len(reader.frames) >= n or (not r.thread.is_alive() and len(reader.frames) >= ring.latest_seq),
+                 15, f"{n} frames")
+        r.thread.join(10)
+        return list(reader.frames)
+
+
+def test_yuv420p_planes_copied_as_decoded(yuv_clips, make_ring, run_reader) -> None:
+    ring = make_ring()
+    frames = _read_all(CameraSource("cam", str(yuv_clips["yuv420p"]), realtime=False), ring, run_reader, 6)
+    ref = decoded_frames(yuv_clips["yuv420p"])
+    assert len(frames) == len(ref) == 6
+    for f, r in zip(frames, ref, strict=True):
+        assert (f.pix_fmt, f.color_matrix, f.color_range, f.width, f.height) == ("yuv420p", "bt601", "limited",
+                                                                                 160, 120)
+        assert np.array_equal(f.image, r.to_ndarray())  # Y, U, V exactly as PyAV decodes them (I420)
+        y = r.planes[0]
+        assert np.array_equal(luma(f.image, 120), np.frombuffer(y, np.uint8).reshape(120, y.line_size)[:, :160])
+    assert ring.status().frames_converted == 0 and ring.status().decode_ns > 0
+    # swscale's bgr24 (yesterday's ring contents) vs OpenCV's BT.601 limited I420 conversion
+    bgr = cv2.cvtColor(frames[0].image, cv2.COLOR_YUV2BGR_I420)
+    diff = np.abs(bgr.astype(int) - ref[0].to_ndarray(format="bgr24").astype(int))
+    assert diff.mean() < 3, diff.mean()
+
+
+@pytest.mark.parametrize(("clip", "matrix", "rng"), [("yuvj420p", "bt601", "full"), ("bt709", "bt709", "limited")])
+def test_colour_tags_from_the_stream(yuv_clips, make_ring, run_reader, clip, matrix, rng) -> None:
+    ring = make_ring()
+    frames = _read_all(CameraSource("cam", str(yuv_clips[clip]), realtime=False), ring, run_reader, 6)
+    assert {(f.pix_fmt, f.color_matrix, f.color_range) for f in frames} == {("yuv420p", matrix, rng)}
+    assert ring.status().frames_converted == 0
+    assert np.array_equal(frames[2].image, decoded_frames(yuv_clips[clip])[2].to_ndarray())
+    img = frames[0].to_image()
+    assert (img.color_matrix, img.color_range) == (matrix, rng)
+
+
+@pytest.mark.parametrize(("clip", "rng"), [("yuv444p", "limited"), ("odd444", "limited"), ("10bit", "limited"),
+                                          ("j422", "full")])
+def test_other_formats_converted_once_and_counted(yuv_clips, make_ring, run_reader, caplog, clip, rng) -> None:
+    caplog.set_level(logging.INFO, logger="streamdet.decode")
+    ring = make_ring()
+    frames = _read_all(CameraSource("cam", str(yuv_clips[clip]), realtime=False), ring, run_reader, 6)
+    ref = decoded_frames(yuv_clips[clip])
+    src_w, src_h = ref[0].width, ref[0].height
+    assert len(frames) == 6 and ring.status().frames_converted == 6
+    assert sum("converting" in rec.getMessage() for rec in caplog.records) == 1  # logged once per camera
+    for k, f in enumerate(frames):
+        assert (f.pix_fmt, f.color_matrix, f.color_range, f.width, f.height) == ("yuv420p", "bt601", rng, 160, 120)
+        assert (f.src_width, f.src_height) == (src_w, src_h)
+        assert number(f) == k
+    if clip == "j422":  # full range kept: Y untouched
+        y = ref[3].planes[0]
+        assert np.array_equal(luma(frames[3].image, 120), np.frombuffer(y, np.uint8).reshape(120, -1)[:, :160])
+    if clip == "yuv444p":  # same size: Y untouched (no range change), chroma averaged 2x2
+        f, r = frames[3], ref[3].to_ndarray()  # yuv444p: (3, H, W)
+        assert np.array_equal(luma(f.image, 120), r[0])
+        u = f.image[120:150].reshape(60, 80)
+        u_ref = r[1].reshape(60, 2, 80, 2).mean(axis=(1, 3))
+        assert np.abs(u.astype(float) - u_ref).max() <= 2
+
+
+def test_downscale_above_max_size_records_source_size(clips, make_ring, run_reader) -> None:
+    ring = make_ring(w=100, h=100)
+    frames = _read_all(CameraSource("cam", str(clips["big"]), realtime=False, max_width=100, max_height=100),
+                       ring, run_reader, 10)
+    f = frames[-1]
+    assert (f.width, f.height, f.src_width, f.src_height, f.pix_fmt) == (100, 74, 320, 240, "yuv420p")
+    assert f.image.shape == (111, 100) and number(f) == 9
+    assert ring.status().frames_converted == 10
 
 
 # -- files ------------------------------------------------------------------------------------------
@@ -140,55 +235,120 @@ def test_file_realtime_is_paced(clips, make_ring, run_reader) -> None:
     assert rate >= 5, f"{rate:.1f} fps: far too slow"
     st = ring.status()
     assert st.state == "streaming" and time.time() - st.heartbeat < 1.0 and st.decoder_pid == os.getpid()
+    assert not st.lossless and st.frames_behind == 0
     r.halt()
     assert ring.status().state in ("stopped", "ended")
 
 
 def test_file_fast_without_loop_ends(clips, make_ring, run_reader) -> None:
     ring = make_ring()
-    r = run_reader(CameraSource("cam", str(clips["small"]), realtime=False), ring)
-    r.thread.join(10)
-    took = time.monotonic() - r.started
-    assert not r.thread.is_alive(), "a file without loop must end the reader"
+    with RingCollector(ring) as reader:
+        r = run_reader(CameraSource("cam", str(clips["small"]), realtime=False), ring)
+        r.thread.join(10)
+        took = time.monotonic() - r.started
+        assert not r.thread.is_alive(), "a file without loop must end the reader"
+        wait_for(lambda: len(reader.frames) == 50, 5, "every frame")
     st = ring.status()
-    assert st.state == "ended" and st.frames_decoded == 50 and st.latest_seq == 50
+    assert st.state == "ended" and st.frames_decoded == 50 and st.latest_seq == 50 and st.lossless
     assert took < 1.8, f"realtime=False took {took:.2f} s for a 2 s file"
-    f = ring.read_latest(0)
-    assert (f.frame_index, read_frame_number(f.image), f.pts) == (49, 49, pytest.approx(49 / 25))
-    assert f.dropped == 49 and f.ts_capture <= time.time()
+    f = reader.frames[-1]
+    assert (f.frame_index, number(f), f.pts) == (49, 49, pytest.approx(49 / 25))
+    assert f.ts_capture <= time.time()
+
+
+def test_unpaced_file_slow_reader_gets_every_frame_once_in_order(clips, make_ring, run_reader) -> None:
+    """Lossless: a worker slower than the decoder still sees each frame exactly once, in order;
+    the decoder waits (heartbeating) instead of overwriting."""
+    ring = make_ring(slots=3)
+    frames = _read_all(CameraSource("cam", str(clips["short"]), realtime=False), ring, run_reader, 20, delay=0.05)
+    assert [f.seq for f in frames] == list(range(1, 21))
+    assert [f.frame_index for f in frames] == [number(f) for f in frames] == list(range(20))
+    assert all(f.dropped == 0 for f in frames)
+    st = ring.status()
+    assert (st.state, st.frames_decoded, st.consumed_seq, st.frames_behind) == ("ended", 20, 20, 0)
+
+
+def test_lossless_decoder_waits_heartbeating_and_stops_promptly(clips, make_ring, run_reader) -> None:
+    ring = make_ring(slots=3)
+    r = run_reader(CameraSource("cam", str(clips["small"]), realtime=False, loop=True), ring)
+    wait_for(lambda: ring.latest_seq == 3, 10, "a full ring")
+    t0 = time.time()
+    time.sleep(1.2)
+    st = ring.status()
+    assert st.latest_seq == 3 and st.state == "streaming" and st.heartbeat > t0 + 0.3  # beats while waiting
+    r.halt(within=1.0)
+    assert ring.status().state == "stopped" and ring.latest_seq == 3
 
 
 def test_file_loop_restarts_pts_keeps_counting(clips, make_ring, run_reader) -> None:
     ring = make_ring()
-    r = run_reader(CameraSource("cam", str(clips["short"]), realtime=False, loop=True), ring)
-    wait_for(lambda: ring.latest_seq > 45, 10, "two loops of a 20-frame file")
-    f = ring.read_latest(0)
-    assert f.frame_index == f.seq - 1  # frame_index counts across loops
-    assert read_frame_number(f.image) == f.frame_index % 20  # content restarts
-    assert f.pts == pytest.approx((f.frame_index % 20) / 25)  # pts restarts
-    assert ring.status().reconnects == 0 and ring.status().state == "streaming"
-    r.halt()
+    with RingCollector(ring) as reader:
+        r = run_reader(CameraSource("cam", str(clips["short"]), realtime=False, loop=True), ring)
+        wait_for(lambda: len(reader.frames) > 45, 10, "two loops of a 20-frame file")
+        r.halt()
+    frames = reader.frames
+    assert [f.seq for f in frames] == list(range(1, len(frames) + 1))  # lossless across loops
+    for f in frames:
+        assert f.frame_index == f.seq - 1  # frame_index counts across loops
+        assert number(f) == f.frame_index % 20  # content restarts
+        assert f.pts == pytest.approx((f.frame_index % 20) / 25)  # pts restarts
+    assert ring.status().reconnects == 0
 
 
 def test_max_fps_skips_frames(clips, make_ring, run_reader) -> None:
     ring = make_ring()
-    r = run_reader(CameraSource("cam", str(clips["small"]), realtime=False, max_fps=5), ring)
-    r.thread.join(10)
+    frames = _read_all(CameraSource("cam", str(clips["small"]), realtime=False, max_fps=5), ring, run_reader, 50)
     st = ring.status()
     assert st.state == "ended" and st.frames_decoded == 50
     assert 9 <= st.latest_seq <= 11, st  # 2 s of video at 5 fps
-    assert st.frames_skipped == 50 - st.latest_seq
-    f = ring.read_latest(0)
-    assert read_frame_number(f.image) == f.frame_index  # index names the source frame
+    assert st.frames_skipped == 50 - st.latest_seq and st.frames_behind == 0
+    assert len(frames) == st.latest_seq
+    assert all(number(f) == f.frame_index for f in frames)  # index names the source frame
 
 
-def test_downscale_above_max_size_records_source_size(clips, make_ring, run_reader) -> None:
-    ring = make_ring(w=100, h=100)
-    run_reader(CameraSource("cam", str(clips["big"]), realtime=False, max_width=100, max_height=100), ring)
-    wait_for(lambda: ring.status().state == "ended", 10, "the end of the file")
-    f = ring.read_latest(0)
-    assert (f.width, f.height, f.src_width, f.src_height) == (100, 75, 320, 240)
-    assert f.image.shape == (75, 100, 3) and read_frame_number(f.image) == 9
+class _SlowReader(CameraReader):
+    """A decoder whose writes take 0.1 s: a 25 fps paced file falls behind."""
+
+    def _write(self, frame: av.VideoFrame, index: int, t: float) -> None:
+        time.sleep(0.1)
+        super()._write(frame, index, t)
+
+
+def test_paced_file_behind_frames_not_written_and_counted(clips, make_ring, run_reader) -> None:
+    ring = make_ring()
+    r = run_reader(CameraSource("cam", str(clips["small"]), realtime=True), ring, reader_cls=_SlowReader)
+    r.thread.join(15)
+    st = ring.status()
+    assert st.state == "ended" and st.frames_decoded == 50 and not st.lossless
+    assert st.frames_behind > 10, st
+    assert st.latest_seq + st.frames_behind == 50 and st.frames_skipped == 0
+
+
+# -- start gate -------------------------------------------------------------------------------------
+
+
+def test_start_gate_holds_a_file_camera(clips, make_ring, run_reader) -> None:
+    ring = make_ring()
+    gate = threading.Event()
+    with RingCollector(ring) as reader:
+        r = run_reader(CameraSource("cam", str(clips["short"]), realtime=False), ring, start_gate=gate)
+        t0 = time.time()
+        time.sleep(1.2)
+        st = ring.status()
+        assert st.latest_seq == 0 and st.frames_decoded == 0 and st.state == "starting"
+        assert st.heartbeat > t0 + 0.3  # alive while waiting
+        gate.set()
+        wait_for(lambda: len(reader.frames) == 20, 10, "every frame once the gate opened")
+    assert reader.frames[0].frame_index == 0  # nothing was lost while waiting
+    r.thread.join(5)
+
+
+def test_stop_while_waiting_for_the_gate(clips, make_ring, run_reader) -> None:
+    ring = make_ring()
+    r = run_reader(CameraSource("cam", str(clips["short"]), realtime=True), ring, start_gate=threading.Event())
+    wait_for(lambda: ring.status().decoder_pid == os.getpid(), 5, "the reader to start")
+    r.halt(within=0.5)
+    assert ring.status().state == "stopped" and ring.latest_seq == 0
 
 
 def test_missing_file_backs_off_then_streams(tmp_path, make_ring, run_reader, caplog) -> None:
@@ -203,7 +363,8 @@ def test_missing_file_backs_off_then_streams(tmp_path, make_ring, run_reader, ca
     assert st.state in ("backoff", "connecting") and "No such file" in st.last_error
     assert ring.latest_seq == 0
     make_test_clip(path, 160, 120, frames=10)
-    wait_for(lambda: ring.latest_seq > 5, 10, "frames once the file exists")
+    with RingCollector(ring) as reader:
+        wait_for(lambda: len(reader.frames) > 5, 10, "frames once the file exists")
     assert ring.status().state == "streaming"
     assert any("camera=cam" in rec.getMessage() and "reconnecting in" in rec.getMessage()
                for rec in caplog.records)
@@ -242,7 +403,8 @@ def test_rtsp_stream_stall_drop_and_resume(clips, make_ring, run_reader, caplog)
         wait_for(lambda: ring.latest_seq >= 10, 20, "RTSP frames")
         assert ring.status().state == "streaming"
         f = ring.read_latest(0)
-        assert (f.width, f.height) == (160, 120) and read_frame_number(f.image) < 50
+        assert (f.width, f.height, f.pix_fmt) == (160, 120, "yuv420p") and number(f) < 50
+        assert not ring.status().lossless
 
         # a server that stops sending (SIGSTOP): the read timeout ends the session
         assert server.proc is not None
@@ -271,6 +433,17 @@ def test_rtsp_stream_stall_drop_and_resume(clips, make_ring, run_reader, caplog)
     assert SECRET not in ring.status().last_error
 
 
+def test_start_gate_does_not_hold_a_live_camera(clips, make_ring, run_reader) -> None:
+    with RtspServer({"/cam": clips["small"]}) as server:
+        ring = make_ring()
+        r = run_reader(CameraSource("cam", server.url("/cam"), open_timeout_s=5, read_timeout_s=3),
+                       ring, start_gate=threading.Event())  # never set
+        wait_for(lambda: ring.latest_seq >= 3, 20, "RTSP frames despite a closed gate")
+        st = ring.status()
+        assert st.state == "streaming" and not st.lossless and st.decode_ns > 0
+        r.halt(within=2.5)
+
+
 def test_rtsp_helper_fails_loudly_without_gstreamer(monkeypatch) -> None:
     """Missing GStreamer must fail the RTSP tests with the packages to install, never skip."""
     from tests.helpers import rtsp
@@ -288,6 +461,7 @@ def test_decoder_main_isolates_cameras_restarts_crashed_thread_and_stops(clips, 
     good = make_ring("good")
     down = make_ring("down")
     late_name = f"sdtest_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+    gate = threading.Event()
     spec = DecoderSpec(
         sources=[
             CameraSource("good", str(clips["small"]), loop=True),
@@ -295,17 +469,22 @@ def test_decoder_main_isolates_cameras_restarts_crashed_thread_and_stops(clips, 
             CameraSource("late", str(clips["small"]), realtime=False, loop=True),
         ],
         ring_names={"good": good.name, "down": down.name, "late": late_name},
+        start_gate=gate,
     )
     stop = threading.Event()
     t = threading.Thread(target=decoder_main, args=(spec, stop), daemon=True)
     t.start()
     late = None
     try:
-        wait_for(lambda: good.latest_seq >= 5, 10, "the good camera despite the others")
+        # the gate holds the file cameras, not the live one
         wait_for(lambda: down.status().state == "backoff", 10, "the down camera in backoff")
+        assert good.status().state == "starting" and good.latest_seq == 0
+        gate.set()
+        wait_for(lambda: good.latest_seq >= 5, 10, "the good camera despite the others")
         wait_for(lambda: "reader crashed" in caplog.text, 10, "the crash of the camera without a ring")
-        late = FrameRing.create(late_name, "late", 3, slot_bytes_for(320, 240))  # restarted after ~1 s
-        wait_for(lambda: late.latest_seq >= 5, 15, "the restarted camera thread")
+        late = FrameRing.create(late_name, "late", 3, slot_bytes_for(320, 240, "yuv420p"))  # restarted after ~1 s
+        wait_for(lambda: late.latest_seq >= 3, 15, "the restarted camera thread (lossless: fills 3 slots)")
+        assert late.status().lossless
     finally:
         t0 = time.monotonic()
         stop.set()

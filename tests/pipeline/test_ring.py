@@ -1,4 +1,5 @@
-"""FrameRing: shared-memory layout, latest-wins semantics, seqlock, cross-process lifetime."""
+"""FrameRing: shared-memory layout v2, latest-wins and lossless flow control, planes, caller buffers,
+seqlock, cross-process lifetime."""
 
 from __future__ import annotations
 
@@ -7,14 +8,20 @@ import os
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 import uuid
 from pathlib import Path
 
+import av
 import numpy as np
 import pytest
 
-from streamdet.pipeline.ring import FrameRing, slot_bytes_for
+from streamdet.pipeline import image as image_mod
+from streamdet.pipeline.image import Image
+from streamdet.pipeline.ring import PIX_FMTS as RING_PIX_FMTS
+from streamdet.pipeline.ring import VERSION, FrameRing, WriteAborted, slot_bytes_for
+from tests.helpers.ring_reader import RingCollector
 
 
 def _name() -> str:
@@ -89,13 +96,17 @@ def test_status_state_error_counters_and_message_seq(ring: FrameRing) -> None:
     assert st.slot_bytes >= 64 * 48 * 3
     ring.heartbeat(pid=4242)
     ring.set_state("backoff", error="x" * 1000)
-    ring.add_counts(decoded=5, skipped=2, reconnects=1)
+    ring.add_counts(decoded=5, skipped=2, reconnects=1, behind=3, converted=4, decode_ns=123_456_789_012)
+    ring.add_counts(behind=1, decode_ns=1)
+    ring.set_lossless(True)
     assert [ring.next_message_seq() for _ in range(3)] == [0, 1, 2]
     other = FrameRing.attach(ring.name)
     try:
         st = other.status()
         assert st.state == "backoff" and st.decoder_pid == 4242 and time.time() - st.heartbeat < 5
         assert (st.frames_decoded, st.frames_skipped, st.reconnects) == (5, 2, 1)
+        assert (st.frames_behind, st.frames_converted, st.decode_ns) == (4, 4, 123_456_789_013)
+        assert st.lossless and other.lossless and st.consumed_seq == 0
         assert len(st.last_error) == 256 and st.error_time > 0
         assert other.next_message_seq() == 3  # shared: survives a worker restart
     finally:
@@ -114,6 +125,220 @@ def test_attach_rejects_foreign_segment() -> None:
     finally:
         shm.close()
         shm.unlink()
+
+
+# -- v2: colour tags, planes, caller buffers ---------------------------------------------------------
+
+
+def test_v2_header_and_slot_colour_tags_roundtrip(ring: FrameRing) -> None:
+    assert VERSION == 2 and RING_PIX_FMTS == image_mod.PIX_FMTS
+    i420 = np.random.default_rng(1).integers(0, 256, (72, 64), dtype=np.uint8)
+    ring.write(i420, frame_index=3, pts=0.12, ts_capture=5.0, pix_fmt="yuv420p", color_matrix="bt709",
+               color_range="full", src_size=(640, 480))
+    ring.write(_img(64, 48, 7), frame_index=4, pts=0.16, ts_capture=6.0)
+    other = FrameRing.attach(ring.name)  # tags are in shared memory, not in the writer's object
+    try:
+        f = other.read_next(0)
+        assert (f.seq, f.pix_fmt, f.color_matrix, f.color_range, f.width, f.height) == \
+            (2, "bgr24", "bt601", "limited", 64, 48)  # latest wins: newest
+        ring.write(i420, frame_index=5, pts=0.2, ts_capture=7.0, pix_fmt="yuv420p", color_matrix="bt709",
+                   color_range="full")
+        f = other.read_latest(2)
+        assert (f.pix_fmt, f.color_matrix, f.color_range, f.width, f.height) == ("yuv420p", "bt709", "full", 64, 48)
+        img = f.to_image()
+        assert isinstance(img, Image) and (img.pix_fmt, img.color_matrix, img.color_range) == ("yuv420p", "bt709",
+                                                                                                "full")
+        assert img.hw == (48, 64) and np.array_equal(img.data, i420)
+        assert other.status().consumed_seq == 3
+    finally:
+        other.close()
+    with pytest.raises(ValueError, match="colour"):
+        ring.write(i420, frame_index=0, pts=0, ts_capture=0, pix_fmt="yuv420p", color_matrix="bt2020")
+    with pytest.raises(ValueError, match="even"):
+        ring.write(np.zeros((45, 64), np.uint8), frame_index=0, pts=0, ts_capture=0, pix_fmt="yuv420p")
+    assert ring.latest_seq == 3
+
+
+def test_attach_rejects_other_version(ring: FrameRing) -> None:
+    ring._hdr["version"] = 1
+    with pytest.raises(ValueError, match="v2"):
+        FrameRing.attach(ring.name)
+
+
+def _padded_frame(width: int, height: int, pix_fmt: str, seed: int) -> av.VideoFrame:
+    """A PyAV frame with random pixels; its planes' line sizes are padded beyond the width."""
+    frame = av.VideoFrame(width, height, pix_fmt)
+    rng = np.random.default_rng(seed)
+    for plane in frame.planes:
+        buf = np.frombuffer(plane, np.uint8)
+        buf[:] = rng.integers(0, 256, buf.size, dtype=np.uint8)
+    return frame
+
+
+def _views(frame: av.VideoFrame, row_bytes: list[int]) -> list[np.ndarray]:
+    return [np.frombuffer(p, np.uint8).reshape(p.height, p.line_size)[:, :n]
+            for p, n in zip(frame.planes, row_bytes, strict=True)]
+
+
+@pytest.mark.parametrize("pix_fmt", ["yuv420p", "nv12"])
+def test_write_planes_from_padded_strided_views_gives_packed_layout(pix_fmt: str) -> None:
+    w, h = 66, 50  # 66 is not a multiple of PyAV's line alignment: every plane is padded
+    frame = _padded_frame(w, h, pix_fmt, seed=3)
+    assert frame.planes[0].line_size > w
+    rows = [w, w // 2, w // 2] if pix_fmt == "yuv420p" else [w, w]
+    planes = _views(frame, rows)
+    assert not planes[0].flags.c_contiguous  # a strided view, as the decoder passes them
+    expected = frame.to_ndarray()  # PyAV's own packed (H * 3 // 2, W) I420 / NV12 array
+    assert expected.shape == (h * 3 // 2, w)
+    with FrameRing.create(_name(), "cam", 2, slot_bytes_for(w, h, "yuv420p")) as ring:
+        try:
+            seq = ring.write_planes(planes, width=w, height=h, pix_fmt=pix_fmt, color_matrix="bt601",
+                                    color_range="limited", frame_index=9, pts=0.36, ts_capture=1.0,
+                                    src_size=(w * 2, h * 2))
+            f = ring.read_latest(0)
+            assert (seq, f.pix_fmt, f.width, f.height, f.src_width, f.src_height) == (1, pix_fmt, w, h, w * 2, h * 2)
+            assert np.array_equal(f.image, expected)
+            if pix_fmt == "nv12":  # UV may also come as (H/2, W/2, 2)
+                uv = planes[1].reshape(h // 2, w // 2, 2)
+                ring.write_planes([planes[0], uv], width=w, height=h, pix_fmt="nv12", color_matrix="bt601",
+                                  color_range="limited", frame_index=10, pts=0.4, ts_capture=1.0)
+                assert np.array_equal(ring.read_latest(1).image, expected)
+        finally:
+            ring.unlink()
+
+
+def test_write_planes_rejects_bad_planes(ring: FrameRing) -> None:
+    y, c = np.zeros((48, 64), np.uint8), np.zeros((24, 32), np.uint8)
+    kw = dict(color_matrix="bt601", color_range="limited", frame_index=0, pts=0.0, ts_capture=0.0)
+    with pytest.raises(ValueError, match="plane 2"):
+        ring.write_planes([y, c, np.zeros((24, 31), np.uint8)], width=64, height=48, pix_fmt="yuv420p", **kw)
+    with pytest.raises(ValueError, match="takes 3 planes"):
+        ring.write_planes([y, c], width=64, height=48, pix_fmt="yuv420p", **kw)
+    with pytest.raises(ValueError, match="even"):
+        ring.write_planes([y, c, c], width=64, height=47, pix_fmt="yuv420p", **kw)
+    with pytest.raises(ValueError, match="uint8"):
+        ring.write_planes([y.astype(np.int16), c, c], width=64, height=48, pix_fmt="yuv420p", **kw)
+    with pytest.raises(ValueError, match="yuv420p or nv12"):
+        ring.write_planes([y, c, c], width=64, height=48, pix_fmt="bgr24", **kw)
+    big = np.zeros((96, 128), np.uint8)
+    with pytest.raises(ValueError, match="exceeds"):
+        ring.write_planes([big, y, y], width=128, height=96, pix_fmt="yuv420p", **kw)
+    assert ring.latest_seq == 0 and int(ring._lock[1]) == 0  # nothing half-written
+
+
+def test_read_into_caller_buffer(ring: FrameRing) -> None:
+    img = np.random.default_rng(2).integers(0, 256, (48, 64, 3), dtype=np.uint8)
+    ring.write(img, frame_index=0, pts=0, ts_capture=0)
+    out = np.zeros(2 * ring.slot_bytes, np.uint8)
+    f = ring.read_latest(0, out=out)
+    assert np.array_equal(f.image, img) and np.shares_memory(f.image, out) and f.image.shape == (48, 64, 3)
+    ring.write(_img(64, 48, 5), frame_index=1, pts=0, ts_capture=0)
+    f2 = ring.read_next(1, out=out[1000:])  # any 1-D slice large enough
+    assert (f2.image == 5).all() and np.shares_memory(f2.image, out)
+    with pytest.raises(ValueError, match="too small"):
+        ring.read_latest(0, out=np.empty(64 * 48 * 3 - 1, np.uint8))
+    for bad in (np.empty((48, 64, 3), np.uint8), np.empty(10_000, np.float32), out[::2]):
+        with pytest.raises(ValueError, match="1-D contiguous uint8"):
+            ring.read_latest(0, out=bad)
+
+
+# -- lossless flow control ----------------------------------------------------------------------------
+
+
+def test_lossless_slow_reader_gets_every_frame_once_in_order() -> None:
+    """A writer thread faster than a slow reader (another mapping): every frame arrives once, in
+    order, and the writer never gets more than ``slots`` frames ahead."""
+    with FrameRing.create(_name(), "cam", 3, slot_bytes_for(64, 48)) as ring:
+        try:
+            ring.set_lossless(True)
+            stop = threading.Event()
+            n = 40
+
+            def writer() -> None:
+                for k in range(1, n + 1):
+                    ring.write(_img(64, 48, k), frame_index=k - 1, pts=k / 25, ts_capture=0.0, stop=stop)
+
+            t = threading.Thread(target=writer, daemon=True)
+            with RingCollector(ring, delay=0.01) as reader:
+                t.start()
+                deadline = time.monotonic() + 20
+                while len(reader.frames) < n and time.monotonic() < deadline:
+                    time.sleep(0.01)
+                t.join(5)
+                frames = list(reader.frames)
+            assert [f.seq for f in frames] == list(range(1, n + 1))
+            assert [f.frame_index for f in frames] == list(range(n))
+            assert all(f.dropped == 0 and (f.image == f.seq).all() for f in frames)
+            assert 1 <= reader.max_lead <= 3
+            assert ring.status().consumed_seq == n
+        finally:
+            stop.set()
+            ring.unlink()
+
+
+def test_lossless_writer_blocks_instead_of_overwriting_and_stop_aborts_it(ring: FrameRing) -> None:
+    ring.set_lossless(True)
+    for k in range(1, 5):  # 4 slots: fills the ring
+        ring.write(_img(64, 48, k), frame_index=k, pts=0, ts_capture=0)
+    assert not ring.writable()
+    assert ring.wait_writable(timeout=0.05) is False
+    stop = threading.Event()
+    beats: list[float] = []
+    result: dict[str, object] = {}
+
+    def blocked_write() -> None:
+        try:
+            result["seq"] = ring.write(_img(64, 48, 99), frame_index=5, pts=0, ts_capture=0, stop=stop,
+                                       beat=lambda: beats.append(time.monotonic()))
+        except WriteAborted as exc:
+            result["aborted"] = (exc, time.monotonic())
+
+    t = threading.Thread(target=blocked_write, daemon=True)
+    t.start()
+    time.sleep(1.2)
+    assert t.is_alive() and ring.latest_seq == 4 and len(beats) >= 2  # waits, heartbeating
+    t0 = time.monotonic()
+    stop.set()
+    t.join(2)
+    assert not t.is_alive() and "aborted" in result and result["aborted"][1] - t0 < 1.0
+    assert ring.latest_seq == 4 and ring.consumed_seq == 0
+    # nothing was overwritten: the reader gets 1, 2, 3, 4; each read frees exactly one slot
+    got = []
+    for k in range(4):
+        f = ring.read_next(k)
+        got.append((f.seq, f.dropped, int(f.image[0, 0, 0])))
+        assert ring.consumed_seq == k + 1 and ring.writable()
+        ring.write(_img(64, 48, 5 + k), frame_index=5 + k, pts=0, ts_capture=0)
+        assert not ring.writable()
+    assert got == [(k, 0, k) for k in range(1, 5)]
+
+
+def test_resume_seq_after_reader_restart(ring: FrameRing) -> None:
+    ring.set_lossless(True)
+    for k in range(1, 4):
+        ring.write(_img(64, 48, k), frame_index=k, pts=0, ts_capture=0)
+    first = FrameRing.attach(ring.name)
+    assert [first.read_next(s).seq for s in (0, 1)] == [1, 2]
+    first.close()  # the worker dies after frame 2
+    second = FrameRing.attach(ring.name)
+    try:
+        after = second.resume_seq()
+        assert after == 2
+        f = second.read_next(after)
+        assert (f.seq, f.dropped, int(f.image[0, 0, 0])) == (3, 0, 3)  # nothing lost, nothing repeated
+        assert second.read_next(3) is None
+        ring.set_lossless(False)  # latest wins: resume from the newest frame, no backlog
+        ring.write(_img(64, 48, 4), frame_index=4, pts=0, ts_capture=0)
+        assert second.resume_seq() == 4
+    finally:
+        second.close()
+
+
+def test_read_next_latest_wins_mode_returns_newest(ring: FrameRing) -> None:
+    for k in range(1, 8):
+        ring.write(_img(64, 48, k), frame_index=k, pts=0, ts_capture=0)  # writer laps: no waiting
+    f = ring.read_next(2)
+    assert (f.seq, f.dropped) == (7, 4) and ring.consumed_seq == 7
 
 
 def _writer_proc(name: str, seconds: float) -> None:
@@ -135,10 +360,11 @@ def test_seqlock_consistency_under_concurrent_writer() -> None:
     try:
         proc.start()
         last, reads = 0, 0
+        out = np.empty(320 * 240 * 3, np.uint8)
         deadline = time.monotonic() + 20
         while proc.is_alive() or ring.latest_seq > last:
             assert time.monotonic() < deadline
-            f = ring.read_latest(last)
+            f = ring.read_latest(last, out=out if reads % 2 else None)
             if f is None:
                 continue
             reads += 1
