@@ -39,6 +39,7 @@ __all__ = [
     "ReconnectConfig",
     "RingConfig",
     "SupervisorConfig",
+    "ThreadsConfig",
     "load_config",
     "parse_config",
     "redact_url",
@@ -168,6 +169,17 @@ class ModelConfig(_Base):
     )
     max_det: int = Field(300, ge=1, description="Maximum detections per frame after NMS.")
     half: bool = Field(False, description="FP16 inference; needs every device to be CUDA.")
+    backend: Literal["auto", "torch", "onnxruntime", "openvino"] = Field(
+        "auto", description="Inference backend; auto = the fastest installed one for the device."
+    )
+    export_cache: Path | None = Field(
+        None, description="Directory for ONNX exports (onnxruntime/openvino); null = ~/.cache/streamdet/onnx."
+    )
+
+    @field_validator("export_cache", mode="after")
+    @classmethod
+    def _cache_path(cls, v: Path | None, info: ValidationInfo) -> Path | None:
+        return None if v is None else _resolve_path(v, _base_dir(info))
 
     @field_validator("weights", mode="after")
     @classmethod
@@ -321,8 +333,29 @@ class RingConfig(_Base):
 
     @property
     def slot_bytes(self) -> int:
-        """Pixel bytes of one slot (BGR, 3 bytes per pixel)."""
-        return self.max_width * self.max_height * 3
+        """Pixel bytes of one slot (YUV 4:2:0, 1.5 bytes per pixel)."""
+        return self.max_width * (self.max_height * 3 // 2)
+
+
+class ThreadsConfig(_Base):
+    """CPU threads: how the CPUs this process may use are shared between decoding and inference.
+
+    ``auto`` budgets from ``os.sched_getaffinity``: every usable CPU runs inference threads, except
+    that with several cameras the decoders are reserved ``decoders`` CPUs' worth first (see
+    docs/architecture.md, "CPU budget"). Each number here overrides the automatic choice.
+    """
+
+    inference: int | Literal["auto"] = Field(
+        "auto", description="Intra-op threads of each CPU worker's backend; auto = from the CPU budget."
+    )
+    decoder: int = Field(1, ge=1, le=64, description="FFmpeg decoding threads per camera.")
+
+    @field_validator("inference", mode="after")
+    @classmethod
+    def _positive(cls, v: int | str) -> int | str:
+        if isinstance(v, int) and v < 1:
+            raise ValueError("must be >= 1 or 'auto'")
+        return v
 
 
 class DecodeConfig(_Base):
@@ -385,6 +418,7 @@ class Config(_Base):
     supervisor: SupervisorConfig = Field(default_factory=SupervisorConfig)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
+    threads: ThreadsConfig = Field(default_factory=ThreadsConfig)
 
     @field_validator("cameras", mode="before")
     @classmethod
@@ -644,6 +678,7 @@ _SECTIONS: dict[str, type[BaseModel]] = {
     "reconnect": ReconnectConfig,
     "supervisor": SupervisorConfig,
     "metrics": MetricsConfig,
+    "threads": ThreadsConfig,
 }
 
 
@@ -874,7 +909,7 @@ def summarize(config: Config) -> str:
     lines = [
         f"model:      {m.weights}",
         f"            img_size={m.img_size} conf_thres={m.conf_thres:g} iou_thres={m.iou_thres:g} "
-        f"classes={classes} max_det={m.max_det} half={'yes' if m.half else 'no'}",
+        f"classes={classes} max_det={m.max_det} half={'yes' if m.half else 'no'} backend={m.backend}",
         f"devices:    {', '.join(config.devices)} ({len(config.devices)} worker"
         f"{'s' if len(config.devices) != 1 else ''})",
         f"publish:    {config.publish.endpoint} (hwm {config.publish.hwm}, stats every "
@@ -896,11 +931,12 @@ def summarize(config: Config) -> str:
         lines.append(f"  {cam.id:<{width}}  {kind} {cam.redacted_url}  {' '.join(settings)}{state}")
     lines += [
         f"batching:   max_batch={config.batching.max_batch} max_wait_ms={config.batching.max_wait_ms:g}",
-        f"ring:       {ring.slots} slots of up to {ring.max_width}x{ring.max_height} BGR "
+        f"ring:       {ring.slots} slots of up to {ring.max_width}x{ring.max_height} YUV 4:2:0 "
         f"({per_cam / 2**20:.1f} MiB shared memory per camera, {per_cam * enabled / 2**20:.1f} MiB total)",
         f"decode:     {config.decode.cameras_per_process} camera(s) per process, timeouts "
         f"open={_fmt_s(config.decode.open_timeout_s)} read={_fmt_s(config.decode.read_timeout_s)} "
         f"stall={_fmt_s(config.decode.stall_timeout_s)}",
+        f"threads:    inference={config.threads.inference} decoder={config.threads.decoder} per camera",
         f"reconnect:  backoff {_fmt_s(config.reconnect.initial_s)} doubling to "
         f"{_fmt_s(config.reconnect.max_s)}, jitter {config.reconnect.jitter:.0%}",
         f"supervisor: at most {config.supervisor.restart_limit} restarts per "

@@ -11,6 +11,7 @@ import logging
 import threading
 from collections.abc import Callable, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 log = logging.getLogger("streamdet.metrics")
 
@@ -24,19 +25,32 @@ class CameraTotals:
         self._lock = threading.Lock()
         self._published: dict[str, int] = {}
         self._dropped: dict[str, int] = {}
+        self._overwritten: dict[str, int] = {}
         self._latest: dict[str, dict] = {}
+        self._workers: dict[str, dict] = {}
 
     def add(self, stats_msg: Mapping) -> None:
         with self._lock:
             for cam, s in stats_msg.get("cameras", {}).items():
                 self._published[cam] = self._published.get(cam, 0) + int(s.get("published", 0))
                 self._dropped[cam] = self._dropped.get(cam, 0) + int(s.get("dropped", 0))
+                overwritten = (s.get("drops") or {}).get("overwritten", 0)
+                self._overwritten[cam] = self._overwritten.get(cam, 0) + int(overwritten or 0)
                 self._latest[cam] = dict(s)
+            worker = stats_msg.get("worker")
+            if isinstance(worker, Mapping):
+                self._workers[str(stats_msg.get("source", worker.get("name", "?")))] = dict(worker)
+
+    def workers(self) -> dict[str, dict]:
+        """The latest ``worker`` figures of each publisher (batches, per-stage times)."""
+        with self._lock:
+            return {name: dict(w) for name, w in self._workers.items()}
 
     def snapshot(self) -> dict[str, dict]:
         with self._lock:
             return {
-                cam: {**self._latest[cam], "published": self._published[cam], "dropped": self._dropped[cam]}
+                cam: {**self._latest[cam], "published": self._published[cam], "dropped": self._dropped[cam],
+                      "overwritten_total": self._overwritten[cam]}
                 for cam in self._latest
             }
 
@@ -62,14 +76,25 @@ class _Family:
         )
 
 
-def render_metrics(rings: Mapping[str, object], cameras: Mapping[str, dict], restarts: Mapping[str, int]) -> str:
-    """The exposition text: ``rings`` maps camera -> RingStatus, ``cameras`` is CameraTotals.snapshot()."""
+def render_metrics(rings: Mapping[str, Any], cameras: Mapping[str, dict], restarts: Mapping[str, int],
+                   workers: Mapping[str, dict] | None = None) -> str:
+    """The exposition text: ``rings`` maps camera -> RingStatus, ``cameras`` is CameraTotals.snapshot(),
+    ``workers`` is CameraTotals.workers()."""
     up = _Family("streamdet_camera_up", "gauge", "1 while the camera's decoder is streaming")
     decoded = _Family("streamdet_camera_frames_decoded_total", "counter", "Frames decoded from the source")
     skipped = _Family("streamdet_camera_frames_skipped_total", "counter", "Frames skipped by the max_fps cap")
     reconnects = _Family("streamdet_camera_reconnects_total", "counter", "Times the source was reopened")
     published = _Family("streamdet_camera_published_total", "counter", "Detection messages published")
-    dropped = _Family("streamdet_camera_dropped_total", "counter", "Frames dropped because the worker was behind")
+    behind = _Family("streamdet_camera_frames_behind_total", "counter",
+                     "Frames of a paced file decoded but not used because the decoder was behind schedule")
+    converted = _Family("streamdet_camera_frames_converted_total", "counter",
+                        "Frames whose pixel format or size the decoder had to convert")
+    decode_s = _Family("streamdet_camera_decode_seconds_total", "counter", "Time decoders spent decoding and copying")
+    dropped = _Family("streamdet_camera_dropped_total", "counter", "Frames not published, for any reason")
+    drops = _Family("streamdet_camera_drops_total", "counter",
+                    "Frames not published by reason: overwritten (worker behind), max_fps, behind (decoder behind)")
+    stage = _Family("streamdet_worker_stage_ms", "gauge", "Mean milliseconds per batch in each stage, last interval")
+    batch = _Family("streamdet_worker_batch_size", "gauge", "Mean frames per batch over the last stats interval")
     fps = _Family("streamdet_camera_fps", "gauge", "Messages per second over the last stats interval")
     latency = _Family("streamdet_camera_latency_ms", "gauge", "Capture-to-publish latency, last stats interval")
     child = _Family("streamdet_child_restarts_total", "counter", "Restarts of a supervised child process")
@@ -78,15 +103,27 @@ def render_metrics(rings: Mapping[str, object], cameras: Mapping[str, dict], res
         decoded.add(status.frames_decoded, camera=cam)
         skipped.add(status.frames_skipped, camera=cam)
         reconnects.add(status.reconnects, camera=cam)
+        behind.add(status.frames_behind, camera=cam)
+        converted.add(status.frames_converted, camera=cam)
+        decode_s.add(status.decode_ns / 1e9, camera=cam)
+        drops.add(status.frames_skipped, camera=cam, reason="max_fps")
+        drops.add(status.frames_behind, camera=cam, reason="behind")
     for cam, s in cameras.items():
         published.add(s.get("published"), camera=cam)
         dropped.add(s.get("dropped"), camera=cam)
+        drops.add(s.get("overwritten_total"), camera=cam, reason="overwritten")
         fps.add(s.get("fps"), camera=cam)
-        for q, key in (("0.5", "p50"), ("0.95", "p95"), ("1", "max")):
+        for q, key in (("0.5", "p50"), ("0.95", "p95"), ("0.99", "p99"), ("1", "max")):
             latency.add((s.get("latency_ms") or {}).get(key), camera=cam, quantile=q)
     for name, n in restarts.items():
         child.add(n, child=name)
-    return "".join(f.render() for f in (up, decoded, skipped, reconnects, published, dropped, fps, latency, child))
+    for name, w in (workers or {}).items():
+        for key, ms in (w.get("stage_ms") or {}).items():
+            stage.add(ms, worker=name, stage=key)
+        batch.add(w.get("batch_size_mean"), worker=name)
+    families = (up, decoded, skipped, behind, converted, decode_s, reconnects, published, dropped, drops, fps,
+                latency, stage, batch, child)
+    return "".join(f.render() for f in families)
 
 
 class MetricsServer:

@@ -27,6 +27,7 @@ from multiprocessing.process import BaseProcess
 from pathlib import Path
 
 from streamdet.config import Config
+from streamdet.cpu_budget import inference_threads, usable_cpus
 from streamdet.metrics import CameraTotals, MetricsServer, render_metrics
 from streamdet.pipeline.decode import CameraSource, DecoderSpec, decoder_main
 from streamdet.pipeline.publish import PublishProxy
@@ -48,6 +49,9 @@ def _child_entry(name: str, log_level: str, target: Callable, args: tuple) -> No
     import faulthandler
 
     faulthandler.enable()
+    # before any child imports torch/OpenMP: idle inference threads sleep instead of spinning on the
+    # cores that decoders need (an operator's explicit setting wins)
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     # Ctrl-C in a terminal reaches the whole process group; only the supervisor acts on it.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     with contextlib.suppress(OSError), open("/proc/self/comm", "w") as f:
@@ -115,6 +119,7 @@ class Supervisor:
         self.config = config
         self.ctx = mp.get_context("spawn")
         self.stop_event = StopFlag(self.ctx)
+        self.start_gate = StopFlag(self.ctx)  # set once every worker is ready: file cameras start then
         self.rings: dict[str, FrameRing] = {}
         self.children: list[Child] = []
         self.proxy: PublishProxy | None = None
@@ -141,7 +146,7 @@ class Supervisor:
         return [c for c in self.config.cameras if c.enabled]
 
     def _create_rings(self) -> dict[str, str]:
-        slot_bytes = slot_bytes_for(self.config.ring.max_width, self.config.ring.max_height)
+        slot_bytes = slot_bytes_for(self.config.ring.max_width, self.config.ring.max_height, "yuv420p")
         names = {}
         for i, cam in enumerate(self._cameras()):
             name = f"{SHM_PREFIX}_{os.getpid()}_{i}"
@@ -177,10 +182,12 @@ class Supervisor:
             spec = DecoderSpec(
                 sources=[self._camera_source(cam) for cam in group],
                 ring_names={cam.id: ring_names[cam.id] for cam in group},
+                start_gate=self.start_gate,
             )
             name = f"decoder-{group[0].id}" if per == 1 else f"decoder-{k // per}"
             self.children.append(Child(name, decoder_main, (spec, self.stop_event), tuple(cam.id for cam in group)))
         devices = list(c.devices)
+        threads = self._inference_threads(len(cams))
         for d, device in enumerate(devices):
             mine = [cam.id for i, cam in enumerate(cams) if i % len(devices) == d]
             if not mine:
@@ -201,10 +208,24 @@ class Supervisor:
                 max_wait_ms=c.batching.max_wait_ms,
                 publish_endpoint=internal_endpoint,
                 stats_interval_s=c.publish.stats_interval_s,
+                backend=c.model.backend,
+                threads=threads if device == "cpu" else None,
+                export_cache=str(c.model.export_cache) if c.model.export_cache is not None else None,
             )
             self.children.append(
                 Child(spec.name, worker_main, (spec, self.stop_event, heartbeat), tuple(mine), heartbeat=heartbeat)
             )
+
+    def _inference_threads(self, cameras: int) -> int:
+        """Intra-op threads per CPU worker: configured, or from the CPU budget (streamdet.cpu_budget)."""
+        configured = self.config.threads.inference
+        if configured != "auto":
+            return int(configured)
+        cpus = usable_cpus()
+        threads = inference_threads(cpus, cameras, max(1, sum(1 for d in self.config.devices if d == "cpu")))
+        log.info("CPU budget: %d usable CPUs, %d cameras -> %d inference threads per CPU worker", cpus, cameras,
+                 threads)
+        return threads
 
     # -- children ----------------------------------------------------------------------------
     def _start(self, child: Child) -> None:
@@ -224,7 +245,7 @@ class Supervisor:
         """Wall time of the child's last sign of life; None for a decoder whose cameras all ended
         (a finished file without ``loop``): it is idle, not hung."""
         if child.heartbeat is not None:
-            return child.heartbeat.value
+            return abs(child.heartbeat.value)  # negative while the worker loads (StartupBeat)
         statuses = [self.rings[cam].status() for cam in child.cameras]
         live = [st.heartbeat for st in statuses if st.state != "ended"]
         return max(live) if live else None
@@ -288,6 +309,7 @@ class Supervisor:
             self._ready = True
             log.info("ready: %d cameras, %d workers", len(self.rings),
                      sum(1 for c in self.children if c.heartbeat is not None))
+            self.start_gate.set()  # file cameras start now: no frame is read before a worker can take it
             self.notifier.ready(f"serving {len(self.rings)} cameras")
         return True
 
@@ -320,6 +342,7 @@ class Supervisor:
             {cam: ring.status() for cam, ring in list(self.rings.items())},
             self._camera_totals.snapshot(),
             {c.name: c.restart_count for c in self.children},
+            self._camera_totals.workers(),
         )
 
     def _start_metrics(self) -> None:

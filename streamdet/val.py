@@ -22,6 +22,7 @@ import numpy as np
 from streamdet.datasets.groundtruth import DatasetError, groundtruth_path, read_groundtruth
 from streamdet.detect import batched
 from streamdet.evaluation import ClassAP, EvalResult, evaluate, format_table
+from streamdet.pipeline.image import Image
 from streamdet.progress import Progress
 
 __all__ = ["PTS_TOLERANCE", "ValResult", "format_result", "iter_clip", "iter_yolo", "run_val", "val_main"]
@@ -89,20 +90,24 @@ def iter_yolo(data: Path) -> tuple[int, Iterator[tuple[np.ndarray, np.ndarray]]]
     return len(samples), gen()
 
 
-def iter_clip(clip: Path) -> tuple[int, Iterator[tuple[np.ndarray, np.ndarray]]]:
-    """(count, iterator of (BGR frame, ground truth (m, 5))) over a clip and its ``.jsonl``.
+def iter_clip(clip: Path) -> tuple[int, Iterator[tuple[Image, np.ndarray]]]:
+    """(count, iterator of (frame, ground truth (m, 5))) over a clip and its ``.jsonl``.
 
+    Frames are the daemon's: the decoded YUV planes exactly as a decoder writes them into the ring
+    (:func:`streamdet.pipeline.frames.frame_to_image`), so the worker and val see the same bytes.
     Frames are matched to ground-truth lines by index; each decoded frame's time must equal the
     line's ``pts`` within :data:`PTS_TOLERANCE`, and the counts must agree.
     """
     import av
+
+    from streamdet.pipeline.frames import frame_to_image
 
     gt_path = groundtruth_path(clip)
     truth = read_groundtruth(gt_path)
     if not clip.is_file():
         raise DatasetError(f"clip not found: {clip}")
 
-    def gen() -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    def gen() -> Iterator[tuple[Image, np.ndarray]]:
         n = 0
         try:
             container = av.open(str(clip))
@@ -116,7 +121,7 @@ def iter_clip(clip: Path) -> tuple[int, Iterator[tuple[np.ndarray, np.ndarray]]]
                 t = frame.time
                 if t is None or abs(t - gt.pts) > PTS_TOLERANCE:
                     raise DatasetError(f"{clip}: frame {n} is at {t} s but {gt_path} line {n + 1} has pts {gt.pts}")
-                yield frame.to_ndarray(format="bgr24"), gt.boxes
+                yield frame_to_image(frame)[0], gt.boxes
                 n += 1
         if n != len(truth):
             raise DatasetError(f"{clip}: {n} frames decoded but {gt_path} has {len(truth)}")
@@ -136,6 +141,7 @@ def run_val(
     max_det: int = 300,
     batch_size: int = 8,
     progress: bool = True,
+    backend: str = "auto",
 ) -> ValResult:
     """Run the detector over ``data`` and score it (see the module doc)."""
     from streamdet.detector import Detector
@@ -160,6 +166,7 @@ def run_val(
         conf_thres=conf_thres,
         iou_thres=iou_thres,
         max_det=max_det,
+        backend=backend,
     )
     names = [str(n) for n in det.names]
     bar = Progress(total, "val") if progress else None
@@ -213,6 +220,7 @@ def val_main(
     as_json: bool = False,
     progress: bool = True,
     out: TextIO | None = None,
+    backend: str = "auto",
 ) -> int:
     """``streamdet val``: run :func:`run_val` and print the table (or one JSON line); returns 0.
 
@@ -230,6 +238,7 @@ def val_main(
         max_det=max_det,
         batch_size=batch_size,
         progress=progress,
+        backend=backend,
     )
     stream = out if out is not None else sys.stdout
     stream.write((result.to_json() if as_json else format_result(result)) + "\n")

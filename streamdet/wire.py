@@ -156,6 +156,7 @@ def detection_message(
 
 
 _LATENCY_KEYS = ("p50", "p95", "max")
+_OPTIONAL_LATENCY_KEYS = ("p99",)
 
 
 def _camera_stats(camera: str, stats: Mapping[str, Any]) -> dict[str, Any]:
@@ -168,7 +169,8 @@ def _camera_stats(camera: str, stats: Mapping[str, Any]) -> dict[str, Any]:
             fps=_finite(f"{where}.fps", stats["fps"]),
             published=_count(f"{where}.published", stats["published"]),
             dropped=_count(f"{where}.dropped", stats["dropped"]),
-            latency_ms={k: _finite_or_none(latency.get(k)) for k in _LATENCY_KEYS},
+            latency_ms={k: _finite_or_none(latency.get(k)) for k in _LATENCY_KEYS + _OPTIONAL_LATENCY_KEYS
+                        if k in _LATENCY_KEYS or k in latency},
             state=str(stats["state"]),
             reconnects=_count(f"{where}.reconnects", stats["reconnects"]),
         )
@@ -185,18 +187,20 @@ def stats_message(
     interval_s: float,
     cameras: Mapping[str, Mapping[str, Any]],
     ts: float | None = None,
+    worker: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Build a v1 stats message: one publisher's counters over the last ``interval_s`` seconds.
 
     ``cameras`` maps camera id to ``{fps, published, dropped, latency_ms: {p50, p95, max},
     state, reconnects}``; latency values may be None (no message in the interval; NaN also
-    becomes None). ``ts`` defaults to now.
+    becomes None). ``ts`` defaults to now. ``worker`` (optional) is the publisher's own figures
+    (batches, per-stage times; see docs/wire.md), passed through as given.
     """
     if not isinstance(source, str) or not source:
         raise WireError(f"source: expected a non-empty string, got {source!r}")
     for camera in cameras:
         detection_topic(camera)
-    return {
+    msg: dict[str, Any] = {
         "v": VERSION,
         "type": STATS,
         "ts": _finite("ts", time.time() if ts is None else ts),
@@ -204,6 +208,9 @@ def stats_message(
         "interval_s": _finite("interval_s", interval_s),
         "cameras": {camera: _camera_stats(camera, s) for camera, s in cameras.items()},
     }
+    if worker is not None:
+        msg["worker"] = dict(worker)
+    return msg
 
 
 # --------------------------------------------------------------------------------------------

@@ -28,7 +28,8 @@ def test_totals_accumulate_intervals() -> None:
 def test_render_metrics() -> None:
     t = CameraTotals()
     t.add(_stats(10, 1))
-    ring = SimpleNamespace(state="backoff", frames_decoded=1234, frames_skipped=5, reconnects=3)
+    ring = SimpleNamespace(state="backoff", frames_decoded=1234, frames_skipped=5, reconnects=3, frames_behind=4,
+                           frames_converted=0, decode_ns=2_500_000_000)
     text = render_metrics({"door": ring}, t.snapshot(), {"decoder-door": 2})
     lines = set(text.splitlines())
     assert 'streamdet_camera_up{camera="door"} 0' in lines
@@ -60,3 +61,23 @@ def test_server_serves_metrics_only() -> None:
 )
 def test_local_endpoint(bound: str, local: str) -> None:
     assert local_endpoint(bound) == local
+
+
+def test_drops_by_reason_and_worker_stages() -> None:
+    t = CameraTotals()
+    for overwritten in (2, 3):
+        msg = _stats(10, overwritten + 1)
+        msg["cameras"]["door"]["drops"] = {"overwritten": overwritten, "max_fps": 1, "behind": 0}
+        msg["source"] = "worker-cpu"
+        msg["worker"] = {"batch_size_mean": 3.5, "stage_ms": {"preprocess": 4.25, "inference": 80.0}}
+        t.add(msg)
+    ring = SimpleNamespace(state="streaming", frames_decoded=100, frames_skipped=7, reconnects=0, frames_behind=4,
+                           frames_converted=9, decode_ns=2_500_000_000)
+    lines = set(render_metrics({"door": ring}, t.snapshot(), {}, t.workers()).splitlines())
+    assert 'streamdet_camera_drops_total{camera="door",reason="overwritten"} 5' in lines
+    assert 'streamdet_camera_drops_total{camera="door",reason="max_fps"} 7' in lines
+    assert 'streamdet_camera_drops_total{camera="door",reason="behind"} 4' in lines
+    assert 'streamdet_camera_frames_converted_total{camera="door"} 9' in lines
+    assert 'streamdet_camera_decode_seconds_total{camera="door"} 2.5' in lines
+    assert 'streamdet_worker_stage_ms{worker="worker-cpu",stage="preprocess"} 4.25' in lines
+    assert 'streamdet_worker_batch_size{worker="worker-cpu"} 3.5' in lines

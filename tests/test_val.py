@@ -15,6 +15,7 @@ import pytest
 from streamdet.datasets import shapes
 from streamdet.datasets.groundtruth import DatasetError, read_groundtruth
 from streamdet.datasets.yolo import read_yolo_dir
+from streamdet.pipeline.image import Image
 from streamdet.val import run_val, val_main
 
 W, H = 160, 120
@@ -37,11 +38,12 @@ class FakeDetector:
         conf_thres: float = 0.25,
         iou_thres: float = 0.45,
         max_det: int = 300,
+        backend: str = "torch",
     ) -> None:
         spec = json.loads(Path(weights).read_text())
         self.frames, self.shift = spec["frames"], spec["shift"]
         self.kwargs = dict(device=device, img_size=img_size, half=half, conf_thres=conf_thres, iou_thres=iou_thres)
-        self.kwargs["max_det"] = max_det
+        self.kwargs.update(max_det=max_det, backend=backend)
         self.calls: list[int] = []
         self.next = 0
         FakeDetector.instances.append(self)
@@ -50,13 +52,16 @@ class FakeDetector:
     def names(self) -> list[str]:
         return list(shapes.CLASS_NAMES)
 
-    def __call__(self, frames: Sequence[np.ndarray]) -> list[np.ndarray]:
+    def __call__(self, frames: Sequence[np.ndarray | Image]) -> list[np.ndarray]:
         self.calls.append(len(frames))
         out = []
         for frame in frames:
             spec = self.frames[self.next]
             self.next += 1
-            assert frame.shape == (spec["height"], spec["width"], 3) and frame.dtype == np.uint8
+            if isinstance(frame, Image):  # clips: the daemon's YUV frames
+                assert frame.hw == (spec["height"], spec["width"]) and frame.pix_fmt == "yuv420p"
+            else:
+                assert frame.shape == (spec["height"], spec["width"], 3) and frame.dtype == np.uint8
             gt = np.array(spec["boxes"], np.float64).reshape(-1, 5)
             det = np.zeros((len(gt), 6), np.float32)
             det[:, :4] = gt[:, :4]
@@ -120,7 +125,8 @@ def test_exact_boxes_score_one(
     assert r.images == len(frames)
     (det,) = fake_detector.instances
     assert det.next == len(frames) and max(det.calls) == 2
-    assert det.kwargs == dict(device="cpu", img_size=320, half=False, conf_thres=0.001, iou_thres=0.6, max_det=50)
+    assert det.kwargs == dict(device="cpu", img_size=320, half=False, conf_thres=0.001, iou_thres=0.6, max_det=50,
+                              backend="auto")
     n_gt = sum(len(b) for _, _, b in frames)
     assert sum(c.n_gt for c in r.per_class.values()) == n_gt
     assert set(r.per_class) <= set(shapes.CLASS_NAMES)

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Set up streamdet on a fresh Debian/Ubuntu machine (CPU): Python packages, and with --test the
 # GStreamer RTSP server that the end-to-end tests serve streams with.
-#   bash tools/setup.sh          # runtime: torch (CPU wheel), streamdet and its dependencies
-#   bash tools/setup.sh --test   # also pytest/ruff and the Debian GStreamer packages (needs root or sudo)
+#   bash tools/setup.sh          # runtime: torch (CPU wheel), streamdet, its dependencies and ONNX Runtime
+#                                # (the CPU inference backend we recommend for gateways)
+#   bash tools/setup.sh --test   # also every optional backend (OpenVINO), matplotlib for bench plots,
+#                                # pytest/ruff and the Debian GStreamer packages (needs root or sudo)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
@@ -21,8 +23,8 @@ fi
 # torch first, pinned, so that no resolver pulls a multi-GB CUDA build on a CPU machine.
 "$PY" -c 'import torch' 2>/dev/null || "$PY" -m pip install -q torch==2.13.0
 if [ "$test_deps" = 1 ]; then
-  "$PY" -m pip install -q -e '.[dev]'
+  "$PY" -m pip install -q -e '.[onnxruntime,openvino,bench,dev]'
 else
-  "$PY" -m pip install -q -e .
+  "$PY" -m pip install -q -e '.[onnxruntime]'
 fi
 echo "streamdet $("$PY" -m streamdet --version | cut -d' ' -f2) is installed"

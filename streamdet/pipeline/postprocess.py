@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 __all__ = [
+    "Postprocessor",
     "batched_greedy_nms",
     "clip_boxes",
     "detection_records",
@@ -209,6 +210,35 @@ def scale_boxes(
     boxes[..., [1, 3]] -= pad_h
     boxes[..., :4] /= gain
     return clip_boxes(boxes, img0_shape)
+
+
+class Postprocessor:
+    """Stage 5: raw predictions of a batch -> per-frame detections in each frame's source pixels.
+
+    NMS (official semantics, see :func:`nms`) on the whole batch, then each frame's
+    :class:`~streamdet.pipeline.transform.Transform` inverse (letterbox and the decoder's
+    downscale undone in one step), then one copy to host memory per frame.
+    """
+
+    def __init__(self, conf_thres: float = 0.25, iou_thres: float = 0.45, classes: Sequence[int] | None = None,
+                 max_det: int = 300) -> None:
+        self.conf_thres = conf_thres
+        self.iou_thres = iou_thres
+        self.classes = list(classes) if classes is not None else None
+        self.max_det = max_det
+
+    def __call__(self, pred: torch.Tensor, transforms: Sequence[Any]) -> list[np.ndarray]:
+        """(B, N, 5+nc) predictions and B transforms -> B float32 arrays (n, 6) [x1, y1, x2, y2, score, cls]."""
+        if pred.shape[0] != len(transforms):
+            raise ValueError(f"{pred.shape[0]} predictions but {len(transforms)} transforms")
+        dets = nms(pred, conf_thres=self.conf_thres, iou_thres=self.iou_thres, classes=self.classes,
+                   max_det=self.max_det)
+        out = []
+        for det, transform in zip(dets, transforms, strict=True):
+            det = det.float()
+            transform.inverse(det[:, :4])
+            out.append(det.cpu().numpy().astype(np.float32, copy=False))
+        return out
 
 
 def detection_records(det: np.ndarray, names: Sequence[str] | Mapping[int, str]) -> list[dict[str, Any]]:

@@ -1,33 +1,53 @@
-"""Stage 4: the worker, one process per device.
+"""Stages 3-6 in one process per device: gather frames, preprocess, infer, postprocess, publish.
 
-Consumes: the newest unread frame of each of its cameras, from their shared-memory rings.
-Produces: one wire message per frame (detections in the frame's own pixels) and a stats message
+Consumes: frames of its cameras from their shared-memory rings (the newest unread frame of a live
+or paced camera; every frame, in order, of an unpaced file camera).
+Produces: one wire message per frame (detections in the frame's source pixels) and a stats message
 every ``stats_interval_s``, sent to the supervisor's publish proxy.
 Runs in: a worker process (spawn context), the only kind of process that imports torch.
 
-Batching: each round takes at most one frame per camera (the newest; older unread frames are
-counted as dropped by the ring), starting from a rotating camera so that with more cameras than
-``max_batch`` every camera is served in turn. A round waits up to ``max_wait_ms`` after its first
-frame for more cameras to deliver, then runs the batch.
+One batch goes through :meth:`WorkerLoop.process`, one stage per line::
+
+    frames = gatherer.gather()          # 2 ring -> frames (at most one per camera)
+    prepared = self.prepare(frames)     # 3 preprocess: YUV -> letterboxed RGB uint8 batch
+    inferred = self.infer(prepared)     # 4 backend: raw predictions
+    self.publish(inferred)              # 5 postprocess (NMS, Transform inverse) + 6 publish
+
+In the daemon the same three calls run pipelined (:class:`PipelinedRunner`): one thread gathers and
+preprocesses batch k+1 while another runs inference on batch k and a third postprocesses and
+publishes batch k-1. The hand-offs are queues of one batch each, so nothing can pile up: a slow
+stage makes the one before it wait, and live cameras then drop at the ring (latest wins) while
+unpaced files wait in their decoder (lossless).
+
+Batching: each round takes at most one frame per camera, starting from a rotating camera so that
+with more cameras than ``max_batch`` every camera is served in turn. A round waits up to
+``max_wait_ms`` after its first frame for more cameras to deliver, then runs the batch.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from multiprocessing.sharedctypes import Synchronized
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from streamdet.pipeline.ring import Frame, FrameRing
+from streamdet.pipeline.pipelined import PipelinedRunner
+from streamdet.pipeline.ring import Frame, FrameRing, RingStatus
 from streamdet.stopflag import StopFlag
 
 log = logging.getLogger("streamdet.worker")
 
 IDLE_POLL_S = 0.002
+STARTUP_BEAT_LIMIT_S = 600.0  # a model load + export + warm-up longer than this counts as hung
 EXIT_BAD_MODEL = 78  # EX_CONFIG: the model cannot be loaded; restarting would not help
+STAGES = ("gather", "preprocess", "inference", "postprocess", "publish")
 
 
 @dataclass(frozen=True)
@@ -49,6 +69,10 @@ class WorkerSpec:
     publish_endpoint: str
     stats_interval_s: float
     warmup_shape: tuple[int, int] = (720, 1280)
+    backend: str = "auto"
+    threads: int | None = None  # intra-op inference threads; None = the backend's default
+    export_cache: str | None = None
+    pipelined: bool = True
 
 
 @dataclass
@@ -56,33 +80,68 @@ class CameraStats:
     """Per-camera counters over one stats interval."""
 
     published: int = 0
-    dropped: int = 0
+    overwritten: int = 0  # frames the ring overwrote before the worker took them
     latencies_ms: list[float] = field(default_factory=list)
 
-    def summary(self, interval_s: float) -> dict:
+    def summary(self, interval_s: float, ring_delta: dict[str, int]) -> dict[str, Any]:
+        """The stats-message entry; ``ring_delta`` holds the decoder counters' growth this interval."""
         lat = np.asarray(self.latencies_ms, dtype=np.float64)
-        latency = (
-            {"p50": round(float(np.percentile(lat, 50)), 2), "p95": round(float(np.percentile(lat, 95)), 2),
-             "max": round(float(lat.max()), 2)}
-            if lat.size
-            else {"p50": None, "p95": None, "max": None}
+        latency: dict[str, float | None] = (
+            {k: round(float(np.percentile(lat, q)), 2) for k, q in (("p50", 50), ("p95", 95), ("p99", 99))}
+            if lat.size else {"p50": None, "p95": None, "p99": None}
         )
+        latency["max"] = round(float(lat.max()), 2) if lat.size else None
+        drops = {"overwritten": self.overwritten, "max_fps": ring_delta["skipped"], "behind": ring_delta["behind"]}
+        decoded = ring_delta["decoded"]
         return {
             "fps": round(self.published / interval_s, 2) if interval_s > 0 else 0.0,
             "published": self.published,
-            "dropped": self.dropped,
+            "dropped": sum(drops.values()),
+            "drops": drops,
+            "decoded": decoded,
+            "decode_ms": round(ring_delta["decode_ns"] / decoded / 1e6, 3) if decoded else None,
             "latency_ms": latency,
         }
 
 
+def _ring_counters(status: RingStatus) -> dict[str, int]:
+    return {"decoded": status.frames_decoded, "skipped": status.frames_skipped, "behind": status.frames_behind,
+            "decode_ns": status.decode_ns}
+
+
+class StageTimer:
+    """Seconds spent per stage and batches/frames over one stats interval (thread-safe enough:
+    each stage is timed by the one thread that runs it; the summary is read by the publisher)."""
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self.seconds = dict.fromkeys(STAGES, 0.0)
+        self.batches = 0
+        self.frames = 0
+
+    def add(self, stage: str, seconds: float) -> None:
+        self.seconds[stage] += seconds
+
+    def summary(self) -> dict[str, Any]:
+        n = self.batches
+        return {
+            "batches": n,
+            "frames": self.frames,
+            "batch_size_mean": round(self.frames / n, 3) if n else None,
+            "stage_ms": {k: (round(v * 1000.0 / n, 3) if n else None) for k, v in self.seconds.items()},
+        }
+
+
 class BatchGatherer:
-    """Collects the newest unread frame of each camera into a batch (see module docstring)."""
+    """Collects the next frame of each camera into a batch (see module docstring)."""
 
     def __init__(self, rings: dict[str, FrameRing], max_batch: int, max_wait_s: float,
                  clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep) -> None:
         self.rings = rings
         self.order = list(rings)
-        self.last_seq = {cam: ring.status().latest_seq for cam, ring in rings.items()}
+        self.last_seq = {cam: ring.resume_seq() for cam, ring in rings.items()}
         self.max_batch = max_batch
         self.max_wait_s = max_wait_s
         self.clock = clock
@@ -97,7 +156,7 @@ class BatchGatherer:
             cam = self.order[(self._start + k) % n]
             if cam in taken:
                 continue
-            frame = self.rings[cam].read_latest(self.last_seq[cam])
+            frame = self.rings[cam].read_next(self.last_seq[cam])
             if frame is not None:
                 self.last_seq[cam] = frame.seq
                 batch.append(frame)
@@ -120,86 +179,169 @@ class BatchGatherer:
         return batch
 
 
+@dataclass
+class PreparedBatch:
+    """Stage 3's output: the frames, their model-input batch and each frame's geometry."""
+
+    frames: list[Frame]
+    batch: np.ndarray
+    transforms: list[Any]
+
+
+@dataclass
+class InferredBatch:
+    """Stage 4's output: the frames, their transforms and the raw predictions."""
+
+    frames: list[Frame]
+    transforms: list[Any]
+    pred: Any
+
+
+class StartupBeat:
+    """Heartbeats with a negative value (-wall time) while the worker loads, exports and warms up.
+
+    The supervisor reads ``abs(value)`` for hang detection and ``value > 0`` as "serving": a first
+    start that exports an ONNX model (tens of seconds on a small CPU) is not mistaken for a hang,
+    and file cameras still wait for the real start. Stops by itself after STARTUP_BEAT_LIMIT_S.
+    """
+
+    def __init__(self, heartbeat: Synchronized | None, period_s: float = 1.0) -> None:
+        self.heartbeat = heartbeat
+        self.period_s = period_s
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="worker-startup-beat", daemon=True)
+
+    def _run(self) -> None:
+        end = time.monotonic() + STARTUP_BEAT_LIMIT_S
+        while self.heartbeat is not None and time.monotonic() < end:
+            self.heartbeat.value = -time.time()
+            if self._done.wait(self.period_s):
+                return
+
+    def __enter__(self) -> StartupBeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._done.set()
+        self._thread.join(2)
+
+
 def worker_main(spec: WorkerSpec, stop: StopFlag, heartbeat: Synchronized) -> None:
     """Process entry point: attach rings, load and warm up the model, then serve until ``stop``."""
-    from streamdet.detector import Detector
-    from streamdet.errors import ModelError
-    from streamdet.pipeline.publish import Publisher
-
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads OpenMP: idle threads sleep
+    with StartupBeat(heartbeat):
+        ready = _start_worker(spec)
+    if ready is None:
+        return
+    stages, rings, publisher = ready
     try:
-        detector = Detector(
-            spec.weights,
-            device=spec.device,
-            img_size=spec.img_size,
-            half=spec.half,
-            conf_thres=spec.conf_thres,
-            iou_thres=spec.iou_thres,
-            max_det=spec.max_det,
-            classes=spec.classes,
-        )
-    except (ModelError, ValueError) as exc:
-        log.error("%s cannot load the model: %s", spec.name, exc)
-        raise SystemExit(EXIT_BAD_MODEL) from exc
-    rings = {cam: FrameRing.attach(name) for cam, name in spec.ring_names.items()}
-    publisher = None
-    try:
-        t0 = time.monotonic()
-        detector.warmup([spec.warmup_shape], min(spec.max_batch, max(1, len(rings))))
-        log.info("%s ready on %s: %d cameras, warm-up %.1f s", spec.name, spec.device, len(rings),
-                 time.monotonic() - t0)
-        publisher = Publisher(spec.publish_endpoint)
-        WorkerLoop(spec, rings, detector, publisher, heartbeat).run(stop)
+        loop = WorkerLoop(spec, rings, stages, publisher, heartbeat)
+        if spec.pipelined:
+            PipelinedRunner(loop).run(stop)
+        else:
+            loop.run(stop)
     finally:
-        if publisher is not None:
-            publisher.close()
+        publisher.close()
+        stages.close()
         for ring in rings.values():
             ring.close()
 
 
-class WorkerLoop:
-    """The serving loop of one worker, separate from process set-up so tests can drive it."""
+def _start_worker(spec: WorkerSpec) -> tuple[Any, dict[str, FrameRing], Any] | None:
+    """Load the stages, attach the rings, warm up, connect the publisher (exits 78 on a bad model)."""
+    from streamdet.errors import ModelError
+    from streamdet.pipeline.publish import Publisher
+    from streamdet.pipeline.registry import RegistryError
+    from streamdet.pipeline.stages import build_stages
 
-    def __init__(self, spec: WorkerSpec, rings: dict[str, FrameRing], detector, publisher,
+    try:
+        stages = build_stages(
+            spec.weights, device=spec.device, backend=spec.backend, img_size=spec.img_size, half=spec.half,
+            conf_thres=spec.conf_thres, iou_thres=spec.iou_thres, max_det=spec.max_det, classes=spec.classes,
+            threads=spec.threads, cache_dir=Path(spec.export_cache) if spec.export_cache else None,
+        )
+    except (ModelError, ValueError, RegistryError) as exc:
+        log.error("%s cannot load the model: %s", spec.name, exc)
+        raise SystemExit(EXIT_BAD_MODEL) from exc
+    rings = {cam: FrameRing.attach(name) for cam, name in spec.ring_names.items()}
+    try:
+        t0 = time.monotonic()
+        stages.warmup([spec.warmup_shape], min(spec.max_batch, max(1, len(rings))))
+        log.info("%s ready on %s: %d cameras, backend %s, %s inference threads, warm-up %.1f s", spec.name,
+                 spec.device, len(rings), stages.backend.name, spec.threads or "default", time.monotonic() - t0)
+        return stages, rings, Publisher(spec.publish_endpoint)
+    except BaseException:
+        stages.close()
+        for ring in rings.values():
+            ring.close()
+        raise
+
+
+class WorkerLoop:
+    """One worker's stages and counters, separate from process set-up so tests can drive it.
+
+    ``stages`` is a :class:`streamdet.pipeline.stages.Stages` (preprocessor, backend,
+    postprocessor); ``publisher`` has ``send(msg) -> bool`` and is used from one thread only.
+    """
+
+    def __init__(self, spec: WorkerSpec, rings: dict[str, FrameRing], stages: Any, publisher: Any,
                  heartbeat: Synchronized | None = None) -> None:
         self.spec = spec
         self.rings = rings
-        self.detector = detector
+        self.stages = stages
         self.publisher = publisher
         self.heartbeat = heartbeat
         self.gatherer = BatchGatherer(rings, spec.max_batch, spec.max_wait_ms / 1000.0)
+        self.names = stages.names
         self.stats = {cam: CameraStats() for cam in rings}
-        self.names = detector.names
+        self.timer = StageTimer()
+        self._ring_base = {cam: _ring_counters(ring.status()) for cam, ring in rings.items()}
         self._stats_started = time.monotonic()
 
     def beat(self) -> None:
         if self.heartbeat is not None:
             self.heartbeat.value = time.time()
 
-    def run(self, stop: StopFlag) -> None:
-        while not stop.is_set():
-            self.beat()
-            batch = self.gatherer.gather(stop)
-            if batch:
-                self.process(batch)
-            else:
-                time.sleep(IDLE_POLL_S)
-            if time.monotonic() - self._stats_started >= self.spec.stats_interval_s:
-                self.publish_stats()
+    # -- the stages, one method each -----------------------------------------------------------
 
-    def process(self, batch: list[Frame]) -> None:
-        """Detect on one batch and publish one message per frame."""
+    def gather(self, stop: StopFlag | None = None) -> list[Frame]:
+        """Stage 2 -> 3 hand-off: the next batch of frames (empty when none is ready)."""
+        t0 = time.perf_counter()
+        frames = self.gatherer.gather(stop)
+        if frames:
+            self.timer.add("gather", time.perf_counter() - t0)
+        return frames
+
+    def prepare(self, frames: list[Frame]) -> PreparedBatch:
+        """Stage 3: letterbox every frame into one model-input batch (colour conversion happens here)."""
+        t0 = time.perf_counter()
+        images = [f.to_image() for f in frames]
+        batch, transforms = self.stages.preprocess(images, [(f.src_height, f.src_width) for f in frames])
+        self.timer.add("preprocess", time.perf_counter() - t0)
+        return PreparedBatch(frames, batch, transforms)
+
+    def infer(self, prepared: PreparedBatch) -> InferredBatch:
+        """Stage 4: the backend's raw predictions for the batch."""
+        t0 = time.perf_counter()
+        pred = self.stages.infer(prepared.batch)
+        self.timer.add("inference", time.perf_counter() - t0)
+        self.timer.batches += 1
+        self.timer.frames += len(prepared.frames)
+        return InferredBatch(prepared.frames, prepared.transforms, pred)
+
+    def publish(self, inferred: InferredBatch) -> None:
+        """Stage 5 (NMS, boxes to source pixels) and stage 6 (one message per frame)."""
         from streamdet.errors import WireError
         from streamdet.pipeline.postprocess import detection_records
         from streamdet.wire import detection_message
 
-        dets = self.detector([f.image for f in batch])
-        for frame, det in zip(batch, dets, strict=True):
+        t0 = time.perf_counter()
+        dets = self.stages.postprocess(inferred.pred, inferred.transforms)
+        t1 = time.perf_counter()
+        self.timer.add("postprocess", t1 - t0)
+        for frame, det in zip(inferred.frames, dets, strict=True):
             ring = self.rings[frame.camera]
-            sx = frame.src_width / frame.width
-            sy = frame.src_height / frame.height
-            if sx != 1.0 or sy != 1.0:  # the decoder downscaled an oversize frame; report source pixels
-                det[:, [0, 2]] *= sx
-                det[:, [1, 3]] *= sy
             ts_publish = time.time()
             stats = self.stats[frame.camera]
             try:  # a non-finite score breaks the contract; one bad message never stops the worker
@@ -221,8 +363,32 @@ class WorkerLoop:
                 sent = False
             if sent:
                 stats.published += 1
-            stats.dropped += frame.dropped
+            stats.overwritten += frame.dropped
             stats.latencies_ms.append((ts_publish - frame.ts_capture) * 1000.0)
+        self.timer.add("publish", time.perf_counter() - t1)
+
+    def process(self, frames: list[Frame]) -> None:
+        """The whole per-batch path, sequentially (what the pipelined runner overlaps)."""
+        prepared = self.prepare(frames)
+        inferred = self.infer(prepared)
+        self.publish(inferred)
+
+    # -- loops ---------------------------------------------------------------------------------
+
+    def run(self, stop: StopFlag) -> None:
+        """Serve sequentially until ``stop`` (tests; ``pipelined: false``)."""
+        while not stop.is_set():
+            self.beat()
+            frames = self.gather(stop)
+            if frames:
+                self.process(frames)
+            else:
+                time.sleep(IDLE_POLL_S)
+            self.maybe_publish_stats()
+
+    def maybe_publish_stats(self) -> None:
+        if time.monotonic() - self._stats_started >= self.spec.stats_interval_s:
+            self.publish_stats()
 
     def publish_stats(self) -> None:
         from streamdet.wire import stats_message
@@ -232,11 +398,17 @@ class WorkerLoop:
         cameras = {}
         for cam, ring in self.rings.items():
             status = ring.status()
-            entry = self.stats[cam].summary(interval)
+            counters = _ring_counters(status)
+            delta = {k: max(0, counters[k] - self._ring_base[cam][k]) for k in counters}
+            self._ring_base[cam] = counters
+            entry = self.stats[cam].summary(interval, delta)
             entry["state"] = status.state
             entry["reconnects"] = status.reconnects
             cameras[cam] = entry
+        worker = {"name": self.spec.name, "device": self.spec.device, "backend": self.stages.backend.name,
+                  "threads": self.spec.threads, **self.timer.summary()}
         self.publisher.send(stats_message(ts=time.time(), source=self.spec.name, interval_s=round(interval, 3),
-                                          cameras=cameras))
+                                          cameras=cameras, worker=worker))
         self.stats = {cam: CameraStats() for cam in self.rings}
+        self.timer.reset()
         self._stats_started = now

@@ -22,27 +22,18 @@ def predict(
     max_det: int = 300,
     batch: int = 8,
 ) -> list[np.ndarray]:
-    """Detections (n, 6) [x1, y1, x2, y2, score, cls] per frame, exactly as the Detector computes them."""
-    from streamdet.pipeline.postprocess import nms, scale_boxes
-    from streamdet.pipeline.preprocess import batch_input_shape, preprocess_batch, to_model_input
+    """Detections (n, 6) [x1, y1, x2, y2, score, cls] per frame, through the Detector's own stages."""
+    from streamdet.detect import batched
+    from streamdet.detector import Detector
 
-    stride = int(max(float(s) for s in model.stride))
     was_training = model.training
     model.eval()
-    out: list[np.ndarray] = []
     try:
-        for k in range(0, len(frames), batch):
-            chunk = frames[k : k + batch]
-            input_hw = batch_input_shape([f.shape[:2] for f in chunk], img_size, stride)
-            x = to_model_input(preprocess_batch(chunk, input_hw), device, False)
-            pred = model(x)
-            if isinstance(pred, (tuple, list)):
-                pred = pred[0]
-            dets = nms(pred.float(), conf_thres=conf_thres, iou_thres=iou_thres, max_det=max_det)
-            for det, frame in zip(dets, chunk, strict=True):
-                det = det.float()
-                det[:, :4] = scale_boxes(input_hw, det[:, :4], frame.shape[:2])
-                out.append(det.cpu().numpy().astype(np.float32))
+        detector = Detector.from_model(model, device=str(device), img_size=img_size, conf_thres=conf_thres,
+                                       iou_thres=iou_thres, max_det=max_det)
+        out: list[np.ndarray] = []
+        for chunk in batched(frames, batch):
+            out.extend(detector(chunk))
     finally:
         model.train(was_training)
     return out

@@ -1,13 +1,25 @@
-"""Worker batching and the serving loop, driven with in-memory rings, detector and publisher."""
+"""Worker batching, stats and the serving loops, driven with in-memory rings, a fake backend and publisher
+(the real preprocessor, postprocessor and Transform)."""
 
 from __future__ import annotations
 
+import multiprocessing as mp
+import threading
+import time
 from dataclasses import dataclass, field
 
 import numpy as np
+import pytest
+import torch
 
+from streamdet.pipeline.backends import InputContract
+from streamdet.pipeline.pipelined import PipelinedRunner
+from streamdet.pipeline.postprocess import Postprocessor
+from streamdet.pipeline.preprocess import CpuPreprocessor
 from streamdet.pipeline.ring import Frame
+from streamdet.pipeline.stages import Stages
 from streamdet.pipeline.worker import BatchGatherer, CameraStats, WorkerLoop, WorkerSpec
+from streamdet.stopflag import StopFlag
 
 
 @dataclass
@@ -16,29 +28,41 @@ class FakeStatus:
     state: str = "streaming"
     reconnects: int = 0
     heartbeat: float = 0.0
+    frames_decoded: int = 0
+    frames_skipped: int = 0
+    frames_behind: int = 0
+    decode_ns: int = 0
 
 
 @dataclass
 class FakeRing:
-    """Latest-wins ring in memory: read_latest returns only the newest frame."""
+    """An in-memory ring: latest wins, or every frame in order when ``lossless``."""
 
     camera: str
     frames: list = field(default_factory=list)
     msg_seq: int = 0
+    lossless: bool = False
+    counters: FakeStatus = field(default_factory=FakeStatus)
 
     def push(self, w: int = 64, h: int = 48, src: tuple[int, int] | None = None) -> None:
         seq = len(self.frames) + 1
         sw, sh = src or (w, h)
-        self.frames.append(Frame(self.camera, seq, seq - 1, (seq - 1) / 25, 1000.0 + seq, w, h, sw, sh, "bgr24",
-                                 np.zeros((h, w, 3), np.uint8), dropped=0))
+        self.frames.append(Frame(self.camera, seq, seq - 1, (seq - 1) / 25, 1000.0 + seq, w, h, sw, sh, "yuv420p",
+                                 np.full((h * 3 // 2, w), 128, np.uint8), dropped=0))
+        self.counters.frames_decoded += 1
+        self.counters.decode_ns += 2_000_000
 
     def status(self) -> FakeStatus:
-        return FakeStatus(latest_seq=len(self.frames))
+        self.counters.latest_seq = len(self.frames)
+        return self.counters
 
-    def read_latest(self, after_seq: int):
+    def resume_seq(self) -> int:
+        return 0 if self.lossless else len(self.frames)
+
+    def read_next(self, after_seq: int):
         if len(self.frames) <= after_seq:
             return None
-        f = self.frames[-1]
+        f = self.frames[after_seq] if self.lossless else self.frames[-1]
         f.dropped = f.seq - after_seq - 1
         return f
 
@@ -111,19 +135,54 @@ def test_waits_up_to_max_wait_for_other_cameras() -> None:
     assert clock.t >= 0.01  # it waited for b, which never came
 
 
+def test_lossless_rings_give_every_frame_in_order_even_the_backlog() -> None:
+    ring = FakeRing("a", lossless=True)
+    for _ in range(3):
+        ring.push()
+    g = _gatherer({"a": ring})
+    seqs = []
+    while batch := g.gather():
+        seqs += [f.seq for f in batch]
+        assert all(f.dropped == 0 for f in batch)
+    assert seqs == [1, 2, 3]
+
+
 def test_camera_stats_summary() -> None:
-    s = CameraStats(published=10, dropped=3, latencies_ms=[10.0, 20.0, 30.0, 40.0])
-    out = s.summary(2.0)
-    assert out["fps"] == 5.0 and out["dropped"] == 3
+    s = CameraStats(published=10, overwritten=3, latencies_ms=[10.0, 20.0, 30.0, 40.0])
+    out = s.summary(2.0, {"decoded": 20, "skipped": 5, "behind": 1, "decode_ns": 40_000_000})
+    assert out["fps"] == 5.0 and out["dropped"] == 9
+    assert out["drops"] == {"overwritten": 3, "max_fps": 5, "behind": 1}
+    assert out["decoded"] == 20 and out["decode_ms"] == 2.0
     assert out["latency_ms"]["max"] == 40.0 and out["latency_ms"]["p50"] == 25.0
-    assert CameraStats().summary(1.0)["latency_ms"]["p50"] is None
+    assert out["latency_ms"]["p99"] == pytest.approx(39.7)
+    idle = CameraStats().summary(1.0, {"decoded": 0, "skipped": 0, "behind": 0, "decode_ns": 0})
+    assert idle["latency_ms"]["p50"] is None and idle["decode_ms"] is None
 
 
-class FakeDetector:
+class FakeBackend:
+    """Returns one box per frame at model-input pixels [10, 20, 110, 120], class 1 ('square')."""
+
+    name = "fake"
+    contract = InputContract()
     names = ["circle", "square"]
+    stride = 32
 
-    def __call__(self, frames):
-        return [np.array([[1, 2, 11, 12, 0.9, 1]], np.float32) for _ in frames]
+    def __init__(self, score: float = 0.9) -> None:
+        self.score = score
+        self.batches: list[np.ndarray] = []
+
+    def infer(self, batch: np.ndarray) -> torch.Tensor:
+        self.batches.append(batch.copy())
+        row = torch.tensor([60.0, 70.0, 100.0, 100.0, self.score, 0.0, 1.0])
+        return row.repeat(batch.shape[0], 1, 1)
+
+    def close(self) -> None:
+        pass
+
+
+def fake_stages(score: float = 0.9) -> Stages:
+    return Stages(preprocessor=CpuPreprocessor(), backend=FakeBackend(score), postprocessor=Postprocessor(),
+                  img_size=640)
 
 
 class FakePublisher:
@@ -135,20 +194,26 @@ class FakePublisher:
         return True
 
 
-def _spec() -> WorkerSpec:
-    return WorkerSpec(name="worker-cpu", device="cpu", ring_names={}, weights="x.pt", img_size=640,
-                      conf_thres=0.25, iou_thres=0.45, max_det=300, classes=None, half=False, max_batch=4,
-                      max_wait_ms=0, publish_endpoint="inproc://x", stats_interval_s=5.0)
+def _spec(**kw) -> WorkerSpec:
+    args = dict(name="worker-cpu", device="cpu", ring_names={}, weights="x.pt", img_size=640,
+                conf_thres=0.25, iou_thres=0.45, max_det=300, classes=None, half=False, max_batch=4,
+                max_wait_ms=0, publish_endpoint="inproc://x", stats_interval_s=5.0)
+    args.update(kw)
+    return WorkerSpec(**args)
 
 
 def test_loop_publishes_contract_messages_in_source_pixels() -> None:
     rings = {"a": FakeRing("a"), "b": FakeRing("b")}
     pub = FakePublisher()
-    loop = WorkerLoop(_spec(), rings, FakeDetector(), pub)
+    stages = fake_stages()
+    loop = WorkerLoop(_spec(), rings, stages, pub)
     rings["a"].push()
     rings["a"].push()
     rings["b"].push(w=64, h=48, src=(128, 96))  # decoder halved an oversize frame
     loop.process(loop.gatherer.gather())
+    (batch,) = stages.backend.batches
+    assert batch.shape == (2, 3, 480, 640) and batch.dtype == np.uint8  # 64x48 frames letterboxed x10
+    assert (batch == 130).all()  # Y=U=V=128, limited range: (128 - 16) * 255/219 = 130.4 -> grey 130
     by_cam = {m["camera"]: m for m in pub.sent}
     a, b = by_cam["a"], by_cam["b"]
     assert a["seq"] == 1 and a["frame"] == 1 and a["dropped"] == 1 and a["v"] == 1
@@ -162,13 +227,30 @@ def test_loop_publishes_contract_messages_in_source_pixels() -> None:
     stats = pub.sent[-1]
     assert stats["type"] == "stats" and stats["cameras"]["a"]["published"] == 2
     assert stats["cameras"]["a"]["dropped"] == 1 and stats["cameras"]["b"]["published"] == 1
+    assert stats["cameras"]["a"]["drops"]["overwritten"] == 1
+    assert stats["cameras"]["a"]["decoded"] == 3 and stats["cameras"]["a"]["decode_ms"] == 2.0
+    worker = stats["worker"]
+    assert worker["backend"] == "fake" and worker["batches"] == 2 and worker["frames"] == 3
+    assert set(worker["stage_ms"]) == {"gather", "preprocess", "inference", "postprocess", "publish"}
+    assert all(v is not None and v >= 0 for v in worker["stage_ms"].values())
+
+
+def test_drops_by_reason_come_from_the_ring_counters() -> None:
+    ring = FakeRing("a")
+    pub = FakePublisher()
+    loop = WorkerLoop(_spec(), {"a": ring}, fake_stages(), pub)
+    ring.push()
+    ring.counters.frames_skipped += 4  # max_fps
+    ring.counters.frames_behind += 2  # paced file behind schedule
+    loop.process(loop.gatherer.gather())
+    loop.publish_stats()
+    cam = pub.sent[-1]["cameras"]["a"]
+    assert cam["drops"] == {"overwritten": 0, "max_fps": 4, "behind": 2} and cam["dropped"] == 6
+    loop.publish_stats()  # the next interval counts only what happened since
+    assert pub.sent[-1]["cameras"]["a"]["drops"] == {"overwritten": 0, "max_fps": 0, "behind": 0}
 
 
 def test_a_message_that_breaks_the_contract_is_skipped_not_fatal() -> None:
-    class NaNDetector(FakeDetector):
-        def __call__(self, frames):
-            return [np.array([[1, 2, 11, 12, np.nan, 1]], np.float32) for _ in frames]
-
     class ValidatingPublisher(FakePublisher):
         def send(self, msg: dict) -> bool:
             from streamdet.wire import encode
@@ -176,9 +258,49 @@ def test_a_message_that_breaks_the_contract_is_skipped_not_fatal() -> None:
             encode(msg)  # raises WireError on a non-finite score, as the real Publisher does
             return super().send(msg)
 
+    class NaNPost(Postprocessor):
+        def __call__(self, pred, transforms):
+            return [np.array([[1, 2, 11, 12, np.nan, 1]], np.float32) for _ in transforms]
+
     rings = {"a": FakeRing("a")}
     pub = ValidatingPublisher()
-    loop = WorkerLoop(_spec(), rings, NaNDetector(), pub)
+    stages = Stages(preprocessor=CpuPreprocessor(), backend=FakeBackend(), postprocessor=NaNPost(), img_size=640)
+    loop = WorkerLoop(_spec(), rings, stages, pub)
     rings["a"].push()
     loop.process(loop.gatherer.gather())
     assert pub.sent == [] and loop.stats["a"].published == 0
+
+
+def test_pipelined_runner_publishes_every_lossless_frame_once_in_order() -> None:
+    rings = {c: FakeRing(c, lossless=True) for c in ("a", "b")}
+    for ring in rings.values():
+        for _ in range(7):
+            ring.push()
+    pub = FakePublisher()
+    loop = WorkerLoop(_spec(max_batch=2), rings, fake_stages(), pub)
+    stop = StopFlag(mp.get_context("spawn"))
+
+    def stop_when_done() -> None:
+        deadline = time.monotonic() + 20
+        while sum(m["type"] == "detections" for m in pub.sent) < 14 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        stop.set()
+
+    threading.Thread(target=stop_when_done, daemon=True).start()
+    PipelinedRunner(loop).run(stop)
+    dets = [m for m in pub.sent if m["type"] == "detections"]
+    for cam in rings:
+        assert [m["frame"] for m in dets if m["camera"] == cam] == list(range(7))
+
+
+def test_pipelined_runner_reraises_a_stage_error() -> None:
+    class Broken(FakeBackend):
+        def infer(self, batch):
+            raise RuntimeError("backend exploded")
+
+    ring = FakeRing("a", lossless=True)
+    ring.push()
+    stages = Stages(preprocessor=CpuPreprocessor(), backend=Broken(), postprocessor=Postprocessor(), img_size=640)
+    loop = WorkerLoop(_spec(), {"a": ring}, stages, FakePublisher())
+    with pytest.raises(RuntimeError, match="exploded"):
+        PipelinedRunner(loop).run(StopFlag(mp.get_context("spawn")))

@@ -1,0 +1,141 @@
+"""Stages 3-5 composed: preprocessor -> backend -> postprocessor, with the batch-shape policy.
+
+The worker, :class:`streamdet.detector.Detector` (and so ``streamdet val`` and training
+validation) all run frames through a :class:`Stages`, so there is one inference path.
+Implementations are chosen by name (``preprocessor: cpu``; ``backend: auto | torch |
+onnxruntime | openvino``) from lazy registries, so a missing optional dependency is a clear
+error naming the pip extra, raised when the stage is built, not at import.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from streamdet.pipeline.image import Image
+from streamdet.pipeline.preprocess import batch_input_shape
+from streamdet.pipeline.registry import Registry
+from streamdet.pipeline.transform import Transform
+
+if TYPE_CHECKING:
+    import torch
+
+    from streamdet.pipeline.backends import Backend
+    from streamdet.pipeline.postprocess import Postprocessor
+    from streamdet.pipeline.preprocess import Preprocessor
+
+__all__ = ["PREPROCESSORS", "Stages", "build_stages"]
+
+#: Preprocessor implementations by name (a CUDA one joins with the GPU path).
+PREPROCESSORS = Registry(
+    "preprocessor",
+    {"cpu": ("streamdet.pipeline.preprocess:CpuPreprocessor", None)},
+)
+
+
+@dataclass
+class Stages:
+    """One inference path: ``preprocess`` -> ``infer`` -> ``postprocess`` (see the module docstring)."""
+
+    preprocessor: Preprocessor
+    backend: Backend
+    postprocessor: Postprocessor
+    img_size: int
+
+    @property
+    def names(self) -> list[str]:
+        """Class names, index = class id."""
+        return list(self.backend.names)
+
+    @property
+    def stride(self) -> int:
+        return int(self.backend.stride)
+
+    def input_shape(self, frame_hws: Sequence[tuple[int, int]]) -> tuple[int, int]:
+        """The (H, W) model input for a batch of frames of these sizes: the smallest common
+        letterbox shape (dynamic backends), or the backend's fixed shape."""
+        contract = self.backend.contract
+        if not contract.dynamic_shape and contract.fixed_hw is not None:
+            return contract.fixed_hw
+        return batch_input_shape(frame_hws, self.img_size, self.stride)
+
+    def preprocess(self, images: Sequence[Image], src_hws: Sequence[tuple[int, int]] | None = None,
+                   out: np.ndarray | None = None) -> tuple[np.ndarray, list[Transform]]:
+        """Stage 3: uint8 (B, 3, H, W) RGB batch and each frame's Transform. ``src_hws`` are the
+        sources' sizes before any decoder downscale (default: the images' own sizes)."""
+        frame_hws = [im.hw for im in images]
+        input_hw = self.input_shape(frame_hws)
+        batch = self.preprocessor(images, input_hw, out=out)
+        srcs = frame_hws if src_hws is None else list(src_hws)
+        transforms = [Transform(src_hw=tuple(s), frame_hw=f, input_hw=input_hw)  # type: ignore[arg-type]
+                      for s, f in zip(srcs, frame_hws, strict=True)]
+        return batch, transforms
+
+    def infer(self, batch: np.ndarray) -> torch.Tensor:
+        """Stage 4: raw predictions (B, N, 5+nc)."""
+        return self.backend.infer(batch)
+
+    def postprocess(self, pred: torch.Tensor, transforms: Sequence[Transform]) -> list[np.ndarray]:
+        """Stage 5: per-frame (n, 6) [x1, y1, x2, y2, score, class] in source pixels."""
+        return self.postprocessor(pred, transforms)
+
+    def __call__(self, images: Sequence[Image]) -> list[np.ndarray]:
+        """All three stages on one batch."""
+        if not images:
+            return []
+        batch, transforms = self.preprocess(images)
+        return self.postprocess(self.infer(batch), transforms)
+
+    def warmup(self, shapes: Sequence[tuple[int, int]], max_batch: int) -> None:
+        """Run grey batches of every size up to ``max_batch`` so the first real frames are not slow."""
+        for b in range(1, max_batch + 1):
+            hws = [shapes[i % len(shapes)] for i in range(b)]
+            self([Image.bgr(np.full((h, w, 3), 114, np.uint8)) for h, w in hws])
+
+    def close(self) -> None:
+        self.backend.close()
+
+
+def build_stages(
+    weights: str | Path,
+    *,
+    device: str = "cpu",
+    backend: str = "auto",
+    preprocessor: str = "cpu",
+    img_size: int = 640,
+    half: bool = False,
+    conf_thres: float = 0.25,
+    iou_thres: float = 0.45,
+    max_det: int = 300,
+    classes: Sequence[int] | None = None,
+    threads: int | None = None,
+    cache_dir: Path | None = None,
+    model: Any = None,
+) -> Stages:
+    """Load the model into the named backend and put the three stages together.
+
+    ``model`` (an in-memory streamdet YOLOv5 module, e.g. during training) replaces ``weights``
+    and implies the torch backend. Raises ValueError for an img_size that is not a multiple of
+    the model stride, ImplementationUnavailable for a backend whose extra is not installed.
+    """
+    from streamdet.pipeline.backends import create_backend
+    from streamdet.pipeline.postprocess import Postprocessor
+
+    if half and device == "cpu":
+        raise ValueError("half=True needs a CUDA device; FP16 convolutions are not supported on CPU")
+    if model is not None:
+        from streamdet.pipeline.backends.torch_backend import TorchBackend
+
+        be: Backend = TorchBackend.from_module(model, device=device, threads=threads)
+    else:
+        be = create_backend(backend, weights, device=device, half=half, threads=threads, cache_dir=cache_dir)
+    if img_size % int(be.stride):
+        be.close()
+        raise ValueError(f"img_size {img_size} is not a multiple of the model stride {be.stride}")
+    pre = PREPROCESSORS.resolve(preprocessor)()
+    post = Postprocessor(conf_thres=conf_thres, iou_thres=iou_thres, classes=classes, max_det=max_det)
+    return Stages(preprocessor=pre, backend=be, postprocessor=post, img_size=img_size)
