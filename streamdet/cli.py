@@ -31,6 +31,7 @@ def _cmd_detect(args: argparse.Namespace) -> int:
         iou_thres=args.iou,
         max_det=args.max_det,
         classes=args.classes,
+        backend=args.backend,
     )
     run_detect(detector, args.sources, batch_size=args.batch)
     return EXIT_OK
@@ -39,13 +40,27 @@ def _cmd_detect(args: argparse.Namespace) -> int:
 def _cmd_check(args: argparse.Namespace) -> int:
     from streamdet.config import load_config, summarize
     from streamdet.model.checkpoint import read_checkpoint
+    from streamdet.pipeline.backends import BACKENDS, available_backends
 
     config = load_config(args.config)
     try:
         ckpt = read_checkpoint(config.model.weights)
     except StreamdetError as exc:
         raise ConfigError(f"model.weights: {exc}") from exc
+    backends = {}
+    for device in config.devices:
+        name = config.model.backend
+        if name == "auto":
+            installed = available_backends(device)
+            name = installed[0] if installed else "none installed"
+        elif not BACKENDS.available(name):
+            try:
+                BACKENDS.resolve(name)  # raises ImplementationUnavailable, naming the pip extra
+            except StreamdetError as exc:
+                raise ConfigError(f"model.backend: {exc}") from exc
+        backends[device] = name
     print(summarize(config))
+    print("inference: " + ", ".join(f"{device} -> {name}" for device, name in backends.items()))
     print(f"model: {ckpt.nc} classes ({', '.join(ckpt.names[:10])}{', ...' if ckpt.nc > 10 else ''})")
     print("configuration OK")
     return EXIT_OK
@@ -83,7 +98,15 @@ def _cmd_val(args: argparse.Namespace) -> int:
         iou_thres=args.iou,
         batch_size=args.batch,
         as_json=args.json,
+        backend=args.backend,
     )
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from streamdet.bench.options import settings_from_args
+    from streamdet.bench.runner import bench_main
+
+    return bench_main(settings_from_args(args))
 
 
 def _add_model_args(p: argparse.ArgumentParser, conf: float, iou: float) -> None:
@@ -94,6 +117,8 @@ def _add_model_args(p: argparse.ArgumentParser, conf: float, iou: float) -> None
     p.add_argument("--conf", type=float, default=conf, help=f"confidence threshold (default: {conf})")
     p.add_argument("--iou", type=float, default=iou, help=f"NMS IoU threshold (default: {iou})")
     p.add_argument("--batch", type=int, default=8, help="frames per batch (default: 8)")
+    p.add_argument("--backend", default="auto", choices=["auto", "torch", "onnxruntime", "openvino"],
+                   help="inference backend, as model.backend in the daemon's configuration (default: auto)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -134,6 +159,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, help="YOLO-layout folder, or a .mp4 clip with its .jsonl beside it")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(func=_cmd_val)
+
+    from streamdet.bench.options import DESCRIPTION as BENCH_DESCRIPTION
+    from streamdet.bench.options import add_arguments as add_bench_arguments
+
+    p = sub.add_parser("bench", help="benchmark the daemon against a naive detection loop on the same clips",
+                       description=BENCH_DESCRIPTION)
+    add_bench_arguments(p)
+    p.set_defaults(func=_cmd_bench)
     return parser
 
 

@@ -1,0 +1,141 @@
+"""Drop and latency accounting from synthetic message lists and naive-loop logs."""
+
+from __future__ import annotations
+
+import pytest
+
+from streamdet.bench.accounting import (
+    LatencySummary,
+    TrialResult,
+    account_daemon_window,
+    account_schedule,
+    count_kept,
+    is_kept,
+)
+
+FPS = 25.0
+T0 = 1_700_000_000.0
+
+
+def msg(cam: str, frame: int, *, lat_ms: float = 30.0, dropped: int = 0, slip: float = 0.0) -> dict:
+    """A detection message of a paced camera whose frame ``frame`` was captured on schedule (+ slip)."""
+    cap = T0 + frame / FPS + slip
+    return {"type": "detections", "camera": cam, "seq": frame, "frame": frame, "ts_capture": cap,
+            "ts_publish": cap + lat_ms / 1000.0, "dropped": dropped}
+
+
+def judge(messages: list[dict], cams: list[str], rate: float, *, clip: int = 250, t_start: float = T0,
+          t_end: float = T0 + 10.0, stats: list[dict] | None = None, bound: float = 200.0) -> TrialResult:
+    return account_daemon_window(messages, cams, rate=rate, fps=FPS, clip_frames=clip, t_start=t_start, t_end=t_end,
+                                 stats=stats or [], latency_bound_ms=bound)
+
+
+def test_kept_frames_follow_the_rate_and_restart_with_each_loop() -> None:
+    assert [k for k in range(12) if is_kept(k, 5, FPS, 250)] == [0, 5, 10]
+    assert all(is_kept(k, 25, FPS, 250) for k in range(30))
+    # a 22-frame clip: 0, 5, 10, 15, 20 in each pass, the pass restarting at k = 22
+    assert [k for k in range(44) if is_kept(k, 5, FPS, 22)] == [0, 5, 10, 15, 20, 22, 27, 32, 37, 42]
+    assert count_kept(0, 43, 5, FPS, 22) == 10
+    assert count_kept(7, 3, 5, FPS, 22) == 0
+
+
+def test_a_perfect_camera_drops_nothing() -> None:
+    msgs = [msg(c, k, lat_ms=20 + k % 7) for c in ("a", "b") for k in range(0, 250, 5)]
+    r = judge(msgs, ["a", "b"], rate=5)
+    assert (r.expected, r.published, r.dropped) == (100, 100, 0)
+    assert r.drop_pct == 0.0
+    assert 19.99 <= r.latency.p50 <= r.latency.p99 <= 26.01
+    assert r.passed
+
+
+def test_missing_frames_count_as_dropped_with_or_without_the_dropped_field() -> None:
+    keep = [k for k in range(0, 250, 5) if k not in (50, 55, 120)]
+    # 50 and 55 skipped by the ring (reported in the next message's `dropped`); 120 lost in transport
+    msgs = [msg("a", k, dropped=2 if k == 60 else 0) for k in keep]
+    r = judge(msgs, ["a"], rate=5)
+    assert r.expected == 50 and r.published == 47 and r.dropped == 3
+    assert r.drop_reasons["missing_frames"] == 3
+    assert r.drop_pct == pytest.approx(6.0)
+    assert not r.passed
+
+
+def test_the_dropped_field_counts_when_indices_do_not_show_it() -> None:
+    # at 25 fps: frames 0..9 all present, but message 5 says 2 frames were skipped before it (e.g.
+    # a reopen that kept numbering): the larger of the two counts wins
+    msgs = [msg("a", k, dropped=2 if k == 5 else 0) for k in range(10)]
+    r = judge(msgs, ["a"], rate=25)
+    assert (r.expected, r.published) == (12, 10)
+
+
+def test_a_decoder_falling_behind_counts_as_drops() -> None:
+    # frame indices contiguous, but from frame 100 on captured 1 s late: the paced decoder re-anchored
+    msgs = [msg("a", k, slip=0.0 if k < 100 else 1.0) for k in range(0, 200)]
+    r = judge(msgs, ["a"], rate=25)
+    assert r.published == 200
+    assert r.dropped == 25  # one second of a 25 fps camera
+    assert r.drop_reasons["capture_slip"] == 25 and r.drop_reasons["missing_frames"] == 0
+    # jitter below one frame period is not a drop
+    jitter = [msg("a", k, slip=0.03 if k == 199 else 0.0) for k in range(200)]
+    assert judge(jitter, ["a"], rate=25).dropped == 0
+
+
+def test_a_silent_camera_lost_everything_and_the_window_filters() -> None:
+    msgs = [msg("a", k) for k in range(0, 500, 5)]  # 20 s of camera a, nothing from b
+    r = judge(msgs, ["a", "b"], rate=5, t_start=T0 + 2.0, t_end=T0 + 12.0)
+    a_expected = 50  # frames 50..295 of a, step 5
+    assert r.published == a_expected
+    assert r.expected == a_expected + 50  # b: 10 s x 5 fps
+    assert r.drop_pct == pytest.approx(50.0)
+
+
+def test_latency_percentiles_and_bound() -> None:
+    msgs = [msg("a", k, lat_ms=250.0 if k % 50 == 0 else 40.0) for k in range(250)]  # 2 % slow frames
+    r = judge(msgs, ["a"], rate=25)
+    assert r.dropped == 0
+    assert r.latency.p50 == pytest.approx(40.0)
+    assert r.latency.p99 > 200.0 and r.latency.max == pytest.approx(250.0)
+    assert not r.passed
+    assert judge(msgs, ["a"], rate=25, bound=300.0).passed
+
+
+def test_stats_losses_raise_the_drop_count_but_max_fps_skips_do_not() -> None:
+    msgs = [msg("a", k) for k in range(0, 250, 5)]
+    inside = {"type": "stats", "ts": T0 + 6.0, "interval_s": 2.0,
+              "cameras": {"a": {"drops": {"overwritten": 3, "max_fps": 40, "behind": 1}}}}
+    outside = {"type": "stats", "ts": T0 + 11.0, "interval_s": 2.0,
+               "cameras": {"a": {"drops": {"overwritten": 99}}}}
+    legacy = {"type": "stats", "ts": T0 + 8.0, "interval_s": 2.0, "cameras": {"a": {"dropped": 7}}}
+    r = judge(msgs, ["a"], rate=5, stats=[inside, outside, legacy])
+    assert r.published == 50 and r.dropped == 4
+    assert r.drop_reasons == {"missing_frames": 0, "capture_slip": 0, "stats_overwritten": 3, "stats_max_fps": 40,
+                              "stats_behind": 1}
+
+
+def test_a_reopened_source_restarting_frame_numbers_is_accounted_per_segment() -> None:
+    first = [msg("a", k) for k in range(0, 100, 5)]  # 0..95
+    second = [dict(msg("a", k), ts_capture=T0 + 5.0 + k / FPS, ts_publish=T0 + 5.03 + k / FPS)
+              for k in range(0, 100, 5) if k != 40]
+    r = judge(first + second, ["a"], rate=5)
+    assert r.published == 39 and r.expected == 40
+
+
+def test_naive_schedule_accounting() -> None:
+    t0 = 100.0
+    # camera 0 processed every kept frame 0.05 s after it was due; camera 1 missed frames 30 and 35
+    records = {0: [(k, t0 + k / FPS + 0.05) for k in range(0, 75, 5)],
+               1: [(k, t0 + k / FPS + 0.05) for k in range(0, 75, 5) if k not in (30, 35)]}
+    r = account_schedule(records, 2, t0=t0, rate=5, fps=FPS, clip_frames=250, t_start=t0 + 1.0, t_end=t0 + 2.0)
+    # due in [1 s, 2 s): frames 25..49 -> kept 25, 30, 35, 40, 45 per camera
+    assert r.expected == 10 and r.published == 8 and r.dropped == 2
+    assert r.latency.p99 == pytest.approx(50.0)
+    assert r.n == 2 and r.window_s == pytest.approx(1.0)
+
+
+def test_trial_result_pass_rule_and_json() -> None:
+    lat = LatencySummary.from_ms([10.0, 20.0, 30.0])
+    assert TrialResult(1, 5, 10, expected=200, published=199, latency=lat).passed  # 0.5 %
+    assert not TrialResult(1, 5, 10, expected=100, published=99, latency=lat).passed  # exactly 1 %: not < 1
+    assert not TrialResult(1, 5, 10, expected=0, published=0, latency=LatencySummary.from_ms([])).passed
+    d = TrialResult(2, 25, 10, expected=100, published=90, latency=lat).to_dict()
+    assert d["dropped"] == 10 and d["drop_pct"] == 10.0 and d["passed"] is False
+    assert d["latency_ms"]["p50"] == 20.0 and d["latency_ms"]["count"] == 3
