@@ -340,17 +340,19 @@ class RingConfig(_Base):
 class ThreadsConfig(_Base):
     """CPU threads: how the CPUs this process may use are shared between decoding and inference.
 
-    ``auto`` budgets from ``os.sched_getaffinity``: every usable CPU runs inference threads, except
-    that with several cameras the decoders are reserved ``decoders`` CPUs' worth first (see
-    docs/architecture.md, "CPU budget"). Each number here overrides the automatic choice.
+    ``auto`` budgets from ``os.sched_getaffinity`` (see :mod:`streamdet.cpu_budget`): the usable
+    CPUs less a share for decoding, spent on concurrent single-threaded inference lanes first.
+    Each number here overrides the automatic choice.
     """
 
     inference: int | Literal["auto"] = Field(
-        "auto", description="Intra-op threads of each CPU worker's backend; auto = from the CPU budget."
+        "auto", description="Intra-op threads of each inference lane of a CPU worker; auto = from the CPU budget."
     )
-    decoder: int = Field(1, ge=1, le=64, description="FFmpeg decoding threads per camera.")
+    lanes: int | Literal["auto"] = Field(
+        "auto", description="Batches a CPU worker infers concurrently (one backend instance each); auto = budget."
+    )
 
-    @field_validator("inference", mode="after")
+    @field_validator("inference", "lanes", mode="after")
     @classmethod
     def _positive(cls, v: int | str) -> int | str:
         if isinstance(v, int) and v < 1:
@@ -365,6 +367,16 @@ class DecodeConfig(_Base):
     open_timeout_s: float = Field(10.0, gt=0, description="Give up opening a source after this long.")
     read_timeout_s: float = Field(10.0, gt=0, description="Give up a blocking read after this long.")
     stall_timeout_s: float = Field(10.0, gt=0, description="No frame for this long: reopen.")
+    threads: int | Literal["auto"] = Field(
+        "auto", description="FFmpeg threads per camera; auto = 1 when cameras >= CPUs, else FFmpeg's choice."
+    )
+
+    @field_validator("threads", mode="after")
+    @classmethod
+    def _threads_positive(cls, v: int | str) -> int | str:
+        if isinstance(v, int) and v < 1:
+            raise ValueError("must be >= 1 or 'auto'")
+        return v
 
 
 class ReconnectConfig(_Base):
@@ -936,7 +948,7 @@ def summarize(config: Config) -> str:
         f"decode:     {config.decode.cameras_per_process} camera(s) per process, timeouts "
         f"open={_fmt_s(config.decode.open_timeout_s)} read={_fmt_s(config.decode.read_timeout_s)} "
         f"stall={_fmt_s(config.decode.stall_timeout_s)}",
-        f"threads:    inference={config.threads.inference} decoder={config.threads.decoder} per camera",
+        f"threads:    inference lanes={config.threads.lanes} threads per lane={config.threads.inference}",
         f"reconnect:  backoff {_fmt_s(config.reconnect.initial_s)} doubling to "
         f"{_fmt_s(config.reconnect.max_s)}, jitter {config.reconnect.jitter:.0%}",
         f"supervisor: at most {config.supervisor.restart_limit} restarts per "

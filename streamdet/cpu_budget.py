@@ -1,18 +1,31 @@
-"""How many CPU threads inference gets: the CPUs this process may use, shared with the decoders.
+"""How a CPU worker runs inference: the CPUs this process may use, shared with the decoders.
 
-Policy (``threads.inference: auto``): every CPU in ``os.sched_getaffinity`` runs inference
-threads, less one CPU's worth for every ``CAMERAS_PER_DECODE_CPU`` cameras (a 25 fps 720p H.264
-stream costs a few ms of one core per frame to decode: about a tenth of a core), never fewer than
-one thread, split evenly between CPU workers. Idle inference threads sleep (``OMP_WAIT_POLICY=
-PASSIVE``, no ONNX Runtime spinning) rather than spin, so when inference waits for frames the
-decoders get the cores. An explicit ``threads.inference: N`` overrides all of this.
+Policy (``threads: {inference: auto, lanes: auto}``): every CPU in ``os.sched_getaffinity``
+serves inference, less one CPU's worth for every ``CAMERAS_PER_DECODE_CPU`` cameras (a 25 fps
+720p H.264 stream costs a few ms of one core per frame to decode: about a tenth of a core), never
+less than one, split evenly between CPU workers. That budget is spent on concurrent inference
+*lanes* (whole batches in parallel, up to ``MAX_LANES``) of single-threaded inference before
+intra-op threads: on the 2-core development machine two single-threaded lanes did 1.4x the work
+of one lane with two threads (docs/benchmarks.md). Idle inference threads sleep
+(``OMP_WAIT_POLICY=PASSIVE``, no ONNX Runtime spinning) rather than spin, so when inference
+waits for frames the decoders get the cores. Explicit numbers override the automatic choice.
 """
 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 
 CAMERAS_PER_DECODE_CPU = 8
+MAX_LANES = 4
+
+
+@dataclass(frozen=True)
+class InferencePlan:
+    """Concurrent inference lanes of one CPU worker, and the intra-op threads of each."""
+
+    lanes: int
+    threads: int
 
 
 def usable_cpus() -> int:
@@ -23,9 +36,21 @@ def usable_cpus() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def inference_threads(cpus: int, cameras: int, cpu_workers: int) -> int:
-    """Intra-op threads for each CPU worker under the policy in the module docstring."""
+def inference_budget(cpus: int, cameras: int, cpu_workers: int) -> int:
+    """CPUs' worth of inference for each CPU worker under the policy in the module docstring."""
     if cpus < 1 or cpu_workers < 1:
         raise ValueError(f"need at least one CPU and one worker, got cpus={cpus} cpu_workers={cpu_workers}")
     reserved = max(0, cameras) // CAMERAS_PER_DECODE_CPU
     return max(1, (cpus - reserved) // cpu_workers)
+
+
+def plan_inference(budget: int, lanes: int | None = None, threads: int | None = None) -> InferencePlan:
+    """Lanes and threads per lane for ``budget`` CPUs; a given ``lanes`` or ``threads`` is kept."""
+    if lanes is not None and threads is not None:
+        return InferencePlan(lanes, threads)
+    if lanes is not None:
+        return InferencePlan(lanes, max(1, budget // lanes))
+    if threads is not None:
+        return InferencePlan(1, threads)
+    lanes = min(budget, MAX_LANES)
+    return InferencePlan(lanes, max(1, budget // lanes))

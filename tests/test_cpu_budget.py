@@ -1,4 +1,4 @@
-"""The CPU budget: inference threads from usable CPUs, cameras and CPU workers."""
+"""The CPU budget: inference lanes and threads from usable CPUs, cameras and CPU workers."""
 
 from __future__ import annotations
 
@@ -6,29 +6,41 @@ import os
 
 import pytest
 
-from streamdet.cpu_budget import CAMERAS_PER_DECODE_CPU, inference_threads, usable_cpus
+from streamdet.cpu_budget import CAMERAS_PER_DECODE_CPU, InferencePlan, inference_budget, plan_inference, usable_cpus
 
 
 def test_small_gateway_gives_every_cpu_to_inference() -> None:
-    assert inference_threads(2, 4, 1) == 2
-    assert inference_threads(16, 1, 1) == 16
+    assert inference_budget(2, 4, 1) == 2
+    assert inference_budget(16, 1, 1) == 16
 
 
 def test_many_cameras_reserve_decoding_cpus() -> None:
-    assert inference_threads(16, 4 * CAMERAS_PER_DECODE_CPU, 1) == 12
-    assert inference_threads(2, 100, 1) == 1  # never below one thread
+    assert inference_budget(16, 4 * CAMERAS_PER_DECODE_CPU, 1) == 12
+    assert inference_budget(2, 100, 1) == 1  # never below one
 
 
 def test_cpu_workers_share_the_budget() -> None:
-    assert inference_threads(16, 0, 2) == 8
-    assert inference_threads(3, 0, 2) == 1
+    assert inference_budget(16, 0, 2) == 8
+    assert inference_budget(3, 0, 2) == 1
 
 
 def test_rejects_nonsense() -> None:
     with pytest.raises(ValueError):
-        inference_threads(0, 1, 1)
+        inference_budget(0, 1, 1)
     with pytest.raises(ValueError):
-        inference_threads(4, 1, 0)
+        inference_budget(4, 1, 0)
+
+
+def test_lanes_before_threads() -> None:
+    assert plan_inference(1) == InferencePlan(1, 1)
+    assert plan_inference(2) == InferencePlan(2, 1)
+    assert plan_inference(16) == InferencePlan(4, 4)
+
+
+def test_explicit_settings_are_kept() -> None:
+    assert plan_inference(16, threads=8) == InferencePlan(1, 8)
+    assert plan_inference(16, lanes=2) == InferencePlan(2, 8)
+    assert plan_inference(2, lanes=3, threads=3) == InferencePlan(3, 3)
 
 
 def test_usable_cpus_follows_the_affinity_mask() -> None:

@@ -103,6 +103,7 @@ class CameraSource:
     backoff_jitter: float = 0.2
     max_width: int = 1920
     max_height: int = 1080
+    threads: int = 0  # FFmpeg decoding threads for this camera; 0 = FFmpeg's choice
 
     @property
     def redacted_url(self) -> str:
@@ -272,6 +273,7 @@ class CameraReader:
             if not container.streams.video:
                 raise SourceError("no video stream")
             stream = container.streams.video[0]
+            stream.codec_context.thread_count = self.source.threads
             rate = stream.average_rate or stream.guessed_rate or Fraction(25)
             fps = float(rate) if rate and float(rate) > 0 else 25.0
             log.info("%s: opened %s %dx%d %s @ %.2f fps", self._tag(), stream.codec_context.name,

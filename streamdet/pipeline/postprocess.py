@@ -231,10 +231,14 @@ class Postprocessor:
         """(B, N, 5+nc) predictions and B transforms -> B float32 arrays (n, 6) [x1, y1, x2, y2, score, cls]."""
         if pred.shape[0] != len(transforms):
             raise ValueError(f"{pred.shape[0]} predictions but {len(transforms)} transforms")
-        dets = nms(pred, conf_thres=self.conf_thres, iou_thres=self.iou_thres, classes=self.classes,
-                   max_det=self.max_det)
+        # One pass over the whole batch keeps only rows that NMS's own first filter (obj > conf,
+        # in the same precision) would keep: the same detections, far fewer per-image tensor ops.
+        work = torch.float64 if pred.dtype == torch.float64 else torch.float32
+        keep = pred[..., 4].to(work) > self.conf_thres
         out = []
-        for det, transform in zip(dets, transforms, strict=True):
+        for i, transform in enumerate(transforms):
+            (det,) = nms(pred[i][keep[i]][None], conf_thres=self.conf_thres, iou_thres=self.iou_thres,
+                         classes=self.classes, max_det=self.max_det)
             det = det.float()
             transform.inverse(det[:, :4])
             out.append(det.cpu().numpy().astype(np.float32, copy=False))

@@ -82,7 +82,7 @@ from streamdet.pipeline.ring_layout import (
 __all__ = ["DECODER_STATES", "PIX_FMTS", "Frame", "FrameRing", "RingStatus", "WriteAborted", "frame_nbytes",
            "slot_bytes_for"]
 
-_WAIT_POLL_S = 0.002  # longest sleep of a writer waiting for the reader (lossless)
+_WAIT_POLL_S = 0.005  # longest sleep of a writer waiting for the reader (lossless)
 _BEAT_S = 0.5  # heartbeat period of a waiting writer
 
 
@@ -192,7 +192,7 @@ class FrameRing:
 
     def wait_writable(self, stop: _EventLike | None = None, beat: Callable[[], None] | None = None,
                       timeout: float | None = None) -> bool:
-        """Block until :meth:`writable` (polling every <= 2 ms, calling ``beat`` every 0.5 s).
+        """Block until :meth:`writable` (polling every <= 5 ms, calling ``beat`` every 0.5 s).
         Returns False as soon as ``stop`` is set, or when ``timeout`` seconds passed first."""
         if self.writable():
             return True

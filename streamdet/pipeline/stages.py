@@ -10,7 +10,7 @@ error naming the pip extra, raised when the stage is built, not at import.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -39,12 +39,22 @@ PREPROCESSORS = Registry(
 
 @dataclass
 class Stages:
-    """One inference path: ``preprocess`` -> ``infer`` -> ``postprocess`` (see the module docstring)."""
+    """One inference path: ``preprocess`` -> ``infer`` -> ``postprocess`` (see the module docstring).
+
+    ``extra_backends`` are more instances of the same model for concurrent inference lanes:
+    lane 0 is ``backend``, lane i is ``extra_backends[i - 1]``.
+    """
 
     preprocessor: Preprocessor
     backend: Backend
     postprocessor: Postprocessor
     img_size: int
+    extra_backends: list[Backend] = field(default_factory=list)
+
+    @property
+    def backends(self) -> list[Backend]:
+        """Every inference lane's backend, lane 0 first."""
+        return [self.backend, *self.extra_backends]
 
     @property
     def names(self) -> list[str]:
@@ -75,9 +85,9 @@ class Stages:
                       for s, f in zip(srcs, frame_hws, strict=True)]
         return batch, transforms
 
-    def infer(self, batch: np.ndarray) -> torch.Tensor:
-        """Stage 4: raw predictions (B, N, 5+nc)."""
-        return self.backend.infer(batch)
+    def infer(self, batch: np.ndarray, lane: int = 0) -> torch.Tensor:
+        """Stage 4: raw predictions (B, N, 5+nc), on inference lane ``lane``."""
+        return self.backends[lane].infer(batch)
 
     def postprocess(self, pred: torch.Tensor, transforms: Sequence[Transform]) -> list[np.ndarray]:
         """Stage 5: per-frame (n, 6) [x1, y1, x2, y2, score, class] in source pixels."""
@@ -91,13 +101,17 @@ class Stages:
         return self.postprocess(self.infer(batch), transforms)
 
     def warmup(self, shapes: Sequence[tuple[int, int]], max_batch: int) -> None:
-        """Run grey batches of every size up to ``max_batch`` so the first real frames are not slow."""
+        """Run grey batches of every size up to ``max_batch`` on every lane, so the first real
+        frames are not slow (and every lane's backend has compiled the shapes it will see)."""
         for b in range(1, max_batch + 1):
             hws = [shapes[i % len(shapes)] for i in range(b)]
-            self([Image.bgr(np.full((h, w, 3), 114, np.uint8)) for h, w in hws])
+            batch, transforms = self.preprocess([Image.bgr(np.full((h, w, 3), 114, np.uint8)) for h, w in hws])
+            for lane in range(len(self.backends)):
+                self.postprocess(self.infer(batch, lane), transforms)
 
     def close(self) -> None:
-        self.backend.close()
+        for backend in self.backends:
+            backend.close()
 
 
 def build_stages(
@@ -115,12 +129,15 @@ def build_stages(
     threads: int | None = None,
     cache_dir: Path | None = None,
     model: Any = None,
+    lanes: int = 1,
 ) -> Stages:
     """Load the model into the named backend and put the three stages together.
 
     ``model`` (an in-memory streamdet YOLOv5 module, e.g. during training) replaces ``weights``
-    and implies the torch backend. Raises ValueError for an img_size that is not a multiple of
-    the model stride, ImplementationUnavailable for a backend whose extra is not installed.
+    and implies the torch backend and one lane. ``lanes`` > 1 loads that many backend instances
+    for concurrent inference (each with ``threads`` intra-op threads). Raises ValueError for an
+    img_size that is not a multiple of the model stride, ImplementationUnavailable for a backend
+    whose extra is not installed.
     """
     from streamdet.pipeline.backends import create_backend
     from streamdet.pipeline.postprocess import Postprocessor
@@ -136,6 +153,16 @@ def build_stages(
     if img_size % int(be.stride):
         be.close()
         raise ValueError(f"img_size {img_size} is not a multiple of the model stride {be.stride}")
+    extra: list[Backend] = []
+    if model is None:
+        try:
+            for _ in range(1, lanes):
+                extra.append(create_backend(be.name, weights, device=device, half=half, threads=threads,
+                                            cache_dir=cache_dir))
+        except BaseException:
+            for b in [be, *extra]:
+                b.close()
+            raise
     pre = PREPROCESSORS.resolve(preprocessor)()
     post = Postprocessor(conf_thres=conf_thres, iou_thres=iou_thres, classes=classes, max_det=max_det)
-    return Stages(preprocessor=pre, backend=be, postprocessor=post, img_size=img_size)
+    return Stages(preprocessor=pre, backend=be, postprocessor=post, img_size=img_size, extra_backends=extra)

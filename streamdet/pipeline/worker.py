@@ -70,7 +70,8 @@ class WorkerSpec:
     stats_interval_s: float
     warmup_shape: tuple[int, int] = (720, 1280)
     backend: str = "auto"
-    threads: int | None = None  # intra-op inference threads; None = the backend's default
+    threads: int | None = None  # intra-op inference threads per lane; None = the backend's default
+    lanes: int = 1  # batches inferred concurrently, each on its own backend instance
     export_cache: str | None = None
     pipelined: bool = True
 
@@ -110,28 +111,36 @@ def _ring_counters(status: RingStatus) -> dict[str, int]:
 
 
 class StageTimer:
-    """Seconds spent per stage and batches/frames over one stats interval (thread-safe enough:
-    each stage is timed by the one thread that runs it; the summary is read by the publisher)."""
+    """Seconds spent per stage, and batches/frames inferred, over one stats interval (thread-safe:
+    the stages run in different threads, inference in several)."""
 
     def __init__(self) -> None:
+        self._lock = threading.Lock()
         self.reset()
 
     def reset(self) -> None:
-        self.seconds = dict.fromkeys(STAGES, 0.0)
-        self.batches = 0
-        self.frames = 0
+        with self._lock:
+            self.seconds = dict.fromkeys(STAGES, 0.0)
+            self.batches = 0
+            self.frames = 0
 
-    def add(self, stage: str, seconds: float) -> None:
-        self.seconds[stage] += seconds
+    def add(self, stage: str, seconds: float, frames: int = 0) -> None:
+        """Time spent in ``stage``; ``frames`` > 0 also counts one inferred batch of that many frames."""
+        with self._lock:
+            self.seconds[stage] += seconds
+            if frames:
+                self.batches += 1
+                self.frames += frames
 
     def summary(self) -> dict[str, Any]:
-        n = self.batches
-        return {
-            "batches": n,
-            "frames": self.frames,
-            "batch_size_mean": round(self.frames / n, 3) if n else None,
-            "stage_ms": {k: (round(v * 1000.0 / n, 3) if n else None) for k, v in self.seconds.items()},
-        }
+        with self._lock:
+            n = self.batches
+            return {
+                "batches": n,
+                "frames": self.frames,
+                "batch_size_mean": round(self.frames / n, 3) if n else None,
+                "stage_ms": {k: (round(v * 1000.0 / n, 3) if n else None) for k, v in self.seconds.items()},
+            }
 
 
 class BatchGatherer:
@@ -238,7 +247,7 @@ def worker_main(spec: WorkerSpec, stop: StopFlag, heartbeat: Synchronized) -> No
     try:
         loop = WorkerLoop(spec, rings, stages, publisher, heartbeat)
         if spec.pipelined:
-            PipelinedRunner(loop).run(stop)
+            PipelinedRunner(loop, lanes=len(stages.backends)).run(stop)
         else:
             loop.run(stop)
     finally:
@@ -260,6 +269,7 @@ def _start_worker(spec: WorkerSpec) -> tuple[Any, dict[str, FrameRing], Any] | N
             spec.weights, device=spec.device, backend=spec.backend, img_size=spec.img_size, half=spec.half,
             conf_thres=spec.conf_thres, iou_thres=spec.iou_thres, max_det=spec.max_det, classes=spec.classes,
             threads=spec.threads, cache_dir=Path(spec.export_cache) if spec.export_cache else None,
+            lanes=spec.lanes if spec.pipelined else 1,
         )
     except (ModelError, ValueError, RegistryError) as exc:
         log.error("%s cannot load the model: %s", spec.name, exc)
@@ -268,8 +278,9 @@ def _start_worker(spec: WorkerSpec) -> tuple[Any, dict[str, FrameRing], Any] | N
     try:
         t0 = time.monotonic()
         stages.warmup([spec.warmup_shape], min(spec.max_batch, max(1, len(rings))))
-        log.info("%s ready on %s: %d cameras, backend %s, %s inference threads, warm-up %.1f s", spec.name,
-                 spec.device, len(rings), stages.backend.name, spec.threads or "default", time.monotonic() - t0)
+        log.info("%s ready on %s: %d cameras, backend %s, %d inference lane(s) of %s thread(s), warm-up %.1f s",
+                 spec.name, spec.device, len(rings), stages.backend.name, len(stages.backends),
+                 spec.threads or "default", time.monotonic() - t0)
         return stages, rings, Publisher(spec.publish_endpoint)
     except BaseException:
         stages.close()
@@ -321,13 +332,11 @@ class WorkerLoop:
         self.timer.add("preprocess", time.perf_counter() - t0)
         return PreparedBatch(frames, batch, transforms)
 
-    def infer(self, prepared: PreparedBatch) -> InferredBatch:
-        """Stage 4: the backend's raw predictions for the batch."""
+    def infer(self, prepared: PreparedBatch, lane: int = 0) -> InferredBatch:
+        """Stage 4: the backend's raw predictions for the batch (on inference lane ``lane``)."""
         t0 = time.perf_counter()
-        pred = self.stages.infer(prepared.batch)
-        self.timer.add("inference", time.perf_counter() - t0)
-        self.timer.batches += 1
-        self.timer.frames += len(prepared.frames)
+        pred = self.stages.infer(prepared.batch, lane)
+        self.timer.add("inference", time.perf_counter() - t0, frames=len(prepared.frames))
         return InferredBatch(prepared.frames, prepared.transforms, pred)
 
     def publish(self, inferred: InferredBatch) -> None:
@@ -406,7 +415,7 @@ class WorkerLoop:
             entry["reconnects"] = status.reconnects
             cameras[cam] = entry
         worker = {"name": self.spec.name, "device": self.spec.device, "backend": self.stages.backend.name,
-                  "threads": self.spec.threads, **self.timer.summary()}
+                  "threads": self.spec.threads, "lanes": len(self.stages.backends), **self.timer.summary()}
         self.publisher.send(stats_message(ts=time.time(), source=self.spec.name, interval_s=round(interval, 3),
                                           cameras=cameras, worker=worker))
         self.stats = {cam: CameraStats() for cam in self.rings}

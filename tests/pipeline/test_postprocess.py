@@ -352,3 +352,23 @@ def test_detection_records() -> None:
     assert json.dumps(recs[1]["box"]) == "[0.0, 0.0, 1.0, 1.0]"  # no "-0.0"
     assert detection_records(np.zeros((0, 6), np.float32), ["a"]) == []
     assert detection_records(det, {2: "two"})[0]["label"] == "two"
+
+
+@pytest.mark.parametrize("conf", [0.001, 0.25, 0.9])
+def test_postprocessor_equals_nms_then_scale_boxes(conf: float) -> None:
+    from streamdet.pipeline.postprocess import Postprocessor
+    from streamdet.pipeline.transform import Transform
+
+    g = torch.Generator().manual_seed(3)
+    b, n, nc = 3, 2000, 4
+    pred = torch.rand((b, n, 5 + nc), generator=g)
+    pred[..., :2] *= 640
+    pred[..., 2:4] = pred[..., 2:4] * 120 + 4
+    input_hw, frames = (384, 640), [(720, 1280), (480, 640), (1080, 1920)]
+    got = Postprocessor(conf_thres=conf, iou_thres=0.45)(pred, [Transform(f, f, input_hw) for f in frames])
+    want = nms(pred, conf, 0.45)
+    assert sum(len(d) for d in want) > 0 or conf == 0.9
+    for det, ref, hw in zip(got, want, frames, strict=True):
+        ref = ref.clone()
+        ref[:, :4] = scale_boxes(input_hw, ref[:, :4], hw)
+        np.testing.assert_array_equal(det, ref.numpy())

@@ -304,3 +304,45 @@ def test_pipelined_runner_reraises_a_stage_error() -> None:
     loop = WorkerLoop(_spec(), {"a": ring}, stages, FakePublisher())
     with pytest.raises(RuntimeError, match="exploded"):
         PipelinedRunner(loop).run(StopFlag(mp.get_context("spawn")))
+
+
+def test_two_lanes_run_concurrently_and_publish_in_order() -> None:
+    class SlowOddBatches(FakeBackend):
+        """Odd calls take longer, so a second lane overtakes the first unless order is restored."""
+
+        def __init__(self, calls: list[int]) -> None:
+            super().__init__()
+            self.calls = calls
+
+        def infer(self, batch):
+            self.calls.append(threading.get_ident())
+            time.sleep(0.03 if len(self.calls) % 2 else 0.001)
+            return super().infer(batch)
+
+    calls: list[int] = []
+    ring = FakeRing("a", lossless=True)
+    for _ in range(12):
+        ring.push()
+    stages = Stages(CpuPreprocessor(), SlowOddBatches(calls), Postprocessor(), img_size=640,
+                    extra_backends=[SlowOddBatches(calls)])
+    pub = FakePublisher()
+    loop = WorkerLoop(_spec(max_batch=1), {"a": ring}, stages, pub)
+    stop = StopFlag(mp.get_context("spawn"))
+
+    def stop_when_done() -> None:
+        deadline = time.monotonic() + 20
+        while sum(m["type"] == "detections" for m in pub.sent) < 12 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        stop.set()
+
+    threading.Thread(target=stop_when_done, daemon=True).start()
+    PipelinedRunner(loop, lanes=2).run(stop)
+    assert [m["frame"] for m in pub.sent if m["type"] == "detections"] == list(range(12))
+    assert len(set(calls)) == 2  # both lanes' threads inferred
+
+
+def test_runner_heartbeats_only_while_no_lane_is_stuck() -> None:
+    runner = PipelinedRunner(WorkerLoop(_spec(), {}, fake_stages(), FakePublisher()), lanes=2)
+    assert not runner.stuck(now=100.0)
+    runner._lane_started[1] = 100.0
+    assert not runner.stuck(now=101.0) and runner.stuck(now=100.0 + 31.0)
