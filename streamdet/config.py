@@ -341,7 +341,7 @@ class ThreadsConfig(_Base):
     """CPU threads: how the CPUs this process may use are shared between decoding and inference.
 
     ``auto`` budgets from ``os.sched_getaffinity`` (see :mod:`streamdet.cpu_budget`): the usable
-    CPUs less a share for decoding, spent on concurrent single-threaded inference lanes first.
+    CPUs, spent on concurrent single-threaded inference lanes first.
     Each number here overrides the automatic choice.
     """
 

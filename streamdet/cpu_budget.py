@@ -1,14 +1,14 @@
 """How a CPU worker runs inference: the CPUs this process may use, shared with the decoders.
 
 Policy (``threads: {inference: auto, lanes: auto}``): every CPU in ``os.sched_getaffinity``
-serves inference, less one CPU's worth for every ``CAMERAS_PER_DECODE_CPU`` cameras (a 25 fps
-720p H.264 stream costs a few ms of one core per frame to decode: about a tenth of a core), never
-less than one, split evenly between CPU workers. That budget is spent on concurrent inference
-*lanes* (whole batches in parallel, up to ``MAX_LANES``) of single-threaded inference before
-intra-op threads: on the 2-core development machine two single-threaded lanes did 1.4x the work
-of one lane with two threads (docs/benchmarks.md). Idle inference threads sleep
-(``OMP_WAIT_POLICY=PASSIVE``, no ONNX Runtime spinning) rather than spin, so when inference
-waits for frames the decoders get the cores. Explicit numbers override the automatic choice.
+serves inference, split evenly between CPU workers; nothing is reserved for the decoders,
+because idle inference threads sleep (``OMP_WAIT_POLICY=PASSIVE``, no ONNX Runtime spinning)
+rather than spin, so the decoders get the cores whenever inference waits. (Reserving one CPU per
+8 cameras was tried: with 8 paced cameras on 2 CPUs it left a third of the machine idle and
+halved the cameras held.) The budget is spent on concurrent inference *lanes* (whole batches in
+parallel, up to ``MAX_LANES``) of single-threaded inference before intra-op threads: on the
+2-core development machine two single-threaded lanes did 1.4x the work of one lane with two
+threads (docs/benchmarks.md). Explicit numbers override the automatic choice.
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-CAMERAS_PER_DECODE_CPU = 8
 MAX_LANES = 4
 
 
@@ -36,12 +35,11 @@ def usable_cpus() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def inference_budget(cpus: int, cameras: int, cpu_workers: int) -> int:
+def inference_budget(cpus: int, cpu_workers: int) -> int:
     """CPUs' worth of inference for each CPU worker under the policy in the module docstring."""
     if cpus < 1 or cpu_workers < 1:
         raise ValueError(f"need at least one CPU and one worker, got cpus={cpus} cpu_workers={cpu_workers}")
-    reserved = max(0, cameras) // CAMERAS_PER_DECODE_CPU
-    return max(1, (cpus - reserved) // cpu_workers)
+    return max(1, cpus // cpu_workers)
 
 
 def plan_inference(budget: int, lanes: int | None = None, threads: int | None = None) -> InferencePlan:

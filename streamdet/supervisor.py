@@ -233,7 +233,7 @@ class Supervisor:
         lanes = None if t.lanes == "auto" else int(t.lanes)
         threads = None if t.inference == "auto" else int(t.inference)
         cpus = usable_cpus()
-        budget = inference_budget(cpus, cameras, max(1, sum(1 for d in self.config.devices if d == "cpu")))
+        budget = inference_budget(cpus, max(1, sum(1 for d in self.config.devices if d == "cpu")))
         plan = plan_inference(budget, lanes, threads)
         log.info("CPU budget: %d usable CPUs, %d cameras -> %d inference lane(s) of %d thread(s) per CPU worker",
                  cpus, cameras, plan.lanes, plan.threads)

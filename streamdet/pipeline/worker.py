@@ -20,13 +20,17 @@ stage makes the one before it wait, and live cameras then drop at the ring (late
 unpaced files wait in their decoder (lossless).
 
 Batching: each round takes at most one frame per camera, starting from a rotating camera so that
-with more cameras than ``max_batch`` every camera is served in turn. A round waits up to
+with more cameras than ``max_batch`` every camera is served in turn. With several inference
+lanes a batch holds at most cameras / lanes frames (:func:`lane_batch`), so the lanes take turns
+on smaller batches: the same throughput (per-frame cost does not depend on the batch size on
+CPU), less waiting per frame. A round waits up to
 ``max_wait_ms`` after its first frame for more cameras to deliver, then runs the batch.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import os
 import threading
 import time
@@ -141,6 +145,12 @@ class StageTimer:
                 "batch_size_mean": round(self.frames / n, 3) if n else None,
                 "stage_ms": {k: (round(v * 1000.0 / n, 3) if n else None) for k, v in self.seconds.items()},
             }
+
+
+def lane_batch(max_batch: int, cameras: int, lanes: int) -> int:
+    """Frames per batch with ``lanes`` concurrent inference lanes: the cameras split evenly over
+    the lanes (each lane's batch, and so each frame's wait, stays short), at most ``max_batch``."""
+    return max(1, min(max_batch, math.ceil(cameras / max(1, lanes))))
 
 
 class BatchGatherer:
@@ -303,7 +313,8 @@ class WorkerLoop:
         self.stages = stages
         self.publisher = publisher
         self.heartbeat = heartbeat
-        self.gatherer = BatchGatherer(rings, spec.max_batch, spec.max_wait_ms / 1000.0)
+        self.gatherer = BatchGatherer(rings, lane_batch(spec.max_batch, len(rings), len(stages.backends)),
+                                      spec.max_wait_ms / 1000.0)
         self.names = stages.names
         self.stats = {cam: CameraStats() for cam in rings}
         self.timer = StageTimer()

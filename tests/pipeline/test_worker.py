@@ -346,3 +346,11 @@ def test_runner_heartbeats_only_while_no_lane_is_stuck() -> None:
     assert not runner.stuck(now=100.0)
     runner._lane_started[1] = 100.0
     assert not runner.stuck(now=101.0) and runner.stuck(now=100.0 + 31.0)
+
+
+def test_lanes_split_the_cameras_into_smaller_batches() -> None:
+    from streamdet.pipeline.worker import lane_batch
+
+    assert lane_batch(8, 7, 2) == 4 and lane_batch(8, 4, 2) == 2
+    assert lane_batch(8, 30, 2) == 8  # never above max_batch
+    assert lane_batch(8, 1, 4) == 1 and lane_batch(4, 3, 1) == 3
