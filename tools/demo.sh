@@ -16,5 +16,11 @@ LOG=${TMPDIR:-/tmp}/streamdet-demo.log
 "$PY" -m streamdet run configs/demo.yaml 2>"$LOG" &
 daemon=$!
 trap 'kill -TERM $daemon 2>/dev/null; wait $daemon; echo "--- daemon stopped (exit $?); its log: $LOG ---"' EXIT
-echo "--- daemon started (log: $LOG); 'streamdet subscribe --summary' for ${RUN_S} s (Ctrl-C to stop) ---"
+echo "--- daemon started (log: $LOG); waiting until it is ready (the first start exports the model to ONNX: ~30 s) ---"
+for _ in $(seq 1 600); do
+  grep -q "streamdet.supervisor: ready" "$LOG" && break
+  kill -0 $daemon 2>/dev/null || { echo "the daemon exited; its log:"; tail -20 "$LOG"; exit 1; }
+  sleep 0.5
+done
+echo "--- 'streamdet subscribe --summary' for ${RUN_S} s (Ctrl-C to stop) ---"
 timeout --foreground "$RUN_S" "$PY" -m streamdet subscribe --summary --stats --timeout 120 || true

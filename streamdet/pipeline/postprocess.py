@@ -14,6 +14,8 @@ from typing import Any, TypeVar
 import numpy as np
 import torch
 
+from streamdet.pipeline.transform import clip_boxes
+
 __all__ = [
     "Postprocessor",
     "batched_greedy_nms",
@@ -170,20 +172,6 @@ def nms(
             det = det[keep]
         output.append(det.to(pred.dtype))
     return output
-
-
-def clip_boxes(boxes: ArrayOrTensor, shape: Sequence[int]) -> ArrayOrTensor:
-    """Clip xyxy boxes in place: x to [0, w], y to [0, h], shape = (h, w, ...)."""
-    h, w = shape[0], shape[1]
-    if isinstance(boxes, torch.Tensor):
-        boxes[..., 0].clamp_(0, w)
-        boxes[..., 1].clamp_(0, h)
-        boxes[..., 2].clamp_(0, w)
-        boxes[..., 3].clamp_(0, h)
-    else:
-        boxes[..., [0, 2]] = boxes[..., [0, 2]].clip(0, w)
-        boxes[..., [1, 3]] = boxes[..., [1, 3]].clip(0, h)
-    return boxes
 
 
 def scale_boxes(

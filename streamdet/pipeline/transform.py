@@ -25,8 +25,10 @@ def _hw(v: Any, name: str) -> tuple[int, int]:
     return h, w
 
 
-def _clip(boxes: Any, h: int, w: int) -> None:
-    """Clip xyxy in place to x in [0, w], y in [0, h] (torch tensor or numpy array)."""
+def clip_boxes(boxes: Any, shape: Any) -> Any:
+    """Clip xyxy boxes in place: x to [0, w], y to [0, h], shape = (h, w, ...); a torch tensor or a
+    numpy array (no torch import here). Returns ``boxes``."""
+    h, w = shape[0], shape[1]
     if hasattr(boxes, "clamp_"):
         boxes[..., 0].clamp_(0, w)
         boxes[..., 1].clamp_(0, h)
@@ -35,6 +37,7 @@ def _clip(boxes: Any, h: int, w: int) -> None:
     else:
         boxes[..., [0, 2]] = boxes[..., [0, 2]].clip(0, w)
         boxes[..., [1, 3]] = boxes[..., [1, 3]].clip(0, h)
+    return boxes
 
 
 @dataclass(frozen=True)
@@ -87,7 +90,7 @@ class Transform:
             b[..., [0, 2]] *= sw / fw
         if sh != fh:
             b[..., [1, 3]] *= sh / fh
-        _clip(b, sh, sw)
+        clip_boxes(b, (sh, sw))
         return boxes
 
     def forward(self, coords: Boxes) -> Boxes:

@@ -41,6 +41,7 @@ __all__ = [
     "InputContract",
     "available_backends",
     "check_batch",
+    "check_device",
     "create_backend",
     "device_type",
 ]
@@ -113,6 +114,14 @@ def device_type(device: str) -> str:
     return kind
 
 
+def check_device(device: str, half: bool) -> str:
+    """The device type (``cpu``/``cuda``) of ``device``; ValueError for FP16 on a CPU."""
+    kind = device_type(device)
+    if half and kind == "cpu":
+        raise ValueError("half=True needs a CUDA device; FP16 inference is not supported on CPU")
+    return kind
+
+
 def available_backends(device: str = "cpu") -> list[str]:
     """The installed backends usable on ``device``, in ``auto`` preference order (imports nothing heavy)."""
     return [n for n in AUTO_ORDER[device_type(device)] if BACKENDS.available(n)]
@@ -133,9 +142,7 @@ def create_backend(
     :class:`~streamdet.pipeline.registry.ImplementationUnavailable` (naming the pip extra) when
     the backend's optional dependency is not installed.
     """
-    kind = device_type(device)
-    if half and kind == "cpu":
-        raise ValueError("half=True needs a CUDA device; FP16 inference is not supported on CPU")
+    kind = check_device(device, half)
     if threads is not None and threads < 1:
         raise ValueError(f"threads must be >= 1, got {threads}")
     if name == "auto":

@@ -16,7 +16,7 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
-from streamdet.pipeline.backends import InputContract, check_batch, device_type
+from streamdet.pipeline.backends import InputContract, check_batch, check_device
 from streamdet.pipeline.backends.onnx_export import load_verified
 
 
@@ -34,9 +34,7 @@ class OnnxRuntimeBackend:
         threads: int | None = None,
         cache_dir: Path | None = None,
     ) -> None:
-        kind = device_type(device)
-        if half and kind == "cpu":
-            raise ValueError("half=True needs a CUDA device; FP16 inference is not supported on CPU")
+        check_device(device, half)
         self.device = torch.device(device)
         self.providers = self._providers(self.device)
         self.threads = threads

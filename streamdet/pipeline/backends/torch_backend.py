@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from streamdet.model.checkpoint import load_model
-from streamdet.pipeline.backends import InputContract, check_batch, device_type
+from streamdet.pipeline.backends import InputContract, check_batch, check_device
 
 
 class TorchBackend:
@@ -42,9 +42,7 @@ class TorchBackend:
         cache_dir: Path | None = None,
         channels_last: bool | None = None,
     ) -> None:
-        kind = device_type(device)
-        if half and kind == "cpu":
-            raise ValueError("half=True needs a CUDA device; FP16 convolutions are not supported on CPU")
+        kind = check_device(device, half)
         if threads is not None:
             torch.set_num_threads(int(threads))
         channels_last = (kind == "cpu") if channels_last is None else channels_last
@@ -61,7 +59,7 @@ class TorchBackend:
         ``eval()`` (the caller puts it in eval mode for the duration). It must already be on
         ``device``; FP16 parameters mean FP16 inference.
         """
-        device_type(device)
+        check_device(device, False)
         if threads is not None:
             torch.set_num_threads(int(threads))
         backend = cls.__new__(cls)
