@@ -1,4 +1,7 @@
-"""Safe checkpoint reading/writing: official fixture, malicious pickles, broken files, round trips."""
+"""Safe checkpoint reading and loading: official fixture, malicious pickles, broken files, the allow-list.
+
+Writing (save_checkpoint) is tested in test_checkpoint_writer.py.
+"""
 
 from __future__ import annotations
 
@@ -19,26 +22,12 @@ import pytest
 import torch
 from torch import nn
 
-from streamdet.errors import CheckpointError, ModelError, UnsafeCheckpointError
+from streamdet.errors import CheckpointError, UnsafeCheckpointError
 from streamdet.model.checkpoint import Checkpoint, load_model, read_checkpoint, save_checkpoint
+from streamdet.model.checkpoint.allowlist import is_allowed_global
 from streamdet.model.yolov5 import ARCHITECTURES, YOLOv5
-from tests.model.test_yolov5 import small_model
 
 COCO_HEAD = ["person", "bicycle", "car", "motorcycle", "airplane"]
-# Globals a checkpoint written by save_checkpoint may contain (README 1.2 list, same form).
-EXPECTED_GLOBALS = {
-    "models.yolo DetectionModel", "models.yolo Detect", "models.common Conv", "models.common C3",
-    "models.common Bottleneck", "models.common SPPF", "models.common Concat",
-    "torch.nn.modules.conv Conv2d", "torch.nn.modules.batchnorm BatchNorm2d", "torch.nn.modules.activation SiLU",
-    "torch.nn.modules.pooling MaxPool2d", "torch.nn.modules.upsampling Upsample",
-    "torch.nn.modules.container Sequential", "torch.nn.modules.container ModuleList",
-    "torch._utils _rebuild_tensor_v2", "torch._utils _rebuild_parameter", "collections OrderedDict",
-    "__builtin__ set", "torch HalfStorage", "torch FloatStorage", "torch LongStorage",
-}
-
-
-def pickle_globals(data: bytes) -> set[str]:
-    return {arg for op, arg, _ in pickletools.genops(data) if op.name == "GLOBAL"}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -329,110 +318,31 @@ def test_ema_is_preferred_over_model(tmp_path: Path, checkpoint_path: Path, fake
 
 
 # ---------------------------------------------------------------------------------------------
-# save_checkpoint
+# The shared allow-list and the loader
 # ---------------------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def saved(tmp_path_factory: pytest.TempPathFactory) -> tuple[YOLOv5, Path]:
-    model = small_model(nc=3, seed=3)
-    model.names = ["circle", "square", "triangle"]
-    path = tmp_path_factory.mktemp("save") / "best.pt"
-    out = save_checkpoint(model, path, epoch=7, best_fitness=0.5, opt={"imgsz": 320, "save_dir": PurePosixPath("runs")},
-                          git={"commit": "abc"})
-    assert out == path
-    return model, path
-
-
-def test_save_round_trip_outputs(saved: tuple[YOLOv5, Path]) -> None:
-    model, path = saved
-    rounded = small_model(nc=3, seed=3)  # same weights, rounded to fp16 as the file stores them
-    with torch.no_grad():
-        for t in rounded.state_dict().values():
-            if t.is_floating_point():
-                t.copy_(t.half().float())
-    x = torch.rand(2, 3, 64, 96)
-    loaded = load_model(path, fuse=False)
-    with torch.no_grad():
-        want, got = rounded(x), loaded(x)
-        assert torch.equal(got, want)
-        assert not torch.equal(model(x), want)  # the fp16 rounding is real (so the check above is not vacuous)
-        fused = load_model(path)(x)
-    torch.testing.assert_close(fused, want, rtol=1e-4, atol=1e-3)
-    assert loaded.names == ["circle", "square", "triangle"] and loaded.nc == 3
-
-
-def test_save_file_format(saved: tuple[YOLOv5, Path]) -> None:
-    model, path = saved
-    ck = read_checkpoint(path)
-    assert ck.names == model.names and ck.nc == 3 and ck.stride == [8.0, 16.0, 32.0]
-    assert ck.arch == {**ARCHITECTURES["yolov5n"], "nc": 3, "ch": 3}
-    assert ck.meta["epoch"] == 7 and ck.meta["best_fitness"] == 0.5 and ck.meta["git"] == {"commit": "abc"}
-    assert ck.meta["opt"]["save_dir"] == PurePosixPath("runs")
-    assert list(ck.state_dict) == list(model.state_dict())
-    assert all(t.dtype == (torch.float16 if t.is_floating_point() else torch.int64) for t in ck.state_dict.values())
-    with zipfile.ZipFile(path) as zf:
-        names = zf.namelist()
-        assert names[:4] == ["best/data.pkl", "best/.format_version", "best/.storage_alignment", "best/byteorder"]
-        assert zf.read("best/byteorder") == b"little" and zf.read("best/version") == b"3\n"
-        assert all(i.compress_type == zipfile.ZIP_STORED for i in zf.infolist())
-        data = zf.read("best/data.pkl")
-        offsets = [i.header_offset for i in zf.infolist() if "/data/" in i.filename]
-    assert data[:2] == b"\x80\x02"  # protocol 2, as torch.save writes
-    assert pickle_globals(data) == EXPECTED_GLOBALS | {"pathlib PurePosixPath"}  # from opt
-    raw = path.read_bytes()
-    for off in offsets:  # storage records are 64-byte aligned, as torch writes them
-        name_len, extra_len = struct.unpack("<HH", raw[off + 26 : off + 30])
-        assert (off + 30 + name_len + extra_len) % 64 == 0
-
-
-def test_saved_file_reads_as_ultralytics_objects(saved: tuple[YOLOv5, Path], fake_ultralytics: Any) -> None:
-    """What Ultralytics' attempt_load sees: torch.load gives a DetectionModel tree with the usual attributes."""
-    model, path = saved
-    ckpt = torch.load(path, weights_only=False)
-    assert list(ckpt) == ["epoch", "best_fitness", "model", "ema", "updates", "optimizer", "opt", "git", "date"]
-    assert ckpt["ema"] is None and ckpt["optimizer"] is None and ckpt["updates"] is None
-    m = ckpt["model"]
-    assert type(m).__module__ == "models.yolo" and type(m).__name__ == "DetectionModel"
-    assert m.names == {0: "circle", 1: "square", 2: "triangle"} and m.nc == 3 and m.inplace is True
-    assert m.stride.dtype == torch.float32 and m.stride.tolist() == [8, 16, 32]
-    assert m.save == [4, 6, 10, 14, 17, 20, 23] and m.yaml["nc"] == 3 and not m.training
-    det = m.model[24]
-    assert type(det).__name__ == "Detect" and (det.nc, det.no, det.nl, det.na) == (3, 8, 3, 3)
-    assert det.stride.dtype == torch.float16 and det.stride.tolist() == [8, 16, 32]
-    assert len(det.grid) == len(det.anchor_grid) == 3 and det.grid[0].numel() == 0
-    assert [m.model[i].type for i in (0, 2, 9, 11, 12, 24)] == [
-        "models.common.Conv", "models.common.C3", "models.common.SPPF", "torch.nn.modules.upsampling.Upsample",
-        "models.common.Concat", "models.yolo.Detect"]
-    assert m.model[12].f == [-1, 6] and m.model[12].d == 1 and m.model[2].m[0].add is True
-    assert m.model[11].scale_factor == 2.0 and m.model[11].mode == "nearest"
-    assert m.model[0].bn.eps == 1e-3 and m.model[0].conv.bias is None
-    sd, own = m.state_dict(), model.state_dict()
-    assert list(sd) == list(own)
-    for k, v in own.items():
-        want = v.half() if v.is_floating_point() else v
-        assert sd[k].dtype == want.dtype and torch.equal(sd[k], want), k
-    assert all(not p.requires_grad for p in m.parameters())
-
-
-def test_save_meta_numpy_and_ema(tmp_path: Path) -> None:
-    model = YOLOv5(ARCHITECTURES["yolov5n"], nc=2)
-    path = save_checkpoint(model, tmp_path / "last.pt", best_fitness=np.float64(0.25), ema=model, updates=10,
-                           results=np.array([1.0, 2.0]))
-    ck = read_checkpoint(path)
-    assert ck.meta["best_fitness"] == 0.25 and isinstance(ck.meta["best_fitness"], np.floating)
-    np.testing.assert_array_equal(ck.meta["results"], [1.0, 2.0])
-    assert ck.meta["updates"] == 10 and ck.nc == 2
-
-
-def test_save_refuses_what_the_loader_would_refuse(tmp_path: Path) -> None:
-    model = YOLOv5(ARCHITECTURES["yolov5n"], nc=2)
-    path = tmp_path / "bad.pt"
-    with pytest.raises(ModelError, match="cannot write"):
-        save_checkpoint(model, path, opt={"fn": os.path.join})
-    assert not path.exists() and not list(tmp_path.iterdir())  # no partial or temporary file left
-    with pytest.raises(ModelError, match="fused"):
-        save_checkpoint(YOLOv5(ARCHITECTURES["yolov5n"], nc=2).fuse(), path)
+@pytest.mark.parametrize("module, name, allowed", [
+    ("collections", "OrderedDict", True), ("torch._utils", "_rebuild_tensor_v2", True), ("torch", "HalfStorage", True),
+    ("models.common", "Conv", True), ("models.yolo", "DetectionModel", True),
+    ("torch.nn.modules.conv", "Conv2d", True), ("models.common", "_private", False),
+    ("torch.nn.modules.conv.extra", "Conv2d", False), ("torch.nn.modules", "Module", False),
+    ("posix", "system", False), ("builtins", "eval", False), ("torch", "load", False), ("models", "yolo", False),
+])
+def test_reader_resolves_exactly_the_allow_list(tmp_path: Path, module: str, name: str, allowed: bool) -> None:
+    """The reader's find_class and the shared allow-list (which the writer checks against) agree."""
+    assert is_allowed_global(module, name) is allowed
+    data = b"\x80\x02c" + f"{module}\n{name}\n".encode() + b"q\x00."  # a pickle of just that global
+    path = tmp_path / "one.pt"
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("one/data.pkl", data)
+    if allowed:  # resolved, then refused only because a bare global is not a checkpoint dict
+        with pytest.raises(CheckpointError, match="not a YOLOv5 checkpoint") as info:
+            read_checkpoint(path)
+        assert not isinstance(info.value, UnsafeCheckpointError)
+    else:
+        with pytest.raises(UnsafeCheckpointError, match=f"references {module}.{name}".replace(".", r"\.")):
+            read_checkpoint(path)
 
 
 def test_load_model_reports_weight_mismatches(tmp_path: Path) -> None:

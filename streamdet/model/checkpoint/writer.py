@@ -1,9 +1,11 @@
 """Writing YOLOv5 checkpoints in the Ultralytics ``best.pt`` format.
 
-Our model is converted to a tree of stubs that pickle under the Ultralytics / ``torch.nn``
+:func:`save_checkpoint` fills in the top-level dict as ``strip_optimizer`` leaves it. Our model
+is converted to a tree of stubs that pickle under the Ultralytics / ``torch.nn``
 global names (``models.yolo.DetectionModel``, ``models.common.Conv``, ...), with the attributes
 their classes expect; tensors go into the ``torch.save`` zip layout as fp16 storages. The
-pickler refuses to write any global that :mod:`streamdet.model.checkpoint` would refuse to read.
+pickler refuses to write any global outside :mod:`streamdet.model.checkpoint.allowlist`, the
+allow-list the reader resolves, so whatever we write we can read back.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import tempfile
 import types
 import zipfile
 from collections import OrderedDict
+from datetime import datetime
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -25,8 +28,37 @@ import torch
 from torch import Tensor, nn
 
 from streamdet.errors import ModelError
-from streamdet.model.checkpoint import _PLACEHOLDER_MODULES, _STORAGE_DTYPES, _TORCH_NN_PREFIX, _allowed_globals
+from streamdet.model.checkpoint.allowlist import (
+    STORAGE_DTYPES,
+    TORCH_NN_PREFIX,
+    allowed_global_names,
+    is_placeholder_global,
+)
 from streamdet.model.yolov5 import Detect, YOLOv5
+
+PathLike = str | os.PathLike[str]
+
+
+def save_checkpoint(model: YOLOv5, path: PathLike, **meta: Any) -> Path:
+    """Write ``model`` in the Ultralytics ``best.pt`` format (float16, unfused).
+
+    The top-level dict has the keys ``epoch, best_fitness, model, ema, updates, optimizer, opt,
+    git, date`` (defaults as ``strip_optimizer`` leaves them: epoch -1, ema/optimizer None);
+    ``meta`` overrides or adds entries (a YOLOv5 given as ``ema`` is converted like ``model``).
+    ``model`` is pickled as a ``models.yolo.DetectionModel`` tree of ``models.common`` and
+    ``torch.nn`` classes. The file is written atomically; returns its path.
+    """
+    if not isinstance(model, YOLOv5):
+        raise ModelError(f"save_checkpoint needs a YOLOv5 model, got {type(model).__name__}")
+    path = Path(path)
+    ckpt: dict[str, Any] = {
+        "epoch": -1, "best_fitness": None, "model": None, "ema": None, "updates": None,
+        "optimizer": None, "opt": {}, "git": {}, "date": datetime.now().isoformat(),
+    }
+    ckpt.update(meta)
+    ckpt["model"] = model
+    write_checkpoint(ckpt, path)
+    return path
 
 
 def write_checkpoint(ckpt: dict[str, Any], path: Path) -> None:
@@ -37,10 +69,6 @@ def write_checkpoint(ckpt: dict[str, Any], path: Path) -> None:
     tree = {k: builder.convert(v) if isinstance(v, YOLOv5) else v for k, v in ckpt.items()}
     _CheckpointPickler(pickler_out, records).dump(tree)
     _write_torch_zip(path, pickler_out.getvalue(), records)
-
-
-# Globals our pickler may write: exactly what the loader accepts (checked by name).
-_WRITABLE_GLOBALS = frozenset(_allowed_globals(Path("-")))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -132,7 +160,7 @@ def _official_name(m: nn.Module) -> str:
     name = getattr(cls, "official_name", None)
     if name:
         return name
-    if cls.__module__.startswith(_TORCH_NN_PREFIX):
+    if cls.__module__.startswith(TORCH_NN_PREFIX):
         return f"{cls.__module__}.{cls.__qualname__}"
     raise ModelError(f"cannot save module of type {cls.__module__}.{cls.__qualname__} in a YOLOv5 checkpoint")
 
@@ -166,6 +194,7 @@ class _CheckpointPickler(pickle._Pickler):  # the pure-Python pickler lets us wr
         super().__init__(file, protocol=2)
         self._records = records
         self._stubs = _StubBuilder()
+        self._writable = allowed_global_names()  # exactly what the reader resolves (placeholders aside)
 
     def persistent_id(self, obj: Any) -> Any:
         if isinstance(obj, _StorageRef):
@@ -178,7 +207,7 @@ class _CheckpointPickler(pickle._Pickler):  # the pure-Python pickler lets us wr
             return rebuild, (obj.detach(), False, OrderedDict())
         if isinstance(obj, Tensor):
             t = obj.detach().to("cpu").contiguous()
-            storage_name = next((n for n, d in _STORAGE_DTYPES.items() if d == t.dtype and n != "UntypedStorage"),
+            storage_name = next((n for n, d in STORAGE_DTYPES.items() if d == t.dtype and n != "UntypedStorage"),
                                 None)
             if storage_name is None:
                 raise ModelError(f"cannot save a tensor of dtype {t.dtype}")
@@ -194,14 +223,12 @@ class _CheckpointPickler(pickle._Pickler):  # the pure-Python pickler lets us wr
             module, qualname = obj._global
         else:
             module, qualname = getattr(obj, "__module__", "?"), name or getattr(obj, "__qualname__", "?")
-            if f"{module}.{qualname}" not in _WRITABLE_GLOBALS:
+            if f"{module}.{qualname}" not in self._writable:
                 raise ModelError(f"cannot write {module}.{qualname} into a checkpoint: the safe loader "
                                  "would refuse it")
             super().save_global(obj, name)
             return
-        if f"{module}.{qualname}" not in _WRITABLE_GLOBALS and not (
-            module in _PLACEHOLDER_MODULES or module.startswith(_TORCH_NN_PREFIX)
-        ):
+        if f"{module}.{qualname}" not in self._writable and not is_placeholder_global(module, qualname):
             raise ModelError(f"cannot write {module}.{qualname} into a checkpoint")
         self.write(pickle.GLOBAL + f"{module}\n{qualname}\n".encode("ascii"))
         self.memoize(obj)

@@ -1,22 +1,17 @@
-"""Safe reading and writing of Ultralytics YOLOv5 checkpoints (``.pt`` files).
+"""Safe reading of Ultralytics YOLOv5 checkpoints (``.pt`` files) as plain data.
 
 A YOLOv5 ``.pt`` file is a pickle of live Python objects (``models.yolo.DetectionModel`` ...).
 Plain ``torch.load`` would import and run whatever the pickle names, so it is never used here.
 Instead this module
 
 * opens the ``torch.save`` container itself (the zip archive, or the legacy stream of pickles),
-* unpickles ``data.pkl`` with :class:`_SafeUnpickler`, whose ``find_class`` resolves only an
-  explicit allow-list: tensor-rebuild functions (our own re-implementations), a few inert
-  builtins, and the Ultralytics / ``torch.nn`` module classes mapped to inert placeholders
-  that only collect their pickled state. Any other global raises
+* unpickles ``data.pkl`` with :class:`_SafeUnpickler`, whose ``find_class`` resolves only the
+  allow-list of :mod:`streamdet.model.checkpoint.allowlist`: tensor-rebuild functions (our own
+  re-implementations), a few inert builtins, and the Ultralytics / ``torch.nn`` module classes
+  mapped to inert placeholders that only collect their pickled state. Any other global raises
   :class:`~streamdet.errors.UnsafeCheckpointError` before anything from the file runs,
 * walks the placeholder tree (``_parameters``, ``_buffers``, ``_modules``) to get the
-  state_dict, and builds our own :class:`~streamdet.model.yolov5.YOLOv5` from the stored
-  architecture dict.
-
-:func:`save_checkpoint` writes the same format (a ``best.pt`` as ``strip_optimizer`` leaves
-it) through :mod:`streamdet.model.checkpoint_writer`, whose pickler refuses to write any global
-this loader would refuse.
+  state_dict, the architecture dict, class names and strides (:class:`Checkpoint`).
 """
 
 from __future__ import annotations
@@ -27,19 +22,16 @@ import os
 import pickle
 import struct
 import zipfile
-from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
-from pathlib import Path, PurePosixPath, PureWindowsPath
+from pathlib import Path
 from typing import Any, BinaryIO
 
-import numpy as np
 import torch
 from torch import Tensor
 
-from streamdet.errors import CheckpointError, ModelError, UnsafeCheckpointError
-from streamdet.model.yolov5 import YOLOv5
+from streamdet.errors import CheckpointError, UnsafeCheckpointError
+from streamdet.model.checkpoint.allowlist import allowed_globals, is_placeholder_global
 
 PathLike = str | os.PathLike[str]
 
@@ -60,43 +52,6 @@ class Checkpoint:
     meta: dict[str, Any] = field(default_factory=dict)  # epoch, best_fitness, opt, git, date, ...
 
 
-# ---------------------------------------------------------------------------------------------
-# Public API
-# ---------------------------------------------------------------------------------------------
-
-
-def load_model(path: PathLike, device: str | torch.device = "cpu", half: bool = False,
-               fuse: bool = True) -> YOLOv5:
-    """Build a YOLOv5 from a checkpoint, ready for inference (eval mode, no gradients).
-
-    The stored (fp16) tensors are copied by name into a float32 model after checking that the
-    key sets and every shape agree. ``fuse`` folds BatchNorm into the convolutions; ``half``
-    converts to float16 afterwards (meant for CUDA).
-    """
-    ckpt = read_checkpoint(path)
-    try:
-        model = YOLOv5(ckpt.arch, ch=int(ckpt.arch.get("ch", 3)), nc=ckpt.nc)
-    except (ModelError, TypeError, ValueError) as e:
-        raise CheckpointError(f"{path}: cannot build the stored architecture: {e}") from e
-    _copy_weights(model, ckpt.state_dict, path)
-    model.names = list(ckpt.names)
-    if ckpt.stride:
-        if len(ckpt.stride) != model.detect.nl or any(
-            abs(a - b) > 1e-6 for a, b in zip(ckpt.stride, model.stride.tolist(), strict=False)
-        ):
-            raise CheckpointError(f"{path}: stored strides {ckpt.stride} do not match the architecture's "
-                                  f"{model.stride.tolist()}")
-        model.stride = torch.tensor(ckpt.stride, dtype=torch.float32)
-        model.detect.stride = model.stride.clone()
-    if fuse:
-        model.fuse()
-    if half:
-        model.half()
-    model.to(device).eval()
-    model.requires_grad_(False)
-    return model
-
-
 def read_checkpoint(path: PathLike) -> Checkpoint:
     """Read a YOLOv5 ``.pt`` file without executing anything from it.
 
@@ -109,58 +64,6 @@ def read_checkpoint(path: PathLike) -> Checkpoint:
         return _extract_checkpoint(path, top)
     except RecursionError as e:  # absurdly nested data structures in a crafted file
         raise CheckpointError(f"{path}: checkpoint data is nested too deeply") from e
-
-
-def save_checkpoint(model: YOLOv5, path: PathLike, **meta: Any) -> Path:
-    """Write ``model`` in the Ultralytics ``best.pt`` format (float16, unfused).
-
-    The top-level dict has the keys ``epoch, best_fitness, model, ema, updates, optimizer, opt,
-    git, date`` (defaults as ``strip_optimizer`` leaves them: epoch -1, ema/optimizer None);
-    ``meta`` overrides or adds entries (a YOLOv5 given as ``ema`` is converted like ``model``).
-    ``model`` is pickled as a ``models.yolo.DetectionModel`` tree of ``models.common`` and
-    ``torch.nn`` classes. The file is written atomically; returns its path.
-    """
-    if not isinstance(model, YOLOv5):
-        raise ModelError(f"save_checkpoint needs a YOLOv5 model, got {type(model).__name__}")
-    path = Path(path)
-    ckpt: dict[str, Any] = {
-        "epoch": -1, "best_fitness": None, "model": None, "ema": None, "updates": None,
-        "optimizer": None, "opt": {}, "git": {}, "date": datetime.now().isoformat(),
-    }
-    ckpt.update(meta)
-    ckpt["model"] = model
-    from streamdet.model.checkpoint_writer import write_checkpoint
-
-    write_checkpoint(ckpt, path)
-    return path
-
-
-# ---------------------------------------------------------------------------------------------
-# Loading weights into our model
-# ---------------------------------------------------------------------------------------------
-
-
-def _copy_weights(model: YOLOv5, state: dict[str, Tensor], path: PathLike) -> None:
-    """Copy checkpoint tensors into ``model`` by name; any key or shape disagreement is an error."""
-    own = model.state_dict()
-    # Ultralytics <= v5.0 stored the pixel anchors of the head as an extra buffer; it is derived data.
-    head = f"model.{len(model.model) - 1}."
-    state = {k: v for k, v in state.items() if k != head + "anchor_grid"}
-    missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
-    mismatched = [f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(v.shape)}"
-                  for k, v in own.items() if k in state and state[k].shape != v.shape]
-    if missing or unexpected or mismatched:
-        parts = []
-        for label, items in (("missing", missing), ("unexpected", unexpected), ("shape mismatch", mismatched)):
-            if items:
-                shown = ", ".join(items[:8]) + (f", ... ({len(items)} in all)" if len(items) > 8 else "")
-                parts.append(f"{label}: {shown}")
-        raise CheckpointError(f"{path}: weights do not fit the stored architecture "
-                              f"({len(state)} tensors in file, {len(own)} in model); " + "; ".join(parts))
-    with torch.no_grad():
-        for k, v in own.items():
-            v.copy_(state[k])  # fp16 -> fp32 upcast happens here (exact)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -449,21 +352,6 @@ class _Placeholder:
         return f"<placeholder {self._global}>"
 
 
-# Classes a YOLOv5 checkpoint may reference; they become placeholders. Any name under these
-# Ultralytics modules is accepted (placeholders are inert whatever they are called).
-_PLACEHOLDER_MODULES = frozenset({"models.yolo", "models.common", "models.experimental"})
-_TORCH_NN_PREFIX = "torch.nn.modules."
-
-_STORAGE_DTYPES: dict[str, torch.dtype] = {
-    "HalfStorage": torch.float16, "FloatStorage": torch.float32, "DoubleStorage": torch.float64,
-    "BFloat16Storage": torch.bfloat16, "LongStorage": torch.int64, "IntStorage": torch.int32,
-    "ShortStorage": torch.int16, "CharStorage": torch.int8, "ByteStorage": torch.uint8,
-    "BoolStorage": torch.bool, "ComplexFloatStorage": torch.complex64,
-    "ComplexDoubleStorage": torch.complex128, "UntypedStorage": torch.uint8,
-}
-_TORCH_DTYPES = ("float16", "float32", "float64", "bfloat16", "half", "float", "double", "int64", "int32",
-                 "int16", "int8", "uint8", "bool", "long", "int", "complex64", "complex128")
-
 
 def _display(module: str, name: str) -> str:
     """Readable global name; aliases the platform modules that pickles name for os/builtins."""
@@ -485,16 +373,14 @@ class _SafeUnpickler(pickle.Unpickler):
         super().__init__(file)
         self._path = path
         self._load_storage = load_storage
-        self._allowed = _allowed_globals(path)
+        self._allowed = allowed_globals(path)
         self._placeholders: dict[str, type[_Placeholder]] = {}
 
     def find_class(self, module: str, name: str) -> Any:
         key = f"{module}.{name}"
         if key in self._allowed:
             return self._allowed[key]
-        if name.isidentifier() and not name.startswith("_") and (
-            module in _PLACEHOLDER_MODULES or (module.startswith(_TORCH_NN_PREFIX) and module.count(".") == 3)
-        ):
+        if is_placeholder_global(module, name):
             if key not in self._placeholders:
                 self._placeholders[key] = type(name, (_Placeholder,), {"_global": key, "__module__": __name__})
             return self._placeholders[key]
@@ -517,117 +403,3 @@ class _SafeUnpickler(pickle.Unpickler):
         except (pickle.UnpicklingError, ValueError, TypeError, KeyError, IndexError, AttributeError,
                 RuntimeError, struct.error, UnicodeDecodeError, MemoryError, OverflowError) as e:
             raise CheckpointError(f"{self._path}: corrupt checkpoint pickle: {type(e).__name__}: {e}") from e
-
-
-def _allowed_globals(path: Path) -> dict[str, Any]:
-    """The allow-list, built fresh per load (so no returned object is shared between loads)."""
-
-    def bad(msg: str) -> CheckpointError:
-        return CheckpointError(f"{path}: {msg}")
-
-    def ints(seq: Any, what: str) -> tuple[int, ...]:
-        if not (isinstance(seq, (tuple, list, torch.Size)) and all(isinstance(v, int) for v in seq)):
-            raise bad(f"malformed tensor {what} {seq!r}")
-        return tuple(seq)
-
-    def rebuild_tensor(storage: Any, offset: Any, size: Any, stride: Any, *_: Any) -> Tensor:
-        # Our version of torch._utils._rebuild_tensor_v2: a bounds-checked strided view.
-        if not isinstance(storage, Tensor) or storage.dim() != 1 or not isinstance(offset, int):
-            raise bad("malformed tensor record")
-        size, stride = ints(size, "size"), ints(stride, "stride")
-        if len(size) != len(stride) or offset < 0 or min(size + stride, default=0) < 0:
-            raise bad(f"malformed tensor geometry size={size} stride={stride} offset={offset}")
-        if 0 not in size:
-            last = offset + sum((n - 1) * s for n, s in zip(size, stride, strict=True))
-            if last >= storage.numel():
-                raise bad(f"tensor view exceeds its storage ({last} >= {storage.numel()})")
-        return torch.as_strided(storage, size, stride, offset)
-
-    def rebuild_parameter(data: Any, *_: Any) -> Tensor:
-        if not isinstance(data, Tensor):
-            raise bad("malformed parameter record")
-        return data
-
-    tensor_types = {"torch.Tensor", "torch._tensor.Tensor", "torch.nn.parameter.Parameter"}
-    type_tokens = {k: object() for k in tensor_types}
-
-    def rebuild_from_type(func: Any, new_type: Any, args: Any, state: Any) -> Tensor:
-        if func not in (rebuild_tensor, rebuild_parameter) or new_type not in type_tokens.values():
-            raise bad("unsupported tensor subclass record")
-        return func(*args)
-
-    def make_path(*parts: Any) -> PurePosixPath:
-        if not all(isinstance(p, str) for p in parts):
-            raise bad("malformed path object")
-        return PurePosixPath(*parts)
-
-    def make_windows_path(*parts: Any) -> PureWindowsPath:
-        if not all(isinstance(p, str) for p in parts):
-            raise bad("malformed path object")
-        return PureWindowsPath(*parts)
-
-    def codecs_encode(text: Any, encoding: Any = "utf-8") -> bytes:
-        # protocol-2 pickles spell bytes as _codecs.encode(str, 'latin1')
-        if not isinstance(text, str) or encoding not in ("latin1", "latin-1", "utf-8", "utf8"):
-            raise bad("malformed bytes record")
-        return text.encode(encoding)
-
-    def make_device(*args: Any) -> torch.device:
-        if not all(isinstance(a, (str, int)) for a in args):
-            raise bad("malformed torch.device")
-        return torch.device(*args)
-
-    def make_size(dims: Any = ()) -> torch.Size:
-        return torch.Size(ints(dims, "size"))
-
-    ndarray_token = object()
-
-    def np_dtype(spec: Any, *flags: Any) -> np.dtype:
-        if not isinstance(spec, str) or not all(isinstance(f, bool) for f in flags):
-            raise bad("malformed numpy dtype")
-        return np.dtype(spec, *flags)
-
-    def np_scalar(dtype: Any, data: Any = None) -> Any:
-        if not isinstance(dtype, np.dtype):
-            raise bad("malformed numpy scalar")
-        if dtype.hasobject:
-            return data
-        if not isinstance(data, bytes) or len(data) != dtype.itemsize:
-            raise bad("malformed numpy scalar")
-        return np.frombuffer(data, dtype=dtype)[0]
-
-    def np_reconstruct(subtype: Any, shape: Any, typecode: Any) -> np.ndarray:
-        if subtype is not ndarray_token:
-            raise bad("unsupported numpy array subclass")
-        return np.ndarray.__new__(np.ndarray, (0,), np.uint8)  # filled in by ndarray.__setstate__
-
-    allowed: dict[str, Any] = {
-        "collections.OrderedDict": OrderedDict,
-        "torch._utils._rebuild_tensor_v2": rebuild_tensor,
-        "torch._utils._rebuild_tensor": rebuild_tensor,
-        "torch._utils._rebuild_parameter": rebuild_parameter,
-        "torch._utils._rebuild_parameter_with_state": rebuild_parameter,
-        "torch._tensor._rebuild_from_type_v2": rebuild_from_type,
-        "torch.device": make_device,
-        "torch.Size": make_size,
-        "pathlib.PosixPath": make_path, "pathlib.PurePosixPath": make_path, "pathlib.Path": make_path,
-        "pathlib._local.PosixPath": make_path, "pathlib._local.PurePosixPath": make_path,
-        "pathlib.WindowsPath": make_windows_path, "pathlib.PureWindowsPath": make_windows_path,
-        "pathlib._local.WindowsPath": make_windows_path, "pathlib._local.PureWindowsPath": make_windows_path,
-        "_codecs.encode": codecs_encode,
-        "numpy.dtype": np_dtype,
-        "numpy.ndarray": ndarray_token,
-        "numpy.core.multiarray.scalar": np_scalar, "numpy._core.multiarray.scalar": np_scalar,
-        "numpy.core.multiarray._reconstruct": np_reconstruct,
-        "numpy._core.multiarray._reconstruct": np_reconstruct,
-        **type_tokens,
-    }
-    for builtins_name in ("builtins", "__builtin__"):
-        for name, obj in (("set", set), ("frozenset", frozenset)):
-            allowed[f"{builtins_name}.{name}"] = obj
-    for storage_name, dtype in _STORAGE_DTYPES.items():
-        allowed[f"torch.{storage_name}"] = dtype
-    allowed["torch.storage.UntypedStorage"] = torch.uint8
-    for name in _TORCH_DTYPES:
-        allowed[f"torch.{name}"] = getattr(torch, name)
-    return allowed
