@@ -40,6 +40,7 @@ def _cmd_detect(args: argparse.Namespace) -> int:
 def _cmd_check(args: argparse.Namespace) -> int:
     from streamdet.config import load_config, summarize
     from streamdet.model.checkpoint import read_checkpoint
+    from streamdet.model.input_size import choose_img_size
     from streamdet.pipeline.backends import BACKENDS, available_backends
 
     config = load_config(args.config)
@@ -59,7 +60,11 @@ def _cmd_check(args: argparse.Namespace) -> int:
             except StreamdetError as exc:
                 raise ConfigError(f"model.backend: {exc}") from exc
         backends[device] = name
+    input_size = choose_img_size(config.model.img_size, ckpt.trained_img_size)
     print(summarize(config))
+    print(f"model input: {input_size.describe()}")
+    if input_size.warning:
+        print(f"warning: {input_size.warning}")
     print("inference: " + ", ".join(f"{device} -> {name}" for device, name in backends.items()))
     print(f"model: {ckpt.nc} classes ({', '.join(ckpt.names[:10])}{', ...' if ckpt.nc > 10 else ''})")
     print("configuration OK")

@@ -161,7 +161,10 @@ class ModelConfig(_Base):
     """The YOLOv5 checkpoint and the inference settings applied to every camera."""
 
     weights: Path = Field(description="Ultralytics YOLOv5 .pt checkpoint; relative to the config file.")
-    img_size: int = Field(640, ge=32, le=4096, description="Inference size (long side), multiple of 32.")
+    img_size: int | None = Field(
+        None, ge=32, le=4096,
+        description="Inference size (long side), multiple of 32; null = the checkpoint's training size, else 640.",
+    )
     conf_thres: float = Field(0.25, gt=0, lt=1, description="Minimum object confidence (obj * cls).")
     iou_thres: float = Field(0.45, gt=0, lt=1, description="NMS IoU threshold.")
     classes: tuple[Annotated[int, Field(ge=0)], ...] | None = Field(
@@ -191,8 +194,8 @@ class ModelConfig(_Base):
 
     @field_validator("img_size", mode="after")
     @classmethod
-    def _multiple_of_32(cls, v: int) -> int:
-        if v % 32:
+    def _multiple_of_32(cls, v: int | None) -> int | None:
+        if v is not None and v % 32:
             raise ValueError(f"must be a multiple of 32 (got {v}; try {max(32, round(v / 32) * 32)})")
         return v
 
@@ -920,7 +923,8 @@ def summarize(config: Config) -> str:
     per_cam = ring.slots * ring.slot_bytes
     lines = [
         f"model:      {m.weights}",
-        f"            img_size={m.img_size} conf_thres={m.conf_thres:g} iou_thres={m.iou_thres:g} "
+        f"            img_size={m.img_size if m.img_size is not None else 'from the checkpoint'} "
+        f"conf_thres={m.conf_thres:g} iou_thres={m.iou_thres:g} "
         f"classes={classes} max_det={m.max_det} half={'yes' if m.half else 'no'} backend={m.backend}",
         f"devices:    {', '.join(config.devices)} ({len(config.devices)} worker"
         f"{'s' if len(config.devices) != 1 else ''})",

@@ -83,3 +83,22 @@ def test_detect_video_and_image_pure_cpu(fixtures_dir: Path, tmp_path: Path) -> 
         x1, y1, x2, y2 = d["box"]
         assert 0 <= x1 <= x2 <= 500 and 0 <= y1 <= y2 <= 377
         assert isinstance(d["label"], str) and d["score"] > 0.001
+
+
+@pytest.mark.parametrize(("img_size", "expected", "warned"), [
+    (None, "model input: img_size 416 (the size the checkpoint was trained at)", False),
+    (384, "model input: img_size 384 (configured; the checkpoint was trained at 416)", False),
+    (640, "model input: img_size 640 (configured; the checkpoint was trained at 416)", True),
+])
+def test_check_says_which_img_size_and_why(tmp_path: Path, capsys: pytest.CaptureFixture, img_size: int | None,
+                                           expected: str, warned: bool) -> None:
+    demo = Path(__file__).resolve().parents[1] / "configs" / "demo" / "shapes_yolov5n.pt"
+    (tmp_path / "clip.mp4").write_bytes(b"\0")  # check validates that the file exists
+    size = "" if img_size is None else f", img_size: {img_size}"
+    cfg = tmp_path / "cameras.yaml"
+    cfg.write_text(f'model: {{weights: "{demo}"{size}, backend: torch}}\ncameras: [{{id: a, url: clip.mp4}}]\n')
+    assert main(["check", str(cfg)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert expected in lines
+    assert any(line.startswith("warning: model.img_size 640 is more than 1.5x") for line in lines) == warned
+    assert "inference: cpu -> torch" in lines

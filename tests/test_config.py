@@ -96,8 +96,8 @@ def test_minimal_file_uses_process_environment(folder: Path, monkeypatch: pytest
 def test_defaults(folder: Path) -> None:
     config = parse(folder, "model: {weights: model.pt}\ncameras: [{id: a, url: lobby.mp4}]\n")
     m = config.model
-    assert (m.img_size, m.conf_thres, m.iou_thres, m.classes, m.max_det, m.half) == (
-        640, 0.25, 0.45, None, 300, False)
+    assert (m.img_size, m.conf_thres, m.iou_thres, m.classes, m.max_det, m.half, m.backend) == (
+        None, 0.25, 0.45, None, 300, False, "auto")  # img_size None: the checkpoint's training size
     assert config.devices == ("cpu",)
     p = config.publish
     assert (p.endpoint, p.hwm, p.stats_interval_s) == ("tcp://127.0.0.1:5555", 1000, 5.0)
@@ -555,7 +555,8 @@ def test_load_config_file_errors(tmp_path: Path) -> None:
 
 def test_summarize_lists_everything(folder: Path) -> None:
     text = summarize(parse(folder, MINIMAL))
-    for needle in ("model.pt", "img_size=640", "devices:    cpu", "tcp://127.0.0.1:5555", "door", "lobby",
+    for needle in ("model.pt", "img_size=from the checkpoint", "devices:    cpu", "tcp://127.0.0.1:5555", "door",
+                   "lobby",
                    str(folder / "lobby.mp4"), "loop", "rtsp_transport=tcp", "max_batch=8", "3 slots",
                    "reconnect", "supervisor", "log_level:  info", "metrics:    off"):
         assert needle in text, needle

@@ -62,7 +62,7 @@ class WorkerSpec:
     device: str
     ring_names: dict[str, str]
     weights: str
-    img_size: int
+    img_size: int | None  # None: the size the checkpoint was trained at, else 640
     conf_thres: float
     iou_thres: float
     max_det: int
@@ -270,13 +270,19 @@ def worker_main(spec: WorkerSpec, stop: StopFlag, heartbeat: Synchronized) -> No
 def _start_worker(spec: WorkerSpec) -> tuple[Any, dict[str, FrameRing], Any] | None:
     """Load the stages, attach the rings, warm up, connect the publisher (exits 78 on a bad model)."""
     from streamdet.errors import ModelError
+    from streamdet.model.checkpoint import read_checkpoint
+    from streamdet.model.input_size import choose_img_size
     from streamdet.pipeline.publish import Publisher
     from streamdet.pipeline.registry import RegistryError
     from streamdet.pipeline.stages import build_stages
 
     try:
+        input_size = choose_img_size(spec.img_size, read_checkpoint(spec.weights).trained_img_size)
+        log.info("%s: %s", spec.name, input_size.describe())
+        if input_size.warning:
+            log.warning("%s: %s", spec.name, input_size.warning)
         stages = build_stages(
-            spec.weights, device=spec.device, backend=spec.backend, img_size=spec.img_size, half=spec.half,
+            spec.weights, device=spec.device, backend=spec.backend, img_size=input_size.size, half=spec.half,
             conf_thres=spec.conf_thres, iou_thres=spec.iou_thres, max_det=spec.max_det, classes=spec.classes,
             threads=spec.threads, cache_dir=Path(spec.export_cache) if spec.export_cache else None,
             lanes=spec.lanes if spec.pipelined else 1,

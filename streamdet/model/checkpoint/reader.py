@@ -51,6 +51,13 @@ class Checkpoint:
     stride: list[float]  # output-level strides, e.g. [8.0, 16.0, 32.0]
     meta: dict[str, Any] = field(default_factory=dict)  # epoch, best_fitness, opt, git, date, ...
 
+    @property
+    def trained_img_size(self) -> int | None:
+        """The input size the model was trained at, when the checkpoint records it."""
+        from streamdet.model.input_size import trained_img_size
+
+        return trained_img_size(self.meta)
+
 
 def read_checkpoint(path: PathLike) -> Checkpoint:
     """Read a YOLOv5 ``.pt`` file without executing anything from it.
