@@ -227,8 +227,10 @@ def format_summary(msg: dict[str, Any]) -> str:
         for cam, st in msg.get("cameras", {}).items():
             p50 = (st.get("latency_ms") or {}).get("p50")
             lat = f"{p50:.0f} ms" if isinstance(p50, (int, float)) else "-"
-            cams.append(f"{cam} {st.get('fps', 0):.1f} fps, latency p50 {lat}, {st.get('dropped', 0)} dropped, "
-                        f"{st.get('state', '?')}")
+            drops = st.get("drops")
+            why = ", ".join(f"{k} {v}" for k, v in drops.items() if v) if isinstance(drops, dict) else ""
+            cams.append(f"{cam} {st.get('fps', 0):.1f} fps, latency p50 {lat}, {st.get('dropped', 0)} dropped"
+                        f"{f' ({why})' if why else ''}, {st.get('state', '?')}")
         return "[stats] " + "; ".join(cams)
     latency_ms = (msg["ts_publish"] - msg["ts_capture"]) * 1000.0
     objects = " ".join(f"{d['label']}:{d['score']:.2f}" for d in msg["detections"])

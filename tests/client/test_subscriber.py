@@ -289,3 +289,5 @@ def test_format_summary_lines() -> None:
     stats = {"type": "stats", "cameras": {"door": {"fps": 24.96, "dropped": 2, "state": "streaming",
                                                    "latency_ms": {"p50": 41.2}}}}
     assert format_summary(stats) == "[stats] door 25.0 fps, latency p50 41 ms, 2 dropped, streaming"
+    stats["cameras"]["door"]["drops"] = {"overwritten": 2, "max_fps": 0, "behind": 0}
+    assert format_summary(stats) == "[stats] door 25.0 fps, latency p50 41 ms, 2 dropped (overwritten 2), streaming"
