@@ -20,6 +20,7 @@ import torch
 
 from streamdet.model.checkpoint import load_model
 from streamdet.pipeline.backends import InputContract, check_batch, check_device
+from streamdet.pipeline.preprocess import to_model_input
 
 
 class TorchBackend:
@@ -86,9 +87,7 @@ class TorchBackend:
                 raise RuntimeError("TorchBackend is closed")
             if model.training:
                 raise RuntimeError("the model is in training mode; call model.eval() before inference")
-            t = torch.from_numpy(batch).to(self.device)
-            t = t.half() if self.half else t.float()
-            t /= 255
+            t = to_model_input(batch, self.device, self.half)
             if self.channels_last:
                 t = t.contiguous(memory_format=torch.channels_last)
             pred = model(t)
