@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import json
 import math
-import re
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from streamdet.camera_id import CAMERA_ID_PATTERN as CAMERA_ID_PATTERN  # re-exported: part of the wire contract
+from streamdet.camera_id import is_valid_camera_id
 from streamdet.errors import WireError
 
 VERSION = 1
@@ -26,9 +27,6 @@ DETECTIONS_PREFIX = b"det/"
 
 STATS_TOPIC = b"stats/"
 """Topic of the periodic stats messages."""
-
-CAMERA_ID_PATTERN = r"[A-Za-z0-9_-]{1,64}"
-_CAMERA_ID_RE = re.compile(CAMERA_ID_PATTERN)
 
 DETECTIONS = "detections"
 STATS = "stats"
@@ -42,7 +40,7 @@ _JSON_SEPARATORS = (",", ":")
 
 def is_camera_id(value: object) -> bool:
     """True if ``value`` is a valid camera id: 1 to 64 of ``[A-Za-z0-9_-]``."""
-    return isinstance(value, str) and _CAMERA_ID_RE.fullmatch(value) is not None
+    return is_valid_camera_id(value)
 
 
 def detection_topic(camera_id: str) -> bytes:
