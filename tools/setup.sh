@@ -11,13 +11,14 @@ PY=${PYTHON:-python3}
 test_deps=0
 [ "${1:-}" = "--test" ] && test_deps=1
 
-if [ "$test_deps" = 1 ] && [ ! -x /usr/bin/python3 -o ! -e /usr/lib/x86_64-linux-gnu/girepository-1.0/GstRtspServer-1.0.typelib ]; then
+if [ "$test_deps" = 1 ] && [ ! -x /usr/bin/python3 -o ! -e /usr/lib/x86_64-linux-gnu/girepository-1.0/GstRtspServer-1.0.typelib \
+    -o ! -x /usr/bin/systemd-analyze ]; then
   SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
   export DEBIAN_FRONTEND=noninteractive
   $SUDO apt-get update -qq
   $SUDO apt-get install -y -qq --no-install-recommends python3 python3-gi gir1.2-gst-rtsp-server-1.0 \
     gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad \
-    gstreamer1.0-plugins-ugly gstreamer1.0-libav >/dev/null
+    gstreamer1.0-plugins-ugly gstreamer1.0-libav systemd >/dev/null
 fi
 
 # torch first, pinned, so that no resolver pulls a multi-GB CUDA build on a CPU machine.
