@@ -33,7 +33,7 @@ class StageLoop(Protocol):
     def prepare(self, frames: list[Any]) -> Any: ...
     def infer(self, prepared: Any, lane: int = 0) -> Any: ...
     def publish(self, inferred: Any) -> None: ...
-    def maybe_publish_stats(self) -> None: ...
+    def maybe_publish_stats(self, queue_depth: Callable[[], dict[str, int]] | None = None) -> None: ...
 
 
 class PipelinedRunner:
@@ -54,11 +54,12 @@ class PipelinedRunner:
     _END = object()
     _EMA = 0.2  # weight of the newest sample in the stage-time averages
 
-    def __init__(self, loop: StageLoop, lanes: int = 1) -> None:
+    def __init__(self, loop: StageLoop, lanes: int = 1, stuck_s: float = STUCK_S) -> None:
         if lanes < 1:
             raise ValueError(f"lanes must be >= 1, got {lanes}")
         self.loop = loop
         self.lanes = lanes
+        self.stuck_s = stuck_s
         self.prepared: queue.Queue[Any] = queue.Queue(maxsize=1)
         self.inferred: queue.Queue[Any] = queue.Queue(maxsize=lanes)
         self._halt = threading.Event()
@@ -150,7 +151,7 @@ class PipelinedRunner:
             except queue.Empty:
                 if self._halt.is_set():
                     return
-                loop.maybe_publish_stats()  # stats keep coming while no frame does
+                loop.maybe_publish_stats(self.frames_waiting)  # stats keep coming while no frame does
                 continue
             if item is self._END:
                 ended += 1
@@ -160,12 +161,21 @@ class PipelinedRunner:
             while expected in pending:
                 loop.publish(pending.pop(expected))
                 expected += 1
-            loop.maybe_publish_stats()
+            loop.maybe_publish_stats(self.frames_waiting)
+
+    def frames_waiting(self) -> dict[str, int]:
+        """Frames in the hand-off queues now (stats): ``prepared`` (preprocessed, waiting for a
+        lane) and ``inferred`` (waiting for the publisher)."""
+        def frames(q: queue.Queue[Any]) -> int:
+            with q.mutex:  # a consistent snapshot of the items; their frames never change
+                items = list(q.queue)
+            return sum(len(getattr(item[1], "frames", ())) for item in items if item is not self._END)
+        return {"prepared": frames(self.prepared), "inferred": frames(self.inferred)}
 
     def stuck(self, now: float | None = None) -> bool:
-        """Whether a lane has been inferring one batch for more than STUCK_S seconds."""
+        """Whether a lane has been inferring one batch for more than ``stuck_s`` seconds."""
         now = time.monotonic() if now is None else now
-        return any(s is not None and now - s > STUCK_S for s in self._lane_started)
+        return any(s is not None and now - s > self.stuck_s for s in self._lane_started)
 
     def run(self, stop: StopFlag) -> None:
         """Serve until ``stop``; batches already prepared are still inferred and published."""

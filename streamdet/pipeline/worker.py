@@ -29,9 +29,11 @@ CPU), less waiting per frame. A round waits up to
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -50,7 +52,8 @@ log = logging.getLogger("streamdet.worker")
 
 IDLE_POLL_S = 0.002
 STARTUP_BEAT_LIMIT_S = 600.0  # a model load + export + warm-up longer than this counts as hung
-EXIT_BAD_MODEL = 78  # EX_CONFIG: the model cannot be loaded; restarting would not help
+EXIT_CANNOT_START = 78  # EX_CONFIG: model, backend or device unusable; restarting would not help
+EXIT_BAD_MODEL = EXIT_CANNOT_START  # the former name
 STAGES = ("gather", "preprocess", "inference", "postprocess", "publish")
 
 
@@ -78,6 +81,20 @@ class WorkerSpec:
     lanes: int = 1  # batches inferred concurrently, each on its own backend instance
     export_cache: str | None = None
     pipelined: bool = True
+    stuck_s: float = 30.0  # one batch inferring this long stops the heartbeat (the supervisor sees a hang)
+
+
+LATENCY_BUCKETS_MS = (10, 25, 50, 100, 150, 200, 300, 500, 1000, 2000)
+"""Upper edges (ms) of the stats message's latency histogram; the +Inf bucket is its ``count``."""
+
+
+def latency_histogram(latencies_ms: np.ndarray) -> dict[str, Any]:
+    """Cumulative histogram of one interval's latencies: ``counts[i]`` frames took at most
+    ``le[i]`` ms; ``count`` is the +Inf bucket. Fixed edges, so intervals and workers add up."""
+    ordered = np.sort(latencies_ms)
+    counts = np.searchsorted(ordered, np.asarray(LATENCY_BUCKETS_MS, dtype=np.float64), side="right")
+    return {"le": list(LATENCY_BUCKETS_MS), "counts": [int(c) for c in counts],
+            "sum": round(float(ordered.sum()), 3), "count": int(ordered.size)}
 
 
 @dataclass
@@ -86,7 +103,7 @@ class CameraStats:
 
     published: int = 0
     overwritten: int = 0  # frames the ring overwrote before the worker took them
-    latencies_ms: list[float] = field(default_factory=list)
+    latencies_ms: list[float] = field(default_factory=list)  # one per inferred frame, published or not
 
     def summary(self, interval_s: float, ring_delta: dict[str, int]) -> dict[str, Any]:
         """The stats-message entry; ``ring_delta`` holds the decoder counters' growth this interval."""
@@ -100,12 +117,14 @@ class CameraStats:
         decoded = ring_delta["decoded"]
         return {
             "fps": round(self.published / interval_s, 2) if interval_s > 0 else 0.0,
+            "inferred": int(lat.size),
             "published": self.published,
             "dropped": sum(drops.values()),
             "drops": drops,
             "decoded": decoded,
             "decode_ms": round(ring_delta["decode_ns"] / decoded / 1e6, 3) if decoded else None,
             "latency_ms": latency,
+            "latency_hist_ms": latency_histogram(lat),
         }
 
 
@@ -127,6 +146,7 @@ class StageTimer:
             self.seconds = dict.fromkeys(STAGES, 0.0)
             self.batches = 0
             self.frames = 0
+            self.batch_sizes: dict[int, int] = {}  # frames per inferred batch -> batches of that size
 
     def add(self, stage: str, seconds: float, frames: int = 0) -> None:
         """Time spent in ``stage``; ``frames`` > 0 also counts one inferred batch of that many frames."""
@@ -135,6 +155,7 @@ class StageTimer:
             if frames:
                 self.batches += 1
                 self.frames += frames
+                self.batch_sizes[frames] = self.batch_sizes.get(frames, 0) + 1
 
     def summary(self) -> dict[str, Any]:
         with self._lock:
@@ -143,8 +164,21 @@ class StageTimer:
                 "batches": n,
                 "frames": self.frames,
                 "batch_size_mean": round(self.frames / n, 3) if n else None,
+                "batch_size_max": max(self.batch_sizes) if self.batch_sizes else None,
+                "batch_sizes": {str(size): self.batch_sizes[size] for size in sorted(self.batch_sizes)},
                 "stage_ms": {k: (round(v * 1000.0 / n, 3) if n else None) for k, v in self.seconds.items()},
             }
+
+
+def gpu_memory(device: str) -> dict[str, int] | None:
+    """torch's allocated and reserved bytes on a CUDA ``device``; None on any other device, and
+    while torch has not initialised CUDA in this process (asking would create a CUDA context)."""
+    if not device.startswith("cuda"):
+        return None
+    torch = sys.modules.get("torch")
+    if torch is None or not torch.cuda.is_initialized():
+        return None
+    return {"allocated": int(torch.cuda.memory_allocated(device)), "reserved": int(torch.cuda.memory_reserved(device))}
 
 
 def lane_batch(max_batch: int, cameras: int, lanes: int) -> int:
@@ -165,6 +199,15 @@ class BatchGatherer:
         self.max_wait_s = max_wait_s
         self.clock = clock
         self.sleep = sleep
+        self._start = 0
+
+    def set_rings(self, rings: dict[str, FrameRing], max_batch: int) -> None:
+        """Serve another set of cameras (live reload); cameras kept keep their position in the ring."""
+        self.last_seq = {cam: self.last_seq[cam] if cam in self.last_seq and self.rings.get(cam) is rings[cam]
+                         else rings[cam].resume_seq() for cam in rings}
+        self.rings = rings
+        self.order = list(rings)
+        self.max_batch = max_batch
         self._start = 0
 
     def _poll(self, batch: list[Frame], taken: set[str]) -> None:
@@ -246,37 +289,69 @@ class StartupBeat:
         self._thread.join(2)
 
 
-def worker_main(spec: WorkerSpec, stop: StopFlag, heartbeat: Synchronized) -> None:
+PHASES = ("loading", "warming_up", "serving")  # WorkerControl.phase values, in order
+
+
+@dataclass
+class WorkerControl:
+    """What a worker shares with its supervisor, besides the stop flag (all process-shared).
+
+    ``heartbeat``: wall time of the last sign of life (negative while loading, see StartupBeat).
+    ``phase``: index into PHASES; the supervisor applies its hang timeout only while serving.
+    ``generation`` and ``live_path``: the supervisor rewrites the JSON file at ``live_path`` (the
+    camera rings to serve and the detection thresholds) and then increments ``generation``; the
+    worker re-reads the file when the number changes. A file and a counter, not a queue: a
+    worker killed in the middle of a read cannot leave a lock held for its successor.
+    """
+
+    heartbeat: Synchronized | None = None
+    phase: Synchronized | None = None
+    generation: Synchronized | None = None
+    live_path: str | None = None
+
+    def set_phase(self, name: str) -> None:
+        if self.phase is not None:
+            self.phase.value = PHASES.index(name)
+
+
+def worker_main(spec: WorkerSpec, stop: StopFlag, control: WorkerControl) -> None:
     """Process entry point: attach rings, load and warm up the model, then serve until ``stop``."""
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads OpenMP: idle threads sleep
-    with StartupBeat(heartbeat):
-        ready = _start_worker(spec)
+    control.set_phase("loading")
+    with StartupBeat(control.heartbeat):
+        ready = _start_worker(spec, control)
     if ready is None:
         return
     stages, rings, publisher = ready
+    loop = WorkerLoop(spec, rings, stages, publisher, control.heartbeat, control)
     try:
-        loop = WorkerLoop(spec, rings, stages, publisher, heartbeat)
+        control.set_phase("serving")
         if spec.pipelined:
-            PipelinedRunner(loop, lanes=len(stages.backends)).run(stop)
+            PipelinedRunner(loop, lanes=len(stages.backends), stuck_s=spec.stuck_s).run(stop)
         else:
             loop.run(stop)
     finally:
         publisher.close()
         stages.close()
-        for ring in rings.values():
-            ring.close()
+        loop.close_rings()
 
 
-def _start_worker(spec: WorkerSpec) -> tuple[Any, dict[str, FrameRing], Any] | None:
-    """Load the stages, attach the rings, warm up, connect the publisher (exits 78 on a bad model)."""
+def _start_worker(spec: WorkerSpec, control: WorkerControl) -> tuple[Any, dict[str, FrameRing], Any] | None:
+    """Load the stages, attach the rings, warm up, connect the publisher.
+
+    Exits with EXIT_CANNOT_START when a restart cannot help (a bad checkpoint, a missing backend,
+    a device that does not exist), after one clear log line.
+    """
     from streamdet.errors import ModelError
     from streamdet.model.checkpoint import read_checkpoint
+    from streamdet.pipeline.backends import DeviceUnavailable, ensure_device
     from streamdet.model.input_size import choose_img_size
     from streamdet.pipeline.publish import Publisher
     from streamdet.pipeline.registry import RegistryError
     from streamdet.pipeline.stages import build_stages
 
     try:
+        ensure_device(spec.device)
         input_size = choose_img_size(spec.img_size, read_checkpoint(spec.weights).trained_img_size)
         log.info("%s: %s", spec.name, input_size.describe())
         if input_size.warning:
@@ -287,11 +362,12 @@ def _start_worker(spec: WorkerSpec) -> tuple[Any, dict[str, FrameRing], Any] | N
             threads=spec.threads, cache_dir=Path(spec.export_cache) if spec.export_cache else None,
             lanes=spec.lanes if spec.pipelined else 1,
         )
-    except (ModelError, ValueError, RegistryError) as exc:
-        log.error("%s cannot load the model: %s", spec.name, exc)
-        raise SystemExit(EXIT_BAD_MODEL) from exc
+    except (ModelError, ValueError, RegistryError, DeviceUnavailable) as exc:
+        log.error("%s cannot start: %s", spec.name, exc)
+        raise SystemExit(EXIT_CANNOT_START) from exc
     rings = {cam: FrameRing.attach(name) for cam, name in spec.ring_names.items()}
     try:
+        control.set_phase("warming_up")
         t0 = time.monotonic()
         stages.warmup([spec.warmup_shape], min(spec.max_batch, max(1, len(rings))))
         log.info("%s ready on %s: %d cameras, backend %s, %d inference lane(s) of %s thread(s), warm-up %.1f s",
@@ -313,12 +389,15 @@ class WorkerLoop:
     """
 
     def __init__(self, spec: WorkerSpec, rings: dict[str, FrameRing], stages: Any, publisher: Any,
-                 heartbeat: Synchronized | None = None) -> None:
+                 heartbeat: Synchronized | None = None, control: WorkerControl | None = None) -> None:
         self.spec = spec
-        self.rings = rings
+        self.rings = rings  # replaced, never mutated: other threads may iterate the old dict
         self.stages = stages
         self.publisher = publisher
         self.heartbeat = heartbeat
+        self.control = control
+        self._generation = 0
+        self._retired: list[tuple[float, FrameRing]] = []  # detached rings, closed once no batch can use them
         self.gatherer = BatchGatherer(rings, lane_batch(spec.max_batch, len(rings), len(stages.backends)),
                                       spec.max_wait_ms / 1000.0)
         self.names = stages.names
@@ -326,6 +405,79 @@ class WorkerLoop:
         self.timer = StageTimer()
         self._ring_base = {cam: _ring_counters(ring.status()) for cam, ring in rings.items()}
         self._stats_started = time.monotonic()
+
+    # -- live changes from the supervisor (reload) ----------------------------------------------
+
+    def apply_live_changes(self) -> bool:
+        """Re-read the supervisor's live settings if they changed (feeder thread); True if applied.
+
+        Cameras: rings to attach or detach (the others are not touched, their seq keeps counting).
+        Thresholds: the postprocessor's conf/iou/classes/max_det, effective from the next batch.
+        """
+        c = self.control
+        if c is None or c.generation is None or c.live_path is None or c.generation.value == self._generation:
+            return False
+        generation = c.generation.value
+        try:
+            live = json.loads(Path(c.live_path).read_text())
+        except (OSError, ValueError) as exc:
+            log.error("%s: cannot read live settings %s: %s", self.spec.name, c.live_path, exc)
+            self._generation = generation
+            return False
+        self._generation = generation
+        self._apply_thresholds(live.get("thresholds") or {})
+        self._apply_cameras(dict(live.get("cameras") or {}))
+        return True
+
+    def _apply_thresholds(self, t: dict[str, Any]) -> None:
+        post = getattr(self.stages, "postprocessor", None)
+        if post is None or not t:
+            return
+        post.conf_thres = float(t["conf_thres"])
+        post.iou_thres = float(t["iou_thres"])
+        post.classes = list(t["classes"]) if t.get("classes") is not None else None
+        post.max_det = int(t["max_det"])
+
+    def _apply_cameras(self, wanted: dict[str, str]) -> None:
+        if not wanted and not self.rings:
+            return
+        current = self.rings
+        rings = {cam: ring for cam, ring in current.items() if cam in wanted and ring.name == wanted[cam]}
+        now = time.monotonic()
+        for cam, ring in current.items():
+            if rings.get(cam) is not ring:
+                self._retired.append((now, ring))
+                log.info("%s: camera %s detached", self.spec.name, cam)
+        for cam, name in wanted.items():
+            if cam in rings:
+                continue
+            try:
+                ring = FrameRing.attach(name)
+            except (OSError, ValueError) as exc:
+                log.error("%s: cannot attach camera %s (ring %s): %s", self.spec.name, cam, name, exc)
+                continue
+            rings[cam] = ring
+            self._ring_base[cam] = _ring_counters(ring.status())
+            log.info("%s: camera %s attached", self.spec.name, cam)
+        self.stats = {cam: self.stats.get(cam) or CameraStats() for cam in rings}
+        self.rings = rings
+        self.gatherer.set_rings(rings, lane_batch(self.spec.max_batch, len(rings), len(self.stages.backends)))
+
+    def close_retired(self, min_age_s: float = 10.0) -> None:
+        """Close detached rings that no batch in flight can still refer to."""
+        now = time.monotonic()
+        keep = []
+        for t, ring in self._retired:
+            if now - t >= min_age_s:
+                ring.close()
+            else:
+                keep.append((t, ring))
+        self._retired = keep
+
+    def close_rings(self) -> None:
+        for ring in self.rings.values():
+            ring.close()
+        self.close_retired(0.0)
 
     def beat(self) -> None:
         if self.heartbeat is not None:
@@ -335,6 +487,7 @@ class WorkerLoop:
 
     def gather(self, stop: StopFlag | None = None) -> list[Frame]:
         """Stage 2 -> 3 hand-off: the next batch of frames (empty when none is ready)."""
+        self.apply_live_changes()
         t0 = time.perf_counter()
         frames = self.gatherer.gather(stop)
         if frames:
@@ -366,10 +519,13 @@ class WorkerLoop:
         dets = self.stages.postprocess(inferred.pred, inferred.transforms)
         t1 = time.perf_counter()
         self.timer.add("postprocess", t1 - t0)
+        rings, all_stats = self.rings, self.stats
         for frame, det in zip(inferred.frames, dets, strict=True):
-            ring = self.rings[frame.camera]
+            ring = rings.get(frame.camera)
+            if ring is None:
+                continue  # the camera was removed by a reload while this batch was in flight
+            stats = all_stats.get(frame.camera) or all_stats.setdefault(frame.camera, CameraStats())
             ts_publish = time.time()
-            stats = self.stats[frame.camera]
             try:  # a non-finite score breaks the contract; one bad message never stops the worker
                 msg = detection_message(
                     camera=frame.camera,
@@ -412,29 +568,39 @@ class WorkerLoop:
                 time.sleep(IDLE_POLL_S)
             self.maybe_publish_stats()
 
-    def maybe_publish_stats(self) -> None:
+    def maybe_publish_stats(self, queue_depth: Callable[[], dict[str, int]] | None = None) -> None:
+        """Send the stats message when the interval is over; ``queue_depth`` (the pipelined
+        runner's) tells how many frames wait in its hand-off queues."""
         if time.monotonic() - self._stats_started >= self.spec.stats_interval_s:
-            self.publish_stats()
+            self.publish_stats(queue_depth() if queue_depth is not None else None)
 
-    def publish_stats(self) -> None:
+    def publish_stats(self, queue_depth: dict[str, int] | None = None) -> None:
         from streamdet.wire import stats_message
 
         now = time.monotonic()
         interval = now - self._stats_started
         cameras = {}
+        all_stats = self.stats
         for cam, ring in self.rings.items():
             status = ring.status()
             counters = _ring_counters(status)
-            delta = {k: max(0, counters[k] - self._ring_base[cam][k]) for k in counters}
+            base = self._ring_base.get(cam, counters)
+            delta = {k: max(0, counters[k] - base[k]) for k in counters}
             self._ring_base[cam] = counters
-            entry = self.stats[cam].summary(interval, delta)
+            entry = (all_stats.get(cam) or CameraStats()).summary(interval, delta)
             entry["state"] = status.state
             entry["reconnects"] = status.reconnects
             cameras[cam] = entry
         worker = {"name": self.spec.name, "device": self.spec.device, "backend": self.stages.backend.name,
                   "threads": self.spec.threads, "lanes": len(self.stages.backends), **self.timer.summary()}
+        if queue_depth is not None:
+            worker["queue_depth"] = dict(queue_depth)
+        memory = gpu_memory(self.spec.device)
+        if memory is not None:
+            worker["gpu_memory_bytes"] = memory
         self.publisher.send(stats_message(ts=time.time(), source=self.spec.name, interval_s=round(interval, 3),
                                           cameras=cameras, worker=worker))
         self.stats = {cam: CameraStats() for cam in self.rings}
         self.timer.reset()
         self._stats_started = now
+        self.close_retired()
