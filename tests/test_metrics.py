@@ -1,4 +1,4 @@
-"""Prometheus exposition: totals from stats messages, ring status, the HTTP endpoint."""
+"""Prometheus metrics: stats messages and ring status in, exposition scraped over HTTP out."""
 
 from __future__ import annotations
 
@@ -7,51 +7,194 @@ import urllib.request
 from types import SimpleNamespace
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
-from streamdet.metrics import CameraTotals, MetricsServer, render_metrics
+from streamdet.metrics import CameraTotals, ChildInfo, DaemonMetrics, MetricsServer, render_metrics
+from streamdet.pipeline.ring_layout import RingStatus
+from streamdet.pipeline.worker import CameraStats, StageTimer
 from streamdet.supervisor import local_endpoint
+from streamdet.wire import stats_message
+
+SECRET_URL = "rtsp://admin:hunter2@10.0.0.7/stream1"
 
 
-def _stats(published: int, dropped: int) -> dict:
-    return {"cameras": {"door": {"fps": 12.5, "published": published, "dropped": dropped, "state": "streaming",
-                                 "latency_ms": {"p50": 40.0, "p95": 90.0, "max": 120.0}}}}
+def _ring(state: str = "streaming", **counters: int) -> RingStatus:
+    base = dict(camera="door", slots=4, slot_bytes=1, latest_seq=0, message_seq=0, heartbeat=0.0, state=state,
+                state_since=0.0, decoder_pid=1, reconnects=0, frames_decoded=0, frames_skipped=0,
+                last_error=f"cannot open {SECRET_URL}", error_time=0.0, created=0.0)
+    return RingStatus(**{**base, **counters})
 
 
-def test_totals_accumulate_intervals() -> None:
-    t = CameraTotals()
-    t.add(_stats(10, 1))
-    t.add(_stats(7, 2))
-    snap = t.snapshot()["door"]
-    assert snap["published"] == 17 and snap["dropped"] == 3 and snap["fps"] == 12.5
+def _stats(published: int = 10, overwritten: int = 2, latencies: tuple[float, ...] = (20.0, 40.0, 400.0),
+           worker: dict | None = None, cam: str = "door") -> dict:
+    """A stats message as a worker builds it (the worker's own summary code)."""
+    s = CameraStats(published=published, overwritten=overwritten, latencies_ms=list(latencies))
+    entry = s.summary(1.0, {"decoded": 0, "skipped": 1, "behind": 0, "decode_ns": 0})
+    entry.update(state="streaming", reconnects=0)
+    return stats_message(source="worker-cpu", interval_s=1.0, cameras={cam: entry}, worker=worker)
 
 
-def test_render_metrics() -> None:
-    t = CameraTotals()
-    t.add(_stats(10, 1))
-    ring = SimpleNamespace(state="backoff", frames_decoded=1234, frames_skipped=5, reconnects=3, frames_behind=4,
-                           frames_converted=0, decode_ns=2_500_000_000)
-    text = render_metrics({"door": ring}, t.snapshot(), {"decoder-door": 2})
-    lines = set(text.splitlines())
-    assert 'streamdet_camera_up{camera="door"} 0' in lines
-    assert 'streamdet_camera_frames_decoded_total{camera="door"} 1234' in lines
-    assert 'streamdet_camera_reconnects_total{camera="door"} 3' in lines
-    assert 'streamdet_camera_published_total{camera="door"} 10' in lines
-    assert 'streamdet_camera_latency_ms{camera="door",quantile="0.95"} 90' in lines
-    assert 'streamdet_child_restarts_total{child="decoder-door"} 2' in lines
-    assert "# TYPE streamdet_camera_fps gauge" in lines
+def _worker(*batches: int, **extra: object) -> dict:
+    t = StageTimer()
+    for frames in batches:
+        t.add("inference", 0.05, frames=frames)
+    return {"name": "worker-cpu", "device": "cpu", **t.summary(), **extra}
 
 
-def test_server_serves_metrics_only() -> None:
-    server = MetricsServer("127.0.0.1", 0, lambda: "streamdet_up 1\n").start()
+def _scrape(m: DaemonMetrics) -> tuple[str, dict[tuple[str, frozenset], float], set[str]]:
+    """The text, every sample by (name, labels), and the families' names (over HTTP)."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{m.port}/metrics", timeout=5) as r:
+        assert r.status == 200 and r.headers["Content-Type"].startswith("text/plain")
+        text = r.read().decode()
+    families = list(text_string_to_metric_families(text))
+    samples = {(s.name, frozenset(s.labels.items())): s.value for f in families for s in f.samples}
+    return text, samples, {f.name for f in families}
+
+
+def _v(samples: dict, name: str, **labels: str) -> float:
+    return samples[(name, frozenset(labels.items()))]
+
+
+@pytest.fixture
+def metrics():
+    rings = {"door": _ring("backoff", frames_decoded=1234, frames_skipped=5, reconnects=3, frames_behind=4,
+                           frames_converted=9, decode_ns=2_500_000_000)}
+    children = {"decoder-door": ChildInfo(restarts=2), "worker-cpu": ChildInfo(restarts=1, phase="serving")}
+    m = DaemonMetrics(rings=lambda: rings, children=lambda: children, rejected=lambda: 7).start("127.0.0.1", 0)
+    yield m
+    m.stop()
+
+
+def test_scrape_has_exact_figures_from_rings_stats_and_children(metrics: DaemonMetrics) -> None:
+    metrics.observe_stats(_stats(published=10, overwritten=2, worker=_worker(2, 1)))
+    metrics.observe_stats(_stats(published=7, overwritten=3, worker=_worker(2, queue_depth={"prepared": 1})))
+    _, s, _ = _scrape(metrics)
+    cam = {"camera": "door"}
+    assert _v(s, "streamdet_camera_up", **cam) == 0
+    assert _v(s, "streamdet_camera_state", camera="door", state="backoff") == 1
+    assert _v(s, "streamdet_camera_state", camera="door", state="streaming") == 0
+    assert _v(s, "streamdet_camera_frames_decoded_total", **cam) == 1234
+    assert _v(s, "streamdet_camera_reconnects_total", **cam) == 3
+    assert _v(s, "streamdet_camera_frames_converted_total", **cam) == 9
+    assert _v(s, "streamdet_camera_decode_seconds_total", **cam) == 2.5
+    assert _v(s, "streamdet_camera_frames_inferred_total", **cam) == 6  # 3 latencies per message
+    assert _v(s, "streamdet_camera_published_total", **cam) == 17
+    assert _v(s, "streamdet_camera_dropped_total", **cam) == (2 + 1) + (3 + 1)
+    assert _v(s, "streamdet_camera_drops_total", camera="door", reason="overwritten") == 5
+    assert _v(s, "streamdet_camera_drops_total", camera="door", reason="max_fps") == 5  # the ring's total
+    assert _v(s, "streamdet_camera_drops_total", camera="door", reason="behind") == 4
+    assert _v(s, "streamdet_camera_fps", **cam) == 7.0  # the last interval
+    assert _v(s, "streamdet_worker_batch_size_count", worker="worker-cpu") == 3
+    assert _v(s, "streamdet_worker_batch_size_sum", worker="worker-cpu") == 5
+    assert _v(s, "streamdet_worker_batch_size_bucket", worker="worker-cpu", le="1.0") == 1
+    assert _v(s, "streamdet_worker_batch_size_bucket", worker="worker-cpu", le="2.0") == 3
+    assert _v(s, "streamdet_worker_stage_seconds_total", worker="worker-cpu", stage="inference") == pytest.approx(0.15)
+    assert _v(s, "streamdet_worker_queue_depth", worker="worker-cpu", queue="prepared") == 1
+    assert _v(s, "streamdet_worker_phase", worker="worker-cpu", phase="serving") == 1
+    assert _v(s, "streamdet_worker_phase", worker="worker-cpu", phase="loading") == 0
+    assert _v(s, "streamdet_child_restarts_total", child="decoder-door") == 2
+    assert _v(s, "streamdet_publish_rejected_handshakes_total") == 7
+
+
+def test_latency_histogram_accumulates_across_messages(metrics: DaemonMetrics) -> None:
+    metrics.observe_stats(_stats(latencies=(20.0, 40.0, 400.0)))
+    metrics.observe_stats(_stats(latencies=(5.0, 3000.0)))
+    _, s, _ = _scrape(metrics)
+
+    def bucket(le: str) -> float:
+        return _v(s, "streamdet_camera_latency_seconds_bucket", camera="door", le=le)
+
+    assert [bucket(le) for le in ("0.01", "0.025", "0.05", "0.5", "2.0", "+Inf")] == [1, 2, 3, 4, 4, 5]
+    assert _v(s, "streamdet_camera_latency_seconds_count", camera="door") == 5
+    assert _v(s, "streamdet_camera_latency_seconds_sum", camera="door") == pytest.approx(3.465)
+
+
+def test_output_names_cameras_but_never_urls_or_errors(metrics: DaemonMetrics) -> None:
+    msg = _stats()
+    msg["cameras"]["door"]["url"] = SECRET_URL  # a field the collector does not know is not exported
+    metrics.observe_stats(msg)
+    text, _, _ = _scrape(metrics)
+    assert 'camera="door"' in text
+    assert "rtsp://" not in text and "hunter2" not in text and "cannot open" not in text
+
+
+def test_gpu_memory_only_from_cuda_workers(metrics: DaemonMetrics) -> None:
+    metrics.observe_stats(_stats(worker=_worker(1)))  # a CPU worker sends none
+    _, _, names = _scrape(metrics)
+    assert "streamdet_worker_gpu_memory" not in names and "streamdet_worker_gpu_memory_bytes" not in names
+    metrics.observe_stats(_stats(worker=_worker(1, gpu_memory_bytes={"allocated": 1024, "reserved": 4096})))
+    _, s, _ = _scrape(metrics)
+    assert _v(s, "streamdet_worker_gpu_memory_bytes", worker="worker-cpu", kind="reserved") == 4096
+
+
+def test_phase_from_the_stats_message_when_the_supervisor_has_none() -> None:
+    with DaemonMetrics(children=lambda: {"worker-cpu": ChildInfo(restarts=0)}).start("127.0.0.1", 0) as m:
+        m.observe_stats(_stats(worker=_worker(1, phase="warming_up")))
+        _, s, _ = _scrape(m)
+        assert _v(s, "streamdet_worker_phase", worker="worker-cpu", phase="warming_up") == 1
+        m.observe_stats(_stats(worker=_worker(1, phase="paused")))  # an unknown phase is exported as is
+        _, s, _ = _scrape(m)
+        assert _v(s, "streamdet_worker_phase", worker="worker-cpu", phase="paused") == 1
+        assert _v(s, "streamdet_worker_phase", worker="worker-cpu", phase="serving") == 0
+
+
+def test_a_bad_camera_or_a_failing_source_spoils_nothing_else() -> None:
+    def broken_rings() -> dict:
+        raise OSError("ring closed")
+
+    with DaemonMetrics(rings=broken_rings).start("127.0.0.1", 0) as m:
+        msg = _stats()
+        good = dict(msg["cameras"]["door"])
+        msg["cameras"] = {"door": {**good, "published": -1}, "yard": good}
+        msg["cameras"]["door"]["latency_hist_ms"] = {"le": [1, 2], "counts": [3]}
+        m.observe_stats(msg)
+        m.observe_stats({"type": "detections", "camera": "yard"})  # not a stats message: ignored
+        _, s, names = _scrape(m)
+    assert _v(s, "streamdet_camera_published_total", camera="yard") == 10
+    assert ("streamdet_camera_published_total", frozenset({("camera", "door")})) not in s
+    assert "streamdet_camera_frames_decoded" not in names  # the ring source failed, the rest is served
+
+
+def test_server_binds_the_host_and_stops() -> None:
+    m = DaemonMetrics().start("127.0.0.1", 0)
+    port = m.port
+    assert m._server.server_address[0] == "127.0.0.1"
+    with pytest.raises(RuntimeError):
+        m.start("127.0.0.1", 0)
+    m.stop()
+    m.stop()  # twice is fine
+    with pytest.raises(urllib.error.URLError):
+        urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2)
+    with pytest.raises(RuntimeError):
+        _ = m.port
+
+
+def test_a_port_in_use_is_a_clear_error() -> None:
+    with DaemonMetrics().start("127.0.0.1", 0) as first, pytest.raises(OSError, match="metrics: cannot listen on"):
+        DaemonMetrics().start("127.0.0.1", first.port)
+
+
+def test_former_api_still_serves_the_supervisor() -> None:
+    totals = CameraTotals()
+    totals.add({"cameras": _stats()["cameras"]})
+    text = render_metrics({"door": _ring(frames_decoded=3)}, totals.snapshot(), {"decoder-door": 2},
+                          totals.workers())
+    server = MetricsServer("127.0.0.1", 0, lambda: text).start()
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{server.port}/metrics", timeout=5) as r:
-            assert r.status == 200 and r.read() == b"streamdet_up 1\n"
-            assert r.headers["Content-Type"].startswith("text/plain; version=0.0.4")
-        with pytest.raises(urllib.error.HTTPError) as exc:
-            urllib.request.urlopen(f"http://127.0.0.1:{server.port}/other", timeout=5)
-        assert exc.value.code == 404
+            served = {s.name: s.value for f in text_string_to_metric_families(r.read().decode()) for s in f.samples}
     finally:
         server.stop()
+    assert served["streamdet_camera_frames_decoded_total"] == 3
+    assert served["streamdet_camera_published_total"] == 10
+    assert served["streamdet_child_restarts_total"] == 2
+
+
+def test_ring_status_without_stats_yet() -> None:
+    with DaemonMetrics(rings=lambda: {"door": SimpleNamespace(**vars(_ring("connecting")))}).start() as m:
+        _, s, names = _scrape(m)
+    assert _v(s, "streamdet_camera_state", camera="door", state="connecting") == 1
+    assert "streamdet_camera_published" not in names and "streamdet_camera_latency_seconds" not in names
 
 
 @pytest.mark.parametrize(
@@ -61,23 +204,3 @@ def test_server_serves_metrics_only() -> None:
 )
 def test_local_endpoint(bound: str, local: str) -> None:
     assert local_endpoint(bound) == local
-
-
-def test_drops_by_reason_and_worker_stages() -> None:
-    t = CameraTotals()
-    for overwritten in (2, 3):
-        msg = _stats(10, overwritten + 1)
-        msg["cameras"]["door"]["drops"] = {"overwritten": overwritten, "max_fps": 1, "behind": 0}
-        msg["source"] = "worker-cpu"
-        msg["worker"] = {"batch_size_mean": 3.5, "stage_ms": {"preprocess": 4.25, "inference": 80.0}}
-        t.add(msg)
-    ring = SimpleNamespace(state="streaming", frames_decoded=100, frames_skipped=7, reconnects=0, frames_behind=4,
-                           frames_converted=9, decode_ns=2_500_000_000)
-    lines = set(render_metrics({"door": ring}, t.snapshot(), {}, t.workers()).splitlines())
-    assert 'streamdet_camera_drops_total{camera="door",reason="overwritten"} 5' in lines
-    assert 'streamdet_camera_drops_total{camera="door",reason="max_fps"} 7' in lines
-    assert 'streamdet_camera_drops_total{camera="door",reason="behind"} 4' in lines
-    assert 'streamdet_camera_frames_converted_total{camera="door"} 9' in lines
-    assert 'streamdet_camera_decode_seconds_total{camera="door"} 2.5' in lines
-    assert 'streamdet_worker_stage_ms{worker="worker-cpu",stage="preprocess"} 4.25' in lines
-    assert 'streamdet_worker_batch_size{worker="worker-cpu"} 3.5' in lines
