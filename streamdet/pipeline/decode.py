@@ -13,14 +13,16 @@ Behaviour of a camera thread:
 - start gate: a file camera (not ``is_live``) waits for ``DecoderSpec.start_gate`` (ring state
   ``starting``, heartbeating, stop-aware) before opening, so no file frame is published before
   the workers are ready; live cameras start at once.
-- open with timeouts (PyAV ``timeout=(open, read)``: an FFmpeg interrupt callback that aborts
-  any blocking open/read after that long; RTSP also gets FFmpeg's ``timeout`` socket option, in
-  microseconds, and ``rtsp_transport``), decode the first video stream, write into the ring,
-  heartbeat.
+- open with PyAV's ``timeout=(open_timeout_s, read limit)`` (an FFmpeg interrupt callback that
+  aborts a blocking open or read after that long), the read limit being
+  ``min(read_timeout_s, stall_timeout_s)``; RTSP also gets FFmpeg's ``timeout`` socket option
+  and ``rtsp_transport``, other network protocols ``rw_timeout`` (both the read limit, in
+  microseconds). Decode the first video stream, write into the ring, heartbeat.
 - pixels: yuv420p/yuvj420p/nv12 frames of an even size that fits are copied plane by plane into
   the ring with their colour tags; anything else is converted once to yuv420p
   (:mod:`streamdet.pipeline.frames` has the rule), counted in ``frames_converted`` and logged
-  once per camera; the source size is recorded.
+  once per camera; the source size is recorded. Every ring slot carries its frame's geometry,
+  so a resolution change mid-stream needs nothing special (it is logged).
 - ``pts`` is ``frame.time`` in seconds (fallback ``frame_index / fps``); ``ts_capture`` is the
   wall clock when the frame was decoded (after pacing, for paced files).
 - ``frame_index`` counts decoded frames from 0 each time the source is (re)opened after a
@@ -39,16 +41,38 @@ Behaviour of a camera thread:
   the network), decoding, converting and writing; pacing sleeps and lossless waits excluded.
 - end of file: ``loop`` seeks back to the start (reopening if the seek fails), otherwise the
   state becomes ``ended`` and the thread finishes. End of a network stream is a failure.
-- failure to open, read errors, and stalls (no decoded frame for ``stall_timeout_s`` while
-  packets arrive; no packet at all is caught by the read timeout) close the source and reopen
-  it after ``backoff_initial_s * 2**n`` (capped at ``backoff_max_s``, +-``backoff_jitter``),
-  forever, until stop. A stream that delivered frames resets the backoff.
+
+What each failure does (:mod:`streamdet.pipeline.source_faults` decides what is permanent,
+:mod:`streamdet.pipeline.frame_pass` enforces the timeouts):
+
+- network stream, any failure (refused, unreachable, open timeout, end of stream, read error):
+  state ``backoff`` with the reason in ``last_error``, one warning line, reopen after
+  ``backoff_initial_s * 2**n`` (capped at ``backoff_max_s``, +-``backoff_jitter``), forever,
+  until stop; ``reconnects`` counts the reopens. A session that wrote frames resets the backoff.
+- frozen stream (no data at all): noticed when one read has waited the read limit, i.e.
+  ``min(read_timeout_s, stall_timeout_s)`` (+ FFmpeg's 0.1 s poll) after the last packet, then
+  backoff as above. Packets that decode to nothing for ``stall_timeout_s`` (time spent reading
+  and decoding) are a stall: the same. Single undecodable packets of a live stream are skipped.
+- file that does not exist, cannot be read (permission, I/O) or times out while opening:
+  backoff and retry as above (it may appear later, e.g. an NFS mount).
+- file that exists but is not decodable (empty, not a video, no video stream, unknown codec,
+  no decodable frame): state ``failed`` with the reason (redacted) in ``last_error`` and one
+  error log line; no retry. The thread then idles, heartbeating, until stop, so the supervisor
+  never takes the camera for a hung decoder and restarts it.
+- file with damaged data (truncated, corrupt packets): every readable frame is written once;
+  undecodable packets are skipped. At the end of the readable data a non-looping file
+  becomes ``failed`` with "damaged data after frame N (...)" (no retry: a reopen would replay
+  it); a looping file logs the damage once and loops from the start (a pass without any
+  readable frame is ``failed`` instead of spinning).
+- any other failure of a non-looping file after it wrote frames (a read timeout on a hung
+  mount): ``failed``, for the same reason; before any frame was written: backoff and retry.
 - the stop event interrupts every sleep and wait within 0.5 s; a blocking FFmpeg open or read
   returns within its timeout at worst (a live stream delivers packets every few tens of ms).
 - ring states: ``starting`` (gate) -> ``connecting`` (opening) -> ``streaming`` (first frame
   written) -> ``backoff`` (after a failure, ``last_error`` set) -> ``connecting`` ...; ``ended``
-  (file without loop), ``stopped`` (stop event); ``failed`` (the thread crashed; decoder_main
-  restarts it).
+  (file without loop, read to its end), ``failed`` (permanent failure above, or the thread
+  crashed: decoder_main restarts a crashed thread), ``stopped`` (stop event; a ``failed``
+  camera keeps ``failed``).
 - log lines carry the camera id and the redacted URL; FFmpeg error texts (which quote the URL)
   are redacted before they are logged or stored in the ring. Credentials are never logged.
 """
@@ -64,67 +88,25 @@ import time
 import traceback
 from dataclasses import dataclass, field
 from fractions import Fraction
-from typing import Protocol
-from urllib.parse import urlsplit
+from typing import Any, Protocol
 
 import av
 
-from streamdet.errors import SourceError
+from streamdet.pipeline.frame_pass import FramePass
 from streamdet.pipeline.frames import color_tags as color_tags  # re-exported: moved to frames.py
 from streamdet.pipeline.frames import plane_views, to_ring_format
 from streamdet.pipeline.frames import scaled_size as scaled_size  # re-exported: moved to frames.py
 from streamdet.pipeline.pacing import Schedule
 from streamdet.pipeline.ring import FrameRing, WriteAborted
-from streamdet.redact import redact_text, redact_url
+from streamdet.pipeline.source import LIVE_SCHEMES as LIVE_SCHEMES  # re-exported: moved to source.py
+from streamdet.pipeline.source import CameraSource
+from streamdet.pipeline.source_faults import Failure, SourceDamaged, SourceUnusable, classify_failure
+from streamdet.redact import redact_text
 
 log = logging.getLogger("streamdet.decode")
 
-#: URL schemes read as live network streams (never paced, EOF = failure).
-LIVE_SCHEMES = frozenset({"rtsp", "rtsps", "rtmp", "rtmps", "rtp", "udp", "tcp", "srt", "http", "https"})
 _POLL_S = 0.5  # longest sleep between stop/heartbeat checks
 _GATE_POLL_S = 0.1  # start gate: how often stop is checked while waiting
-
-
-@dataclass(frozen=True)
-class CameraSource:
-    """One camera or file, with the decode, timeout and reconnect settings it is read with."""
-
-    camera_id: str
-    url: str
-    rtsp_transport: str = "tcp"
-    realtime: bool = True
-    loop: bool = False
-    max_fps: float | None = None
-    open_timeout_s: float = 10.0
-    read_timeout_s: float = 10.0
-    stall_timeout_s: float = 10.0
-    backoff_initial_s: float = 1.0
-    backoff_max_s: float = 30.0
-    backoff_jitter: float = 0.2
-    max_width: int = 1920
-    max_height: int = 1080
-    threads: int = 0  # FFmpeg decoding threads for this camera; 0 = FFmpeg's choice
-
-    @property
-    def redacted_url(self) -> str:
-        """The URL safe to log: userinfo hidden."""
-        return redact_url(self.url)
-
-    @property
-    def scheme(self) -> str:
-        """Lower-case URL scheme, or ``file`` for a plain path."""
-        scheme = urlsplit(self.url).scheme.lower()
-        return scheme if len(scheme) > 1 else "file"
-
-    @property
-    def is_live(self) -> bool:
-        """A network stream: paced by its sender; its end is a failure, not EOF."""
-        return self.scheme in LIVE_SCHEMES
-
-    @property
-    def lossless(self) -> bool:
-        """A file read as fast as possible: every frame is published (the ring's lossless mode)."""
-        return not self.is_live and not self.realtime
 
 
 class _EventLike(Protocol):
@@ -137,11 +119,12 @@ class _Stopped(Exception):
 
 
 class CameraReader:
-    """Reads one source into its ring until stop (or until a non-looping file ends).
+    """Reads one source into its ring until stop (or until a non-looping file ends or fails).
 
-    ``run()`` is a thread body; it catches every error from the source and reconnects, so it
-    only returns on stop or at the end of a non-looping file. ``start_gate`` (event-like, or
-    None) holds a file camera before its first open.
+    ``run()`` is a thread body; it catches every error from the source and reconnects unless
+    the failure is permanent (see the module docstring), so it only returns on stop, at the end
+    of a non-looping file, or (after idling until stop) on a permanent failure.
+    ``start_gate`` (event-like, or None) holds a file camera before its first open.
     """
 
     def __init__(self, source: CameraSource, ring: FrameRing, stop_event: _EventLike,
@@ -154,9 +137,11 @@ class CameraReader:
         self.pid = os.getpid()
         self.frames_written = 0  # this reader, all sessions
         self._session_frames = 0  # frames written since the last (re)open
-        self._phase = "open"  # what the current session is doing: "open" or "read"
+        self._opening = True  # the current session has not opened its source yet
         self._open_started = 0.0
         self._conversion_logged = False
+        self._damage_logged = False
+        self._geometry: tuple[int, int] | None = None  # source size of the last frame written
 
     # -- helpers ------------------------------------------------------------------------------
 
@@ -194,23 +179,25 @@ class CameraReader:
                 self._beat()
                 next_beat = time.monotonic() + _POLL_S
 
-    def _backoff_delay(self, failures: int) -> float:
+    def backoff_delay(self, failures: int) -> float:
+        """Delay before reopening after ``failures`` failures in a row (0 for the first):
+        ``backoff_initial_s`` doubling up to ``backoff_max_s``, +-``backoff_jitter``."""
         s = self.source
         base = min(s.backoff_max_s, s.backoff_initial_s * (2 ** min(failures, 30)))
         return max(0.0, base * (1.0 + self.rng.uniform(-s.backoff_jitter, s.backoff_jitter)))
 
-    def _open_options(self) -> dict[str, str]:
-        s = self.source
-        if s.scheme in ("rtsp", "rtsps"):
-            return {"rtsp_transport": s.rtsp_transport, "timeout": str(int(s.read_timeout_s * 1e6))}
-        if s.scheme in ("http", "https", "tcp", "rtmp", "rtmps", "srt"):
-            return {"rw_timeout": str(int(s.read_timeout_s * 1e6))}
-        return {}
+    def _fail_permanently(self, failure: Failure) -> None:
+        """State ``failed`` with the reason, one log line, then idle (heartbeating) until stop."""
+        self.ring.set_state("failed", error=failure.reason[:256])
+        log.error("%s: %s; camera failed, not retried", self._tag(), failure.reason)
+        while not self.stop.wait(_POLL_S):
+            self._beat()
 
     # -- main loop ----------------------------------------------------------------------------
 
     def run(self) -> None:
-        """Open, stream, reconnect with backoff; returns on stop or at the end of a file."""
+        """Open, stream, reconnect with backoff; returns on stop, at the end of a file, or (at
+        stop) after a permanent failure."""
         s = self.source
         failures = 0
         opened_before = looping = False
@@ -229,13 +216,10 @@ class CameraReader:
                     outcome = self._session()
                 except _Stopped:
                     raise
-                except av.error.ExitError:  # PyAV's interrupt callback: open/read timeout
-                    reason = (f"timed out opening the source ({s.open_timeout_s:g} s)" if self._phase == "open"
-                              else f"timed out: no data for {s.read_timeout_s:g} s")
-                except Exception as exc:  # any source error means: reconnect
-                    reason = redact_text(f"{type(exc).__name__}: {exc}")
-                    if self._phase == "open" and time.monotonic() - self._open_started >= s.open_timeout_s * 0.95:
-                        reason = f"timed out opening the source ({s.open_timeout_s:g} s): {reason}"
+                except Exception as exc:  # classified: reconnect, or a permanent failure
+                    failure = classify_failure(exc, s, opening=self._opening,
+                                               open_elapsed_s=time.monotonic() - self._open_started,
+                                               frames_written=self.frames_written)
                 else:
                     if outcome == "ended":
                         self.ring.set_state("ended")
@@ -245,13 +229,17 @@ class CameraReader:
                     if outcome == "loop":  # a looping file that cannot seek: reopen now
                         looping = True
                         continue
-                    reason = "end of stream"
+                    failure = Failure("end of stream", permanent=False)
+                if failure.permanent:
+                    self._fail_permanently(failure)
+                    return
                 if self._session_frames > 0:
                     failures = 0
-                delay = self._backoff_delay(failures)
+                delay = self.backoff_delay(failures)
                 failures += 1
-                self.ring.set_state("backoff", error=reason[:256])
-                log.warning("%s: %s; reconnecting in %.1f s (attempt %d)", self._tag(), reason, delay, failures)
+                self.ring.set_state("backoff", error=failure.reason[:256])
+                log.warning("%s: %s; reconnecting in %.1f s (attempt %d)", self._tag(), failure.reason, delay,
+                            failures)
                 self._sleep(delay)
         except _Stopped:
             pass
@@ -262,16 +250,16 @@ class CameraReader:
         """One open of the source: returns 'ended' (file EOF without loop), 'loop' (looping file
         to reopen) or 'eof' (stream ended); raises on errors and stalls, _Stopped on stop."""
         s = self.source
-        self._phase = "open"
+        self._opening = True
         self._open_started = time.monotonic()
-        container = av.open(s.url, mode="r", container_options=self._open_options(),
-                            timeout=(s.open_timeout_s, s.read_timeout_s))
-        self._phase = "read"
+        container = av.open(s.url, mode="r", container_options=s.open_options(),
+                            timeout=(s.open_timeout_s, s.read_limit_s))
+        self._opening = False
         try:
             if self.stop.is_set():
                 raise _Stopped
             if not container.streams.video:
-                raise SourceError("no video stream")
+                raise SourceUnusable(f"no video stream (format {container.format.name})")
             stream = container.streams.video[0]
             stream.codec_context.thread_count = self.source.threads
             rate = stream.average_rate or stream.guessed_rate or Fraction(25)
@@ -282,63 +270,61 @@ class CameraReader:
         finally:
             container.close()
 
+    def _after_packet(self) -> None:
+        if self.stop.is_set():
+            raise _Stopped
+        self._beat()
+
+    def _add_cost(self, ns: int) -> None:
+        self.ring.add_counts(decode_ns=ns)
+
     def _stream_frames(self, container: av.container.InputContainer, stream: av.video.stream.VideoStream,
                        fps: float) -> str:
         s = self.source
         paced = s.realtime and not s.is_live
         index = 0  # frame_index: decoded frames since open
-        last_progress = time.monotonic()
         start_wall: float | None = None  # paced loop: when the next pass's first frame is due
         while True:
             sched = Schedule(fps, s.max_fps, start_wall)
             last_t = -math.inf
             loop_start = index
-            packets = container.demux(stream)
-            while True:
-                t_demux = time.perf_counter_ns()
-                packet = next(packets, None)
-                if packet is None:
-                    break
-                if self.stop.is_set():
-                    raise _Stopped
-                t_decode = time.perf_counter_ns()
-                frames = packet.decode()
-                self.ring.add_counts(decode_ns=time.perf_counter_ns() - (t_decode if s.is_live else t_demux))
-                for frame in frames:
-                    t = frame.time
-                    if t is None:
-                        t = (index - loop_start) / fps
-                    index += 1
-                    self.ring.add_counts(decoded=1)
-                    last_progress = time.monotonic()
-                    if t < last_t:
-                        sched.restart()
-                    last_t = t
-                    if not sched.keep(t):
-                        self.ring.add_counts(skipped=1)
+            frames = FramePass(container, stream, live=s.is_live, read_limit_s=s.read_limit_s,
+                               stall_timeout_s=s.stall_timeout_s, tag=self._tag(),
+                               after_packet=self._after_packet, cost=self._add_cost)
+            for frame in frames:
+                t = frame.time
+                if t is None:
+                    t = (index - loop_start) / fps
+                index += 1
+                self.ring.add_counts(decoded=1)
+                if t < last_t:
+                    sched.restart()
+                last_t = t
+                if not sched.keep(t):
+                    self.ring.add_counts(skipped=1)
+                    continue
+                if paced:
+                    delay = sched.delay(t, time.monotonic())
+                    if delay > 0:
+                        self._sleep(delay)
+                    elif sched.behind(delay):
+                        self.ring.add_counts(behind=1)
                         continue
-                    if paced:
-                        delay = sched.delay(t, time.monotonic())
-                        if delay > 0:
-                            self._sleep(delay)
-                        elif sched.behind(delay):
-                            self.ring.add_counts(behind=1)
-                            continue
-                    elif not self.ring.writable():
-                        if not self.ring.wait_writable(self.stop, self._beat):
-                            raise _Stopped
-                        last_progress = time.monotonic()  # waiting for the worker is no stall
-                    self._write(frame, index - 1, t)
-                self._beat()
-                if time.monotonic() - last_progress > s.stall_timeout_s:
-                    raise TimeoutError(f"stalled: no frame for {s.stall_timeout_s:g} s")
-            # end of input
+                elif not self.ring.writable() and not self.ring.wait_writable(self.stop, self._beat):
+                    raise _Stopped
+                self._write(frame, index - 1, t)
+            # end of the input, or of a file's readable data
             if s.is_live:
                 return "eof"
+            if frames.damage is not None and (not s.loop or frames.frames == 0):
+                raise SourceDamaged(frames.damage)
+            if frames.frames == 0:
+                raise SourceUnusable("no decodable video frame")
+            if frames.damage is not None and not self._damage_logged:
+                self._damage_logged = True
+                log.warning("%s: %s; looping from the start (logged once)", self._tag(), frames.damage)
             if not s.loop:
                 return "ended"
-            if index == loop_start:
-                raise EOFError("file has no decodable video frame")
             start_wall = sched.next_pass_wall(last_t, fps)
             try:
                 container.seek(0)
@@ -373,6 +359,10 @@ class CameraReader:
         self.ring.add_counts(decode_ns=time.perf_counter_ns() - t0)
         self.frames_written += 1
         self._session_frames += 1
+        if self._geometry is not None and src != self._geometry:
+            log.info("%s: resolution changed from %dx%d to %dx%d at frame %d", self._tag(), *self._geometry, *src,
+                     index)
+        self._geometry = src
         if self._session_frames == 1:
             self.ring.set_state("streaming")
             log.info("%s: streaming (%dx%d %s -> %dx%d %s, %s, %s range)", self._tag(), src[0], src[1],
@@ -391,6 +381,9 @@ class DecoderSpec:
     sources: list[CameraSource]
     ring_names: dict[str, str]
     start_gate: _EventLike | None = None
+    # camera -> shared double the supervisor sets on reload: the camera's max_fps (0 = no limit),
+    # applied live from the next frame; None = CameraSource.max_fps, fixed
+    live_max_fps: dict[str, Any] | None = None
 
 
 @dataclass

@@ -1,0 +1,76 @@
+"""One camera or file as the decoder reads it: URL, kind, timeouts and reconnect settings.
+
+Built by the supervisor from the config (picklable, frozen); :mod:`streamdet.pipeline.decode`
+reads it. No av import: the supervisor builds these without loading FFmpeg.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from streamdet.redact import redact_url
+
+__all__ = ["LIVE_SCHEMES", "CameraSource"]
+
+#: URL schemes read as live network streams (never paced, EOF = failure).
+LIVE_SCHEMES = frozenset({"rtsp", "rtsps", "rtmp", "rtmps", "rtp", "udp", "tcp", "srt", "http", "https"})
+_SOCKET_TIMEOUT_SCHEMES = frozenset({"http", "https", "tcp", "rtmp", "rtmps", "srt"})
+
+
+@dataclass(frozen=True)
+class CameraSource:
+    """One camera or file, with the decode, timeout and reconnect settings it is read with."""
+
+    camera_id: str
+    url: str
+    rtsp_transport: str = "tcp"
+    realtime: bool = True
+    loop: bool = False
+    max_fps: float | None = None
+    open_timeout_s: float = 10.0
+    read_timeout_s: float = 10.0
+    stall_timeout_s: float = 10.0
+    backoff_initial_s: float = 1.0
+    backoff_max_s: float = 30.0
+    backoff_jitter: float = 0.2
+    max_width: int = 1920
+    max_height: int = 1080
+    threads: int = 0  # FFmpeg decoding threads for this camera; 0 = FFmpeg's choice
+
+    @property
+    def redacted_url(self) -> str:
+        """The URL safe to log: userinfo hidden."""
+        return redact_url(self.url)
+
+    @property
+    def scheme(self) -> str:
+        """Lower-case URL scheme, or ``file`` for a plain path."""
+        scheme = urlsplit(self.url).scheme.lower()
+        return scheme if len(scheme) > 1 else "file"
+
+    @property
+    def is_live(self) -> bool:
+        """A network stream: paced by its sender; its end is a failure, not EOF."""
+        return self.scheme in LIVE_SCHEMES
+
+    @property
+    def lossless(self) -> bool:
+        """A file read as fast as possible: every frame is published (the ring's lossless mode)."""
+        return not self.is_live and not self.realtime
+
+    @property
+    def read_limit_s(self) -> float:
+        """Longest one blocking read may take: no data at all for this long is both a read
+        timeout and a stall, so the smaller of the two bounds it."""
+        return min(self.read_timeout_s, self.stall_timeout_s)
+
+    def open_options(self) -> dict[str, str]:
+        """FFmpeg demuxer options: RTSP transport, and a socket timeout (microseconds) as a
+        second guard behind PyAV's interrupt timeout."""
+        timeout_us = str(max(1, int(self.read_limit_s * 1e6)))
+        if self.scheme in ("rtsp", "rtsps"):
+            return {"rtsp_transport": self.rtsp_transport, "timeout": timeout_us}
+        if self.scheme in _SOCKET_TIMEOUT_SCHEMES:
+            return {"rw_timeout": timeout_us}
+        return {}
