@@ -138,6 +138,21 @@ def test_phase_from_the_stats_message_when_the_supervisor_has_none() -> None:
         assert _v(s, "streamdet_worker_phase", worker="worker-cpu", phase="serving") == 0
 
 
+def test_children_as_dicts_with_liveness() -> None:
+    children = {"worker-cpu": {"kind": "worker", "restarts": 3, "phase": "loading", "alive": True, "parked": False},
+                "decoder-door": {"kind": "decoder", "restarts": 0, "phase": None, "alive": False, "parked": True}}
+    with DaemonMetrics(children=lambda: children).start("127.0.0.1", 0) as m:
+        m.observe_stats(_stats(worker=_worker(1, phase="serving")))  # an older message: the supervisor knows better
+        _, s, _ = _scrape(m)
+    assert _v(s, "streamdet_child_restarts_total", child="worker-cpu") == 3
+    assert _v(s, "streamdet_child_up", child="worker-cpu") == 1
+    assert _v(s, "streamdet_child_up", child="decoder-door") == 0
+    assert _v(s, "streamdet_child_parked", child="decoder-door") == 1
+    assert _v(s, "streamdet_worker_phase", worker="worker-cpu", phase="loading") == 1
+    assert _v(s, "streamdet_worker_phase", worker="worker-cpu", phase="serving") == 0
+    assert ("streamdet_worker_phase", frozenset({("worker", "decoder-door"), ("phase", "loading")})) not in s
+
+
 def test_a_bad_camera_or_a_failing_source_spoils_nothing_else() -> None:
     def broken_rings() -> dict:
         raise OSError("ring closed")

@@ -31,10 +31,21 @@ T = TypeVar("T")
 
 @dataclass(frozen=True)
 class ChildInfo:
-    """What the supervisor tells the collector about one child process."""
+    """What the supervisor tells the collector about one child process (None: not known)."""
 
     restarts: int = 0
     phase: str | None = None  # workers: "loading", "warming_up" or "serving"; None for decoders
+    alive: bool | None = None
+    parked: bool | None = None  # given up on until a reload
+    kind: str | None = None  # "decoder" or "worker"
+
+    @classmethod
+    def of(cls, value: ChildInfo | Mapping[str, Any]) -> ChildInfo:
+        """A ChildInfo, or one made of a mapping with the same keys (unknown keys are ignored)."""
+        if isinstance(value, ChildInfo):
+            return value
+        return cls(restarts=int(value.get("restarts") or 0), phase=value.get("phase"), alive=value.get("alive"),
+                   parked=value.get("parked"), kind=value.get("kind"))
 
 
 class DaemonCollector:
@@ -42,13 +53,14 @@ class DaemonCollector:
 
     ``totals`` returns the stats totals; ``rings`` maps camera id -> RingStatus (``state``,
     ``frames_decoded``, ``frames_skipped``, ``frames_behind``, ``frames_converted``, ``decode_ns``,
-    ``reconnects``); ``children`` maps child name -> :class:`ChildInfo`; ``rejected`` counts the
-    CurveZMQ handshakes the publish proxy refused. Every source but ``totals`` is optional.
+    ``reconnects``); ``children`` maps child name -> :class:`ChildInfo` (or a dict of its fields);
+    ``rejected`` counts the CurveZMQ handshakes the publish proxy refused. Every source but
+    ``totals`` is optional.
     """
 
     def __init__(self, totals: Callable[[], TotalsSnapshot],
                  rings: Callable[[], Mapping[str, Any]] | None = None,
-                 children: Callable[[], Mapping[str, ChildInfo]] | None = None,
+                 children: Callable[[], Mapping[str, ChildInfo | Mapping[str, Any]]] | None = None,
                  rejected: Callable[[], int] | None = None) -> None:
         self.totals = totals
         self.rings = rings
@@ -69,6 +81,17 @@ class DaemonCollector:
         self._failed.discard(name)
         return value
 
+    def _children(self) -> dict[str, ChildInfo]:
+        out = {}
+        for name, value in dict(self._read("children", self.children, {})).items():
+            try:
+                out[str(name)] = ChildInfo.of(value)
+            except (TypeError, ValueError, AttributeError) as exc:
+                if f"child {name}" not in self._failed:
+                    self._failed.add(f"child {name}")
+                    log.warning("metrics: bad child info for %s: %s", name, exc)
+        return out
+
     def describe(self) -> list[Metric]:
         """Nothing to declare up front: the registry then never calls collect() at registration."""
         return []
@@ -76,7 +99,7 @@ class DaemonCollector:
     def collect(self) -> Iterator[Metric]:
         totals = self._read("stats totals", self.totals, TotalsSnapshot())
         rings = dict(self._read("ring status", self.rings, {}))
-        children = dict(self._read("children", self.children, {}))
+        children = self._children()
         families = [*_ring_families(rings, totals), *_camera_families(totals), *_worker_families(totals, children),
                     *_child_families(children)]
         if self.rejected is not None:
@@ -196,6 +219,13 @@ def _worker_families(totals: TotalsSnapshot, children: Mapping[str, ChildInfo]) 
 
 def _child_families(children: Mapping[str, ChildInfo]) -> list[Metric]:
     restarts = _counter("streamdet_child_restarts_total", "Restarts of a supervised child process", ["child"])
+    up = _gauge("streamdet_child_up", "1 while the child process is running", ["child"])
+    parked = _gauge("streamdet_child_parked", "1 while the supervisor has given up on the child (until a reload)",
+                    ["child"])
     for name, c in sorted(children.items()):
         restarts.add_metric([name], c.restarts)
-    return [restarts]
+        if c.alive is not None:
+            up.add_metric([name], 1.0 if c.alive else 0.0)
+        if c.parked is not None:
+            parked.add_metric([name], 1.0 if c.parked else 0.0)
+    return [restarts, up, parked]

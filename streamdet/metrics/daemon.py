@@ -21,7 +21,8 @@ class DaemonMetrics:
     """Everything the supervisor needs for ``/metrics``::
 
         m = DaemonMetrics(rings=lambda: {cam: ring.status() for cam, ring in rings.items()},
-                          children=lambda: {c.name: ChildInfo(c.restart_count, phase) for c in children},
+                          children=lambda: {c.name: ChildInfo(restarts=c.restart_count, phase=..., alive=...)
+                                            for c in children},   # or dicts with those keys
                           rejected=lambda: proxy.rejected_handshakes)
         m.start("127.0.0.1", 9108)   # port 0: an ephemeral port, read back from m.port
         m.observe_stats(msg)         # each stats message, from the thread that receives them
@@ -32,7 +33,7 @@ class DaemonMetrics:
     """
 
     def __init__(self, rings: Callable[[], Mapping[str, Any]] | None = None,
-                 children: Callable[[], Mapping[str, ChildInfo]] | None = None,
+                 children: Callable[[], Mapping[str, ChildInfo | Mapping[str, Any]]] | None = None,
                  rejected: Callable[[], int] | None = None) -> None:
         self.totals = StatsTotals()
         self.registry = CollectorRegistry(auto_describe=False)
