@@ -84,10 +84,19 @@ def _cmd_run(args: argparse.Namespace) -> int:
 def _cmd_subscribe(args: argparse.Namespace) -> int:
     from streamdet.client.subscriber import subscribe_main
 
+    if (args.server_key is None) != (args.client_key is None):
+        print("streamdet subscribe: --server-key and --client-key go together (CURVE needs both)", file=sys.stderr)
+        return EXIT_USAGE
     return subscribe_main(
         args.endpoint, args.camera or None, stats=args.stats, count=args.count, timeout=args.timeout,
-        summary=args.summary,
+        summary=args.summary, server_key=args.server_key, client_key=args.client_key,
     )
+
+
+def _cmd_keygen(args: argparse.Namespace) -> int:
+    from streamdet.keys import keygen_main
+
+    return keygen_main(args.dir, args.name, force=args.force)
 
 
 def _cmd_val(args: argparse.Namespace) -> int:
@@ -150,7 +159,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--summary", action="store_true", help="one human-readable line per message instead of JSON")
     p.add_argument("--count", type=int, help="exit after this many messages")
     p.add_argument("--timeout", type=float, help="exit with status 1 if no message arrives for this many seconds")
+    p.add_argument("--server-key", metavar="PATH", help="CURVE: the daemon's public key file (NAME.key)")
+    p.add_argument("--client-key", metavar="PATH", help="CURVE: this client's secret key file (NAME.key_secret)")
     p.set_defaults(func=_cmd_subscribe)
+
+    p = sub.add_parser("keygen", help="create a CURVE key pair: DIR/NAME.key (public), DIR/NAME.key_secret")
+    p.add_argument("dir", metavar="DIR", help="folder for the key files (created if missing)")
+    p.add_argument("name", metavar="NAME", help="key name, e.g. server or a client's name")
+    p.add_argument("--force", action="store_true", help="replace existing key files")
+    p.set_defaults(func=_cmd_keygen)
 
     p = sub.add_parser("detect", help="detect objects in image and video files (JSON lines)")
     _add_model_args(p, conf=0.25, iou=0.45)

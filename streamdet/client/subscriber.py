@@ -1,9 +1,11 @@
 """Receive streamdet messages: connect a SUB socket, subscribe exactly, yield validated dicts.
 
 Consumes the ZeroMQ multipart messages ``[topic, payload]`` published by the daemon (contract in
-docs/wire.md). Produces decoded message dicts (``Subscriber``) or JSON lines on stdout
-(``subscribe_main``, behind ``streamdet subscribe``). Runs in any subscriber process; imports only
-pyzmq, the standard library and ``streamdet.wire`` (never numpy or torch), so it starts fast.
+docs/wire.md), over CurveZMQ when given key files. Produces decoded message dicts
+(``Subscriber``) or JSON lines on stdout (``subscribe_main``, behind ``streamdet subscribe``).
+Runs in any subscriber process; imports only pyzmq, the standard library, ``streamdet.wire``,
+``streamdet.transport`` and ``streamdet.keys`` (never numpy, torch, pydantic or yaml), so it
+starts fast.
 """
 
 from __future__ import annotations
@@ -21,12 +23,10 @@ import zmq
 
 from streamdet import wire
 from streamdet.errors import StreamdetError, WireError
+from streamdet.transport import ContextHolder, CurveClientKeys, attach, configure_subscriber
 
 log = logging.getLogger(__name__)
 
-_MAX_MESSAGE_BYTES = 16 * 1024 * 1024  # far above any real message; guards against rogue peers
-_RECONNECT_IVL_MS = 100
-_RECONNECT_IVL_MAX_MS = 5000
 _WARN_FIRST = 10  # invalid messages logged one by one; after that, one warning per _WARN_EVERY
 _WARN_EVERY = 1000
 
@@ -38,7 +38,12 @@ class Subscriber:
     Iterate it (``for msg in sub:``) or call ``recv(timeout)``. Messages that break the contract
     are skipped with a logged warning and counted in ``invalid``; ``received`` counts good ones;
     ``lost`` counts messages missing from per-camera ``seq`` gaps seen by this subscriber.
-    Raises StreamdetError for a bad endpoint and WireError for a bad camera id.
+    With ``server_key`` (the daemon's public certificate, ``NAME.key``) and ``client_key`` (this
+    client's secret certificate, ``NAME.key_secret``, holding both its keys) the connection uses
+    CurveZMQ: encrypted, and admitted only if the daemon lists this client's public key. Both or
+    neither; a path that does not exist is looked up in ``$CREDENTIALS_DIRECTORY``.
+    ``context``: a ZeroMQ context to share; by default the Subscriber makes its own.
+    Raises StreamdetError for a bad endpoint or key file and WireError for a bad camera id.
     Not thread-safe: use one Subscriber per thread.
     """
 
@@ -49,7 +54,11 @@ class Subscriber:
         stats: bool = False,
         rcvhwm: int = 1000,
         context: zmq.Context | None = None,
+        *,
+        server_key: str | os.PathLike[str] | None = None,
+        client_key: str | os.PathLike[str] | None = None,
     ) -> None:
+        curve = client_curve_keys(server_key, client_key)
         if isinstance(cameras, str):
             cameras = [cameras]
         topics = [wire.DETECTIONS_PREFIX] if cameras is None else [wire.detection_topic(c) for c in cameras]
@@ -63,36 +72,18 @@ class Subscriber:
         self.invalid = 0
         self.lost = 0
         self._last_seq: dict[str, int] = {}
-        self._own_context = context is None
-        self._ctx = zmq.Context() if context is None else context
+        self.curve = curve is not None
+        self._ctx = ContextHolder(context)
         self._sock: zmq.Socket | None = None
         try:
             self._sock = self._ctx.socket(zmq.SUB)
-            self._configure(self._sock, endpoint, rcvhwm)
-            port = endpoint.rpartition(":")[2]
-            if endpoint.startswith("tcp://") and port.isdigit() and int(port) > 65535:
-                raise StreamdetError(f"cannot connect to {endpoint!r}: port {port} out of range")
-            try:
-                self._sock.connect(endpoint)
-            except zmq.ZMQError as exc:
-                raise StreamdetError(f"cannot connect to {endpoint!r}: {zmq.strerror(exc.errno)}") from exc
+            configure_subscriber(self._sock, endpoint, rcvhwm=rcvhwm, curve=curve)
+            attach(self._sock, endpoint, bind=False)
             for topic in self.topics:
                 self._sock.setsockopt(zmq.SUBSCRIBE, topic)
         except BaseException:
             self.close()
             raise
-
-    @staticmethod
-    def _configure(sock: zmq.Socket, endpoint: str, rcvhwm: int) -> None:
-        """Linger 0, bounded queue and message size, quick reconnects, TCP keepalive."""
-        sock.setsockopt(zmq.LINGER, 0)
-        sock.setsockopt(zmq.RCVHWM, rcvhwm)
-        sock.setsockopt(zmq.MAXMSGSIZE, _MAX_MESSAGE_BYTES)
-        sock.setsockopt(zmq.RECONNECT_IVL, _RECONNECT_IVL_MS)
-        sock.setsockopt(zmq.RECONNECT_IVL_MAX, _RECONNECT_IVL_MAX_MS)
-        if endpoint.startswith("tcp://"):
-            sock.setsockopt(zmq.IPV6, 1 if endpoint[len("tcp://") :].startswith("[") else 0)
-            sock.setsockopt(zmq.TCP_KEEPALIVE, 1)
 
     @property
     def closed(self) -> bool:
@@ -154,8 +145,7 @@ class Subscriber:
         if self._sock is not None:
             self._sock.close(linger=0)
             self._sock = None
-        if self._own_context and not self._ctx.closed:
-            self._ctx.term()
+        self._ctx.close()
 
     def __enter__(self) -> Subscriber:
         return self
@@ -164,6 +154,25 @@ class Subscriber:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.close()
+
+
+def client_curve_keys(
+    server_key: str | os.PathLike[str] | None, client_key: str | os.PathLike[str] | None
+) -> CurveClientKeys | None:
+    """The CURVE keys of a subscriber from its two certificate files, or None without them.
+
+    Raises StreamdetError when only one is given, and KeyFileError (naming the file) when one
+    cannot be read.
+    """
+    if server_key is None and client_key is None:
+        return None
+    if server_key is None or client_key is None:
+        given, missing = ("server_key", "client_key") if client_key is None else ("client_key", "server_key")
+        raise StreamdetError(f"{given} without {missing}: CURVE needs both the server's public key (.key) "
+                             "and this client's secret key (.key_secret)")
+    from streamdet.keys import load_client_keys
+
+    return load_client_keys(server_key, client_key)
 
 
 def _silence_stdout() -> None:
@@ -184,15 +193,18 @@ def subscribe_main(
     timeout: float | None = None,
     out: TextIO | None = None,
     summary: bool = False,
+    server_key: str | None = None,
+    client_key: str | None = None,
 ) -> int:
     """``streamdet subscribe``: print each message as one JSON line (flushed), return the exit status.
 
     With ``summary``, print one human-readable line per message instead (:func:`format_summary`).
+    ``server_key``/``client_key``: connect with CurveZMQ (see :class:`Subscriber`).
 
     Stops with 0 after ``count`` messages, on Ctrl-C, or when the reader goes away (broken pipe,
     e.g. ``| head``). ``timeout`` is the longest wait for the next message: when it passes
     without one, returns 1 with a hint on stderr. ``out`` defaults to ``sys.stdout``.
-    Raises StreamdetError (bad endpoint) or WireError (bad camera id).
+    Raises StreamdetError (bad endpoint or key file) or WireError (bad camera id).
     """
     if count is not None and count < 0:
         raise ValueError(f"count must be >= 0, got {count}")
@@ -201,11 +213,11 @@ def subscribe_main(
         cameras = [cameras] if isinstance(cameras, str) else list(cameras)
     printed = 0
     try:
-        with Subscriber(endpoint, cameras, stats=stats) as sub:
+        with Subscriber(endpoint, cameras, stats=stats, server_key=server_key, client_key=client_key) as sub:
             while count is None or printed < count:
                 msg = sub.recv(timeout)
                 if msg is None:
-                    _print_timeout_hint(endpoint, cameras, stats, timeout, printed)
+                    _print_timeout_hint(endpoint, cameras, stats, timeout, printed, sub.curve)
                     return 1
                 line = format_summary(msg) if summary else json.dumps(msg, separators=(",", ":"), ensure_ascii=False)
                 stream.write(line + "\n")
@@ -239,15 +251,17 @@ def format_summary(msg: dict[str, Any]) -> str:
 
 
 def _print_timeout_hint(
-    endpoint: str, cameras: list[str] | None, stats: bool, timeout: float | None, printed: int
+    endpoint: str, cameras: list[str] | None, stats: bool, timeout: float | None, printed: int, curve: bool = False
 ) -> None:
     """Tell the user on stderr what was waited for, and where, when nothing came."""
     parts = ["all cameras"] if cameras is None else ([f"camera(s) {', '.join(cameras)}"] if cameras else [])
     if stats:
         parts.append("stats")
     when = f"for {timeout:g} s after {printed} message(s)" if printed else f"within {timeout:g} s"
-    print(
-        f"streamdet subscribe: no message {when} from {endpoint} ({' and '.join(parts)}); "
-        "is the daemon running and publishing to this endpoint?",
-        file=sys.stderr,
-    )
+    hint = "is the daemon running and publishing to this endpoint?"
+    if not printed and curve:
+        hint += (" With CURVE: is --server-key the daemon's public key, and is this client's public key in the"
+                 " daemon's publish.curve.authorized_keys?")
+    elif not printed:
+        hint += " If the daemon uses CURVE, pass --server-key and --client-key."
+    print(f"streamdet subscribe: no message {when} from {endpoint} ({' and '.join(parts)}); {hint}", file=sys.stderr)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from types import TracebackType
 from typing import Any
 
@@ -23,49 +23,20 @@ import zmq
 
 from streamdet import wire
 from streamdet.errors import StreamdetError
+from streamdet.pipeline.capture import StatsCapture
+from streamdet.pipeline.handshakes import HandshakeGuard
+from streamdet.transport import (
+    ContextHolder,
+    CurveServerKeys,
+    attach,
+    configure_internal_xsub,
+    configure_public_xpub,
+    configure_publisher,
+)
 
 log = logging.getLogger(__name__)
 
-_TCP_KEEPALIVE_IDLE_S = 30
-_TCP_KEEPALIVE_INTVL_S = 10
-_TCP_KEEPALIVE_CNT = 3
-_MAX_SUBSCRIPTION_BYTES = 1024  # what a public subscriber may send us: subscriptions only
 _STOP_TIMEOUT_S = 5.0
-_CONTROL_ENDPOINT = "inproc://control"  # inproc names are per context; each proxy has its own
-
-
-def configure_socket(sock: zmq.Socket, endpoint: str, *, public: bool = False) -> None:
-    """Options every streamdet socket gets: linger 0, IPv6 iff the endpoint is a bracketed IPv6
-    address, and for a public TCP endpoint keepalive, so dead subscribers are noticed and freed."""
-    sock.setsockopt(zmq.LINGER, 0)
-    if endpoint.startswith("tcp://"):
-        sock.setsockopt(zmq.IPV6, 1 if endpoint[len("tcp://") :].startswith("[") else 0)
-        if public:
-            sock.setsockopt(zmq.TCP_KEEPALIVE, 1)
-            sock.setsockopt(zmq.TCP_KEEPALIVE_IDLE, _TCP_KEEPALIVE_IDLE_S)
-            sock.setsockopt(zmq.TCP_KEEPALIVE_INTVL, _TCP_KEEPALIVE_INTVL_S)
-            sock.setsockopt(zmq.TCP_KEEPALIVE_CNT, _TCP_KEEPALIVE_CNT)
-
-
-def _attach(sock: zmq.Socket, endpoint: str, bind: bool) -> None:
-    """Bind or connect, turning ZeroMQ's errors into a StreamdetError that names the endpoint."""
-    verb = "bind" if bind else "connect to"
-    port = endpoint.rpartition(":")[2]
-    if endpoint.startswith("tcp://") and port.isdigit() and int(port) > 65535:
-        raise StreamdetError(f"cannot {verb} {endpoint!r}: port {port} out of range")  # libzmq would wrap it
-    try:
-        if bind:
-            sock.bind(endpoint)
-        else:
-            sock.connect(endpoint)
-    except zmq.ZMQError as exc:
-        raise StreamdetError(f"cannot {verb} {endpoint!r}: {zmq.strerror(exc.errno)}") from exc
-
-
-def _last_endpoint(sock: zmq.Socket) -> str:
-    """The endpoint a socket last bound, with a wildcard port (``tcp://127.0.0.1:*``) resolved."""
-    value = sock.getsockopt(zmq.LAST_ENDPOINT)
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 class Publisher:
@@ -76,7 +47,8 @@ class Publisher:
     ``hwm`` messages are already queued it drops the message and counts it in ``dropped``.
     ``sent`` counts messages handed to ZeroMQ (including those no subscriber wanted).
     ``bound_endpoint`` is the endpoint actually bound (``bind=True``; a ``:*`` port resolved).
-    Not thread-safe: use one Publisher per thread.
+    ``context``: the process's ZeroMQ context; by default the Publisher makes its own and
+    terminates it on ``close``. Not thread-safe: use one Publisher per thread.
     """
 
     def __init__(
@@ -86,19 +58,14 @@ class Publisher:
         self.sent = 0
         self.dropped = 0
         self.bound_endpoint: str | None = None
-        self._own_context = context is None
-        self._ctx = zmq.Context() if context is None else context
+        self._ctx = ContextHolder(context)
         self._sock: zmq.Socket | None = None
         try:
             self._sock = self._ctx.socket(zmq.PUB)
-            configure_socket(self._sock, endpoint, public=bind)
-            self._sock.setsockopt(zmq.SNDHWM, hwm)
-            # A PUB silently discards at the high-water mark; NODROP makes it report EAGAIN
-            # instead, so that drops are counted. With NOBLOCK the send still never waits.
-            self._sock.setsockopt(zmq.XPUB_NODROP, 1)
-            _attach(self._sock, endpoint, bind)
+            configure_publisher(self._sock, endpoint, hwm=hwm, bind=bind)
+            resolved = attach(self._sock, endpoint, bind=bind)
             if bind:
-                self.bound_endpoint = _last_endpoint(self._sock)
+                self.bound_endpoint = resolved
         except BaseException:
             self.close()
             raise
@@ -129,8 +96,7 @@ class Publisher:
         if self._sock is not None:
             self._sock.close(linger=0)
             self._sock = None
-        if self._own_context and not self._ctx.closed:
-            self._ctx.term()
+        self._ctx.close()
 
     def __enter__(self) -> Publisher:
         return self
@@ -148,89 +114,148 @@ class PublishProxy:
     chosen by the supervisor) and XPUB on ``public_endpoint``, then forwards in a background
     thread. The XPUB send high-water mark is ``hwm`` per subscriber and the XPUB drops rather
     than waits, so a slow or absent subscriber loses messages and never blocks the workers.
-    ``stop()`` ends the thread through a control socket and releases both endpoints.
+    ``stop()`` ends the threads through a control socket and releases both endpoints.
     Bind errors raise StreamdetError naming the endpoint. ``bound_endpoint`` is the public endpoint
     actually bound once started (a ``tcp://host:*`` wildcard port resolved).
+
+    ``curve``: the XPUB becomes a CURVE server with these keys, and a ZAP handler in the same
+    context admits only the client public keys in ``curve.authorized``; any other client, or one
+    without CURVE, completes no handshake and receives nothing. ``rejected_handshakes`` counts
+    failed handshakes (with or without CURVE), which are also logged (rate-limited).
+    ``on_stats(message)``: called in the proxy's stats thread with every ``stats/`` message
+    forwarded (decoded and validated by ``streamdet.wire.decode``), read from the proxy's capture
+    socket; never with detections. ``context``: the process's ZeroMQ context; by default the
+    proxy makes its own and terminates it on ``stop``.
     """
 
-    def __init__(self, internal_endpoint: str, public_endpoint: str, hwm: int = 1000) -> None:
+    def __init__(
+        self,
+        internal_endpoint: str,
+        public_endpoint: str,
+        hwm: int = 1000,
+        *,
+        curve: CurveServerKeys | None = None,
+        on_stats: Callable[[dict[str, Any]], None] | None = None,
+        context: zmq.Context | None = None,
+    ) -> None:
         self.internal_endpoint = internal_endpoint
         self.public_endpoint = public_endpoint
         self.hwm = hwm
+        self.curve = curve
+        self.on_stats = on_stats
         self.error: BaseException | None = None
         self.bound_endpoint: str | None = None
-        self._ctx: zmq.Context | None = None
+        self._context = context
+        self._ctx: ContextHolder | None = None
         self._control: zmq.Socket | None = None
         self._thread: threading.Thread | None = None
+        self._guard: HandshakeGuard | None = None
+        self._capture: StatsCapture | None = None
+        self._rejected_before = 0  # handshakes rejected by earlier runs (start after stop)
+        self._guard_lock = threading.Lock()  # _guard and _rejected_before change together
 
     @property
     def running(self) -> bool:
         """True while the forwarding thread is alive."""
         return self._thread is not None and self._thread.is_alive()
 
+    @property
+    def rejected_handshakes(self) -> int:
+        """Subscriber handshakes that failed on the public endpoint: a key not authorized, a
+        client without CURVE, a handshake broken off (thread-safe)."""
+        with self._guard_lock:
+            return self._rejected_before + (self._guard.rejected if self._guard is not None else 0)
+
+    def set_authorized_keys(self, keys: frozenset[bytes]) -> None:
+        """Admit exactly these client public keys (Z85) from the next handshake on (CURVE only)."""
+        if self.curve is None:
+            raise StreamdetError("the publish proxy has no CURVE keys: nothing to authorize")
+        self.curve = CurveServerKeys(self.curve.public_key, self.curve.secret_key, frozenset(keys))
+        with self._guard_lock:
+            if self._guard is not None:
+                self._guard.set_authorized(self.curve.authorized)
+
     def start(self) -> PublishProxy:
         """Bind both endpoints and start forwarding; returns self."""
         if self._ctx is not None:
             raise StreamdetError("proxy already started")
-        ctx = zmq.Context()
+        holder = ContextHolder(self._context)
+        tag = f"{id(self):x}"  # inproc names are per context, which may be shared
+        guard = HandshakeGuard(holder.context, self.public_endpoint,
+                               None if self.curve is None else self.curve.authorized)
+        capture = None if self.on_stats is None else StatsCapture(
+            holder.context, f"inproc://streamdet-capture-{tag}", self.on_stats)
         sockets: list[zmq.Socket] = []
         try:
-            xsub = ctx.socket(zmq.XSUB)
+            xsub = holder.socket(zmq.XSUB)
             sockets.append(xsub)
-            configure_socket(xsub, self.internal_endpoint)
-            xsub.setsockopt(zmq.RCVHWM, self.hwm)
-            _attach(xsub, self.internal_endpoint, bind=True)
+            configure_internal_xsub(xsub, self.internal_endpoint, hwm=self.hwm)
+            attach(xsub, self.internal_endpoint, bind=True)
 
-            xpub = ctx.socket(zmq.XPUB)
+            xpub = holder.socket(zmq.XPUB)
             sockets.append(xpub)
-            configure_socket(xpub, self.public_endpoint, public=True)
-            xpub.setsockopt(zmq.SNDHWM, self.hwm)
-            xpub.setsockopt(zmq.MAXMSGSIZE, _MAX_SUBSCRIPTION_BYTES)
-            _attach(xpub, self.public_endpoint, bind=True)
-            bound = _last_endpoint(xpub)
+            configure_public_xpub(xpub, self.public_endpoint, hwm=self.hwm, curve=self.curve)
+            guard.open(xpub)  # ZAP handler and monitor exist before the first peer can connect
+            bound = attach(xpub, self.public_endpoint, bind=True)
+            guard.endpoint = bound  # log lines name the port actually bound
 
-            control_in = ctx.socket(zmq.PAIR)
+            capture_pub = capture.open() if capture is not None else None
+            if capture_pub is not None:
+                sockets.append(capture_pub)
+            control_in = holder.socket(zmq.PAIR)
             sockets.append(control_in)
-            control_in.setsockopt(zmq.LINGER, 0)
-            control_in.bind(_CONTROL_ENDPOINT)
-            control_out = ctx.socket(zmq.PAIR)
+            control_in.bind(f"inproc://streamdet-control-{tag}")
+            control_out = holder.socket(zmq.PAIR)
             sockets.append(control_out)
-            control_out.setsockopt(zmq.LINGER, 0)
-            control_out.connect(_CONTROL_ENDPOINT)
+            control_out.connect(f"inproc://streamdet-control-{tag}")
         except BaseException:
             for sock in sockets:
                 sock.close(linger=0)
-            ctx.term()
+            guard.join(0)
+            if capture is not None:
+                capture.stop(0)
+            holder.close()
             raise
-        self._ctx, self._control, self.bound_endpoint = ctx, control_out, bound
-        # The three proxy sockets move to the thread; this thread keeps only control_out.
+        self._ctx, self._control, self.bound_endpoint, self._capture = holder, control_out, bound, capture
+        with self._guard_lock:
+            self._guard = guard
+        guard.start()
+        if capture is not None:
+            capture.start()
+        # The proxy sockets move to the forwarding thread; this thread keeps only control_out.
         self._thread = threading.Thread(
-            target=self._forward, args=(xsub, xpub, control_in), name="streamdet-publish-proxy", daemon=True
+            target=self._forward, args=(xsub, xpub, capture_pub, control_in, guard),
+            name="streamdet-publish-proxy", daemon=True,
         )
         self._thread.start()
-        log.info("publish proxy: %s -> %s (hwm %d)", self.internal_endpoint, self.public_endpoint, self.hwm)
+        log.info("publish proxy: %s -> %s (hwm %d%s)", self.internal_endpoint, self.public_endpoint, self.hwm,
+                 f", CURVE, {len(self.curve.authorized)} client keys" if self.curve is not None else "")
         return self
 
-    def _forward(self, xsub: zmq.Socket, xpub: zmq.Socket, control: zmq.Socket) -> None:
+    def _forward(self, xsub: zmq.Socket, xpub: zmq.Socket, capture: zmq.Socket | None, control: zmq.Socket,
+                 guard: HandshakeGuard) -> None:
         """Thread body: forward until TERMINATE arrives on the control socket, then close."""
         try:
-            zmq.proxy_steerable(xsub, xpub, None, control)
+            zmq.proxy_steerable(xsub, xpub, capture, control)
         except zmq.ContextTerminated:
             pass
         except Exception as exc:  # recorded for the supervisor; the thread must not die silently
             self.error = exc
             log.error("publish proxy stopped: %s", exc)
         finally:
-            for sock in (xsub, xpub, control):
-                sock.close(linger=0)
+            for sock in (xsub, xpub, capture, control):
+                if sock is not None:
+                    sock.close(linger=0)
+            guard.xpub_closed()
 
     def stop(self) -> None:
         """Stop forwarding and unbind both endpoints (the port is free when this returns). Idempotent."""
         if self._ctx is None:
             return
-        thread, control, ctx = self._thread, self._control, self._ctx
-        self._thread, self._control, self._ctx = None, None, None
-        assert thread is not None and control is not None
+        thread, control, holder = self._thread, self._control, self._ctx
+        guard, capture = self._guard, self._capture
+        self._thread, self._control, self._ctx, self._capture = None, None, None, None
+        assert thread is not None and control is not None and guard is not None
         if thread.is_alive():
             try:
                 control.send(b"TERMINATE", flags=zmq.NOBLOCK)
@@ -238,10 +263,16 @@ class PublishProxy:
                 log.warning("publish proxy: cannot send TERMINATE: %s", exc)
             thread.join(_STOP_TIMEOUT_S)
         control.close(linger=0)
-        if thread.is_alive():
-            log.error("publish proxy thread did not stop within %.0f s; leaving its sockets open", _STOP_TIMEOUT_S)
+        # the guard ends after the monitor's last event, i.e. once the XPUB's listener is closed
+        stopped = not thread.is_alive() and guard.join(_STOP_TIMEOUT_S)
+        stopped = (capture is None or capture.stop(_STOP_TIMEOUT_S)) and stopped
+        with self._guard_lock:
+            self._rejected_before += guard.rejected
+            self._guard = None
+        if not stopped:
+            log.error("publish proxy threads did not stop within %.0f s; leaving their sockets open", _STOP_TIMEOUT_S)
             return
-        ctx.term()  # returns once every socket is closed, i.e. both endpoints are unbound
+        holder.close()  # an own context: returns once every socket is closed, both endpoints unbound
 
     def __enter__(self) -> PublishProxy:
         return self.start()

@@ -1,0 +1,272 @@
+"""CurveZMQ keys: create key pairs, load certificates (also from systemd credentials), check them.
+
+Consumes certificate files in pyzmq's ``zmq.auth`` format: ``NAME.key`` holds a public key,
+``NAME.key_secret`` the public and the secret key. Produces the key sets of
+``streamdet.transport`` (``CurveServerKeys`` for the daemon's public socket, ``CurveClientKeys``
+for a subscriber). Used by ``streamdet keygen``, the supervisor, ``streamdet check`` and clients,
+so it imports only pyzmq and the standard library.
+
+A configured path that does not exist as given is looked up by its file name in
+``$CREDENTIALS_DIRECTORY`` (systemd ``LoadCredential=``); a directory of client keys loaded with
+``LoadCredential=clients:/etc/streamdet/clients`` appears there as ``clients_<file>``. Errors name
+the path, never a key; secret keys never reach a log line, a message or a ``repr``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import stat
+import sys
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, TextIO
+
+from streamdet.errors import StreamdetError
+from streamdet.transport import CurveClientKeys, CurveServerKeys
+
+log = logging.getLogger(__name__)
+
+PUBLIC_SUFFIX = ".key"
+SECRET_SUFFIX = ".key_secret"
+CREDENTIALS_ENV = "CREDENTIALS_DIRECTORY"
+_Z85_ALPHABET = frozenset(b"0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ.-:+=^!/*?&<>()[]{}@%$#")
+_KEY_LEN = 40  # a 32-byte CURVE key in Z85
+
+
+class KeyFileError(StreamdetError):
+    """A key or certificate file is missing, unreadable or malformed; the message names the file."""
+
+
+# -- keygen -------------------------------------------------------------------------------------
+def keygen(directory: str | os.PathLike[str], name: str, *, force: bool = False) -> tuple[Path, Path]:
+    """Write ``DIR/NAME.key`` (public) and ``DIR/NAME.key_secret`` (mode 0600); returns both paths.
+
+    The directory is created if needed. Existing files are refused unless ``force``. The pair is
+    written in a private temporary directory first and then moved into place, so the secret file
+    is never readable by others, not even for a moment.
+    """
+    if not name or name in (".", "..") or "/" in name or "\0" in name:
+        raise KeyFileError(f"invalid key name {name!r}: use a plain file name such as 'server' or 'alice'")
+    folder = Path(directory)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise KeyFileError(f"cannot create {folder}: {exc.strerror}") from exc
+    targets = (folder / f"{name}{PUBLIC_SUFFIX}", folder / f"{name}{SECRET_SUFFIX}")
+    existing = [str(t) for t in targets if t.exists() or t.is_symlink()]
+    if existing and not force:
+        raise KeyFileError(f"refusing to overwrite {' and '.join(existing)} (use --force to replace)")
+    from zmq.auth import create_certificates
+
+    scratch = Path(tempfile.mkdtemp(prefix=".keygen-", dir=folder))  # mode 0700
+    placed: list[Path] = []
+    try:
+        public, secret = (Path(p) for p in create_certificates(scratch, name))
+        public.chmod(0o644)
+        secret.chmod(0o600)
+        for source, target in zip((public, secret), targets, strict=True):
+            if force:
+                os.replace(source, target)
+            else:
+                os.link(source, target)  # fails if the name appeared meanwhile: never clobbers
+            placed.append(target)
+    except FileExistsError as exc:
+        for path in placed:
+            path.unlink(missing_ok=True)
+        raise KeyFileError(f"refusing to overwrite {exc.filename} (use --force to replace)") from None
+    except OSError as exc:
+        for path in placed:
+            path.unlink(missing_ok=True)
+        raise KeyFileError(f"cannot write keys into {folder}: {exc.strerror}") from exc
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return targets
+
+
+def keygen_main(directory: str, name: str, force: bool = False, out: TextIO | None = None) -> int:
+    """``streamdet keygen DIR NAME``: create the pair and print where it is (never the secret)."""
+    public, secret = keygen(directory, name, force=force)
+    stream = sys.stdout if out is None else out
+    stream.write(
+        f"public key:  {public}\n"
+        f"secret key:  {secret}  (mode 0600: keep it private)\n"
+        "A server's .key goes to its clients (streamdet subscribe --server-key); a client's .key goes\n"
+        "into the server's publish.curve.authorized_keys directory.\n"
+    )
+    return 0
+
+
+# -- locating files -----------------------------------------------------------------------------
+def _credentials_dir(env: Mapping[str, str] | None) -> Path | None:
+    value = (os.environ if env is None else env).get(CREDENTIALS_ENV)
+    return Path(value) if value else None
+
+
+def locate_file(path: str | os.PathLike[str], what: str, env: Mapping[str, str] | None = None) -> Path:
+    """``path`` if it exists, else ``$CREDENTIALS_DIRECTORY/<file name>`` if that exists.
+
+    Raises KeyFileError naming ``what``, the path and where else it was looked for.
+    """
+    given = Path(path)
+    if given.exists():
+        return given
+    creds = _credentials_dir(env)
+    if creds is not None:
+        candidate = creds / given.name
+        if candidate.exists():
+            return candidate
+        raise KeyFileError(f"{what} {given}: no such file (nor {candidate} in ${CREDENTIALS_ENV})")
+    raise KeyFileError(f"{what} {given}: no such file")
+
+
+def locate_public_keys(directory: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> list[Path]:
+    """The ``*.key`` files of a directory of client certificates, sorted.
+
+    When the directory does not exist and ``$CREDENTIALS_DIRECTORY`` is set, the files
+    ``<directory name>_*.key`` there (systemd's names for a directory loaded as one credential).
+    """
+    given = Path(directory)
+    if given.is_dir():
+        return sorted(p for p in given.glob(f"*{PUBLIC_SUFFIX}") if p.is_file())
+    if given.exists():
+        raise KeyFileError(f"authorized_keys {given}: not a directory")
+    creds = _credentials_dir(env)
+    prefix = given.name.rstrip("/")
+    if creds is not None and creds.is_dir():
+        found = sorted(p for p in creds.glob(f"{prefix}_*{PUBLIC_SUFFIX}") if p.is_file())
+        if found:
+            return found
+        raise KeyFileError(
+            f"authorized_keys {given}: no such directory (nor {prefix}_*{PUBLIC_SUFFIX} in ${CREDENTIALS_ENV})"
+        )
+    raise KeyFileError(f"authorized_keys {given}: no such directory")
+
+
+# -- reading certificates -----------------------------------------------------------------------
+def _valid_key(value: bytes | None) -> bool:
+    return value is not None and len(value) == _KEY_LEN and set(value) <= _Z85_ALPHABET
+
+
+def read_certificate(path: Path, what: str, *, secret: bool) -> tuple[bytes, bytes | None]:
+    """(public key, secret key or None) of a certificate file, both Z85; errors name the file only."""
+    from zmq.auth import load_certificate
+
+    if path.is_dir():
+        raise KeyFileError(f"{what} {path}: is a directory, expected a certificate file")
+    try:
+        public, secret_key = load_certificate(path)
+    except PermissionError:
+        raise KeyFileError(f"{what} {path}: permission denied") from None
+    except OSError as exc:
+        raise KeyFileError(f"{what} {path}: cannot read it: {exc.strerror or exc}") from None
+    except ValueError:
+        raise KeyFileError(f"{what} {path}: not a ZeroMQ certificate (no public-key line)") from None
+    if not _valid_key(public):
+        raise KeyFileError(f"{what} {path}: the public key is not a 40-character Z85 key")
+    if secret:
+        if secret_key is None:
+            raise KeyFileError(f"{what} {path}: has no secret key (the .key_secret file is needed, not the .key)")
+        if not _valid_key(secret_key):
+            raise KeyFileError(f"{what} {path}: the secret key is not a 40-character Z85 key")
+    return public, secret_key
+
+
+def exposed_mode(path: Path) -> str | None:
+    """A problem line if a secret file is readable or writable by group or others, else None."""
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return None
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        return f"{path} is accessible to other users (mode {stat.S_IMODE(mode):04o}); chmod 600 it"
+    return None
+
+
+def _read_secret(path: str | os.PathLike[str], what: str, env: Mapping[str, str] | None) -> tuple[bytes, bytes]:
+    found = locate_file(path, what, env)
+    public, secret = read_certificate(found, what, secret=True)
+    warning = exposed_mode(found)
+    if warning:
+        log.warning("%s: %s", what, warning)
+    assert secret is not None
+    return public, secret
+
+
+def load_authorized_keys(directory: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> frozenset[bytes]:
+    """The Z85 public keys of every ``*.key`` certificate in ``directory`` (may be empty)."""
+    return frozenset(read_certificate(p, "client key", secret=False)[0] for p in locate_public_keys(directory, env))
+
+
+def load_server_keys(
+    server_secret_key: str | os.PathLike[str],
+    authorized_keys: str | os.PathLike[str],
+    env: Mapping[str, str] | None = None,
+) -> CurveServerKeys:
+    """The daemon's key pair (from its ``.key_secret``) and the client keys it admits.
+
+    An empty ``authorized_keys`` directory is allowed (every subscriber is refused) and warned about.
+    """
+    public, secret = _read_secret(server_secret_key, "server secret key", env)
+    authorized = load_authorized_keys(authorized_keys, env)
+    if not authorized:
+        log.warning("no client keys (*.key) in %s: every subscriber will be refused", authorized_keys)
+    return CurveServerKeys(public_key=public, secret_key=secret, authorized=authorized)
+
+
+def load_client_keys(
+    server_key: str | os.PathLike[str],
+    client_key: str | os.PathLike[str],
+    env: Mapping[str, str] | None = None,
+) -> CurveClientKeys:
+    """A subscriber's keys: the server's public key (its ``.key``; a ``.key_secret`` works too)
+    and the client's own pair (its ``.key_secret``)."""
+    server_public, _ = read_certificate(locate_file(server_key, "server key", env), "server key", secret=False)
+    public, secret = _read_secret(client_key, "client key", env)
+    return CurveClientKeys(server_key=server_public, public_key=public, secret_key=secret)
+
+
+# -- configuration ------------------------------------------------------------------------------
+def server_keys_from_config(config: Any, env: Mapping[str, str] | None = None) -> CurveServerKeys | None:
+    """``load_server_keys`` for ``config.publish.curve``, or None when CURVE is not configured."""
+    curve = getattr(config.publish, "curve", None)
+    if curve is None:
+        return None
+    return load_server_keys(curve.server_secret_key, curve.authorized_keys, env)
+
+
+def check_curve(config: Any, env: Mapping[str, str] | None = None) -> list[str]:
+    """Problems with ``config.publish.curve``'s files, one line each (empty: fine or not configured).
+
+    For ``streamdet check``: a missing or malformed server certificate, a secret readable by
+    other users, a missing or empty ``authorized_keys`` directory, a malformed client certificate.
+    """
+    curve = getattr(config.publish, "curve", None)
+    if curve is None:
+        return []
+    problems: list[str] = []
+    try:
+        found = locate_file(curve.server_secret_key, "server secret key", env)
+        read_certificate(found, "server secret key", secret=True)
+        warning = exposed_mode(found)
+        if warning:
+            problems.append(f"publish.curve.server_secret_key: {warning}")
+    except KeyFileError as exc:
+        problems.append(f"publish.curve.server_secret_key: {exc}")
+    try:
+        files = locate_public_keys(curve.authorized_keys, env)
+        if not files:
+            problems.append(
+                f"publish.curve.authorized_keys: no client keys (*{PUBLIC_SUFFIX}) in {curve.authorized_keys}: "
+                "every subscriber would be refused"
+            )
+        for path in files:
+            try:
+                read_certificate(path, "client key", secret=False)
+            except KeyFileError as exc:
+                problems.append(f"publish.curve.authorized_keys: {exc}")
+    except KeyFileError as exc:
+        problems.append(f"publish.curve.authorized_keys: {exc}")
+    return problems
