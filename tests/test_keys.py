@@ -1,0 +1,192 @@
+"""Key pairs and certificates: keygen's files, loading with errors that name files (never keys),
+systemd credentials, check_curve, and ``streamdet keygen`` on the command line."""
+
+from __future__ import annotations
+
+import io
+import logging
+import stat
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import zmq
+from zmq.auth import load_certificate
+
+from streamdet import cli
+from streamdet.keys import (
+    KeyFileError,
+    check_curve,
+    keygen,
+    keygen_main,
+    load_authorized_keys,
+    load_client_keys,
+    load_server_keys,
+)
+from tests.helpers.curve import make_keys
+
+
+def curve_config(secret: Path, authorized: Path) -> SimpleNamespace:
+    """The part of a Config that keys.py reads."""
+    return SimpleNamespace(publish=SimpleNamespace(curve=SimpleNamespace(server_secret_key=secret,
+                                                                         authorized_keys=authorized)))
+
+
+def test_keygen_writes_a_zmq_auth_certificate_pair(tmp_path: Path) -> None:
+    public, secret = keygen(tmp_path / "new" / "dir", "server")
+    assert public == tmp_path / "new" / "dir" / "server.key"
+    assert secret == tmp_path / "new" / "dir" / "server.key_secret"
+    pub_key, no_secret = load_certificate(public)
+    pub_again, secret_key = load_certificate(secret)
+    assert no_secret is None and "secret-key" not in public.read_text()
+    assert secret_key is not None and pub_again == pub_key
+    assert zmq.curve_public(secret_key) == pub_key  # a real key pair
+    assert stat.S_IMODE(secret.stat().st_mode) == 0o600
+    assert stat.S_IMODE(public.stat().st_mode) == 0o644
+    assert sorted(p.name for p in public.parent.iterdir()) == ["server.key", "server.key_secret"]  # no scratch left
+
+
+def test_keygen_refuses_to_overwrite_unless_forced(tmp_path: Path) -> None:
+    public, secret = keygen(tmp_path, "alice")
+    before = (public.read_bytes(), secret.read_bytes())
+    with pytest.raises(KeyFileError, match="refusing to overwrite .*alice.key.*--force"):
+        keygen(tmp_path, "alice")
+    assert (public.read_bytes(), secret.read_bytes()) == before
+    secret.unlink()  # one of the two still there is enough to refuse
+    with pytest.raises(KeyFileError, match="refusing to overwrite"):
+        keygen(tmp_path, "alice")
+    assert not secret.exists()
+    keygen(tmp_path, "alice", force=True)
+    assert public.read_bytes() != before[0] and stat.S_IMODE(secret.stat().st_mode) == 0o600
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["alice.key", "alice.key_secret"]
+
+
+@pytest.mark.parametrize("name", ["", ".", "..", "a/b"])
+def test_keygen_rejects_bad_names(tmp_path: Path, name: str) -> None:
+    with pytest.raises(KeyFileError, match="invalid key name"):
+        keygen(tmp_path, name)
+
+
+def test_keygen_main_prints_paths_never_the_secret(tmp_path: Path) -> None:
+    out = io.StringIO()
+    assert keygen_main(str(tmp_path), "server", out=out) == 0
+    secret = load_certificate(tmp_path / "server.key_secret")[1]
+    assert secret is not None
+    text = out.getvalue()
+    assert str(tmp_path / "server.key") in text and str(tmp_path / "server.key_secret") in text
+    assert secret.decode() not in text
+
+
+def test_cli_keygen(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["keygen", str(tmp_path / "k"), "server"]) == 0
+    secret = load_certificate(tmp_path / "k" / "server.key_secret")[1]
+    assert secret is not None
+    first = capsys.readouterr()
+    assert "server.key_secret" in first.out and secret.decode() not in first.out + first.err
+    assert cli.main(["keygen", str(tmp_path / "k"), "server"]) == 1
+    assert "refusing to overwrite" in capsys.readouterr().err
+    assert cli.main(["keygen", "--force", str(tmp_path / "k"), "server"]) == 0
+    assert load_certificate(tmp_path / "k" / "server.key_secret")[1] != secret
+
+
+def test_load_server_and_client_keys(tmp_path: Path) -> None:
+    keys = make_keys(tmp_path)
+    server = load_server_keys(keys.server_secret, keys.authorized_dir)
+    assert server.public_key == load_certificate(keys.server_public)[0]
+    assert server.authorized == {load_certificate(keys.alice_public)[0]}
+    client = load_client_keys(keys.server_public, keys.alice_secret)
+    assert client.server_key == server.public_key
+    assert client.public_key == load_certificate(keys.alice_public)[0]
+    for secret in keys.secrets():
+        assert secret not in repr(server) and secret not in repr(client)
+
+
+def test_load_errors_name_the_file_not_the_key(tmp_path: Path) -> None:
+    keys = make_keys(tmp_path)
+    with pytest.raises(KeyFileError, match=r"client key .*missing.key_secret: no such file"):
+        load_client_keys(keys.server_public, tmp_path / "missing.key_secret")
+    with pytest.raises(KeyFileError, match=r"alice.key: has no secret key"):
+        load_client_keys(keys.server_public, keys.alice_public)  # the public half given by mistake
+    with pytest.raises(KeyFileError, match="is a directory"):
+        load_client_keys(tmp_path, keys.alice_secret)
+    garbage = tmp_path / "garbage.key_secret"
+    garbage.write_bytes(b"\x00\x01 not a certificate")
+    with pytest.raises(KeyFileError, match="not a ZeroMQ certificate"):
+        load_client_keys(keys.server_public, garbage)
+    short = tmp_path / "short.key_secret"
+    secret = keys.secrets()[1]
+    short.write_text(f'curve\n    public-key = "{"x" * 40}"\n    secret-key = "{secret[:-1]}"\n')
+    with pytest.raises(KeyFileError, match="secret key is not a 40-character Z85 key") as info:
+        load_client_keys(keys.server_public, short)
+    assert secret[:-1] not in str(info.value)
+    with pytest.raises(KeyFileError, match=r"authorized_keys .*nowhere: no such directory"):
+        load_server_keys(keys.server_secret, tmp_path / "nowhere")
+    with pytest.raises(KeyFileError, match="not a directory"):
+        load_server_keys(keys.server_secret, keys.alice_public)
+
+
+def test_credentials_directory_supplies_missing_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    keys = make_keys(tmp_path / "src")
+    creds = tmp_path / "credentials"  # as systemd fills it: LoadCredential=server.key_secret:... and
+    creds.mkdir()                     # LoadCredential=clients:/etc/streamdet/clients (a directory)
+    (creds / "server.key_secret").write_bytes(keys.server_secret.read_bytes())
+    (creds / "clients_alice.key").write_bytes(keys.alice_public.read_bytes())
+    configured_secret = tmp_path / "etc" / "keys" / "server.key_secret"  # not there
+    configured_dir = tmp_path / "etc" / "keys" / "clients"
+    monkeypatch.delenv("CREDENTIALS_DIRECTORY", raising=False)
+    with pytest.raises(KeyFileError, match=r"server secret key .*etc/keys/server.key_secret: no such file$"):
+        load_server_keys(configured_secret, configured_dir)
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(creds))
+    server = load_server_keys(configured_secret, configured_dir)
+    assert server.public_key == load_certificate(keys.server_public)[0]
+    assert server.authorized == {load_certificate(keys.alice_public)[0]}
+    # an explicit env mapping works the same, and a missing name says where it was looked for
+    looked = r"no such file \(nor .*credentials/other.key_secret in \$CREDENTIALS_DIRECTORY\)"
+    with pytest.raises(KeyFileError, match=looked):
+        load_server_keys(tmp_path / "other.key_secret", configured_dir, env={"CREDENTIALS_DIRECTORY": str(creds)})
+    with pytest.raises(KeyFileError, match=r"nor others_\*.key in \$CREDENTIALS_DIRECTORY"):
+        load_authorized_keys(tmp_path / "others", env={"CREDENTIALS_DIRECTORY": str(creds)})
+    # a path that exists as given wins over the credentials directory
+    assert load_authorized_keys(keys.authorized_dir) == server.authorized
+
+
+def test_exposed_secret_is_warned_about(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    keys = make_keys(tmp_path)
+    keys.server_secret.chmod(0o644)
+    caplog.set_level(logging.DEBUG)
+    load_server_keys(keys.server_secret, keys.authorized_dir)
+    assert "accessible to other users (mode 0644)" in caplog.text
+    for secret in keys.secrets():
+        assert secret not in caplog.text
+
+
+def test_empty_authorized_directory_is_allowed_and_warned(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    keys = make_keys(tmp_path)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    server = load_server_keys(keys.server_secret, empty)
+    assert server.authorized == frozenset()
+    assert "every subscriber will be refused" in caplog.text
+
+
+def test_check_curve(tmp_path: Path) -> None:
+    keys = make_keys(tmp_path)
+    assert check_curve(SimpleNamespace(publish=SimpleNamespace(curve=None))) == []
+    assert check_curve(curve_config(keys.server_secret, keys.authorized_dir)) == []
+    problems = check_curve(curve_config(tmp_path / "nope.key_secret", tmp_path / "nodir"), env={})
+    assert len(problems) == 2
+    assert problems[0].startswith("publish.curve.server_secret_key: ")
+    assert "nope.key_secret: no such file" in problems[0]
+    assert problems[1].startswith("publish.curve.authorized_keys: ") and "nodir: no such directory" in problems[1]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "bad.key").write_text("nothing here\n")
+    keys.server_secret.chmod(0o640)
+    problems = check_curve(curve_config(keys.server_secret, empty))
+    assert any("mode 0640" in p for p in problems)
+    assert any("bad.key: not a ZeroMQ certificate" in p for p in problems)
+    (empty / "bad.key").unlink()
+    assert any("every subscriber would be refused" in p for p in check_curve(curve_config(keys.server_secret, empty)))
+    problems = check_curve(curve_config(keys.alice_public, keys.authorized_dir))  # public half configured
+    assert problems == [f"publish.curve.server_secret_key: server secret key {keys.alice_public}: has no secret key "
+                        "(the .key_secret file is needed, not the .key)"]
