@@ -21,12 +21,17 @@ clients that retry (ours do) are unaffected, and tests/helpers/rtsp.py waits 0.3
 readiness DESCRIBE.
 
 Prints ``READY rtsp://127.0.0.1:PORT`` on stdout once listening. Exits on SIGTERM/SIGINT, after
-``--max-seconds``, and when its parent process dies (so a crashed test never leaves it behind).
+``--max-seconds``, and when its parent process dies (so a crashed test never leaves it behind):
+it polls its parent, and on Linux also asks the kernel to SIGKILL it when the parent dies, which
+also reaches a server that a test froze with SIGSTOP (the kernel's rule: when the parent
+*thread* that started it exits, so start it from a thread that outlives it).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import ctypes
 import os
 import signal
 import sys
@@ -113,6 +118,12 @@ class LoopingFactory(GstRtspServer.RTSPMediaFactory):
         feeder.attach(media.get_element().get_by_name("src"))
 
 
+def die_with_parent() -> None:
+    """Linux: SIGKILL this process when its parent dies (PR_SET_PDEATHSIG); best effort."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, required=True)
@@ -120,6 +131,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="mount point (e.g. /cam) and the MP4 file it serves; repeatable")
     parser.add_argument("--max-seconds", type=float, default=600.0, help="exit after this long")
     args = parser.parse_args(argv)
+    die_with_parent()
 
     Gst.init(None)
     server = GstRtspServer.RTSPServer()

@@ -5,6 +5,13 @@
     url = server.url("/cam")  # rtsp://127.0.0.1:PORT/cam
     server.stop()             # SIGTERM (kill if needed): clients see the connection drop
     server.start()            # again, same port (reconnect tests)
+    server.pause()            # SIGSTOP: a frozen server (connections stay open, nothing is sent)
+    server.resume()           # SIGCONT
+    server.kill()             # SIGKILL: a crashed server (the kernel closes its connections)
+
+``files`` may be changed between a stop and a start (a camera restarted with another clip,
+e.g. another resolution). A server started with ``port=free_port()`` has its URL before it
+runs (a camera unreachable at start).
 
 Use it as a context manager or call ``stop()``; it is also killed when the test process exits,
 and the server exits by itself when its parent dies or after ``max_seconds``.
@@ -16,6 +23,7 @@ from __future__ import annotations
 
 import os
 import select
+import signal
 import socket
 import subprocess
 import tempfile
@@ -91,6 +99,7 @@ class RtspServer:
         self.proc: subprocess.Popen | None = None
         self._log = tempfile.TemporaryFile(prefix="rtsp_server_")  # noqa: SIM115 - lives with self
         self._finalizer: weakref.finalize | None = None
+        self.paused = False
 
     def url(self, mount: str) -> str:
         """rtsp:// URL of a mount (the port is fixed at the first start)."""
@@ -161,12 +170,38 @@ class RtspServer:
                 return False
         return False
 
+    def pause(self) -> None:
+        """SIGSTOP the server: it keeps its connections open and sends nothing (a frozen camera)."""
+        self._signal(signal.SIGSTOP)
+        self.paused = True
+
+    def resume(self) -> None:
+        """SIGCONT a paused server."""
+        self._signal(signal.SIGCONT)
+        self.paused = False
+
+    def kill(self) -> None:
+        """SIGKILL the server (a crash: the kernel closes its connections); start() restarts it."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(5)
+        self.paused = False
+        self.stop()
+
+    def _signal(self, sig: int) -> None:
+        if not self.running:
+            raise RuntimeError("the RTSP server is not running")
+        assert self.proc is not None
+        os.kill(self.proc.pid, sig)
+
     def stop(self, timeout: float = 5.0) -> None:
-        """SIGTERM, then SIGKILL after ``timeout``; idempotent."""
+        """SIGTERM (after SIGCONT if paused), then SIGKILL after ``timeout``; idempotent."""
         proc, self.proc = self.proc, None
         if proc is None:
             return
         if proc.poll() is None:
+            if self.paused:
+                proc.send_signal(signal.SIGCONT)
             proc.terminate()
             try:
                 proc.wait(timeout)
@@ -177,6 +212,7 @@ class RtspServer:
             proc.stdout.close()
         if self._finalizer is not None:
             self._finalizer.detach()
+        self.paused = False
 
     def __enter__(self) -> RtspServer:
         return self.start()

@@ -13,7 +13,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import av
@@ -31,25 +31,13 @@ from streamdet.pipeline.ring import Frame, FrameRing, slot_bytes_for
 from streamdet.redact import redact_text, redact_url
 from streamdet.stopflag import StopFlag
 from streamdet.supervisor import _child_entry
-from tests.helpers.media import make_test_clip, read_frame_number
+from tests.helpers.decoder import Running, number, wait_for
+from tests.helpers.media import make_test_clip
 from tests.helpers.ring_reader import RingCollector
 from tests.helpers.rtsp import RtspServer
 from tests.helpers.yuv_clips import decoded_frames, luma, make_yuv_clip
 
 SECRET = "s3cret-pw"
-
-
-def number(frame: Frame) -> int:
-    """The frame number drawn into a test clip frame, read from the Y plane of a ring frame."""
-    return read_frame_number(luma(frame.image, frame.height))
-
-
-def wait_for(pred: Callable[[], bool], timeout: float, what: str) -> None:
-    end = time.monotonic() + timeout
-    while not pred():
-        if time.monotonic() > end:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.02)
 
 
 @pytest.fixture(scope="module")
@@ -60,60 +48,6 @@ def clips(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         "short": make_test_clip(d / "short.mp4", 160, 120, frames=20, fps=25),
         "big": make_test_clip(d / "big.mp4", 320, 240, frames=10, fps=25),
     }
-
-
-@pytest.fixture
-def make_ring() -> Iterator[Callable[..., FrameRing]]:
-    rings: list[FrameRing] = []
-
-    def make(camera: str = "cam", w: int = 320, h: int = 240, slots: int = 3) -> FrameRing:
-        ring = FrameRing.create(f"sdtest_{os.getpid()}_{uuid.uuid4().hex[:8]}", camera, slots,
-                                slot_bytes_for(w, h, "yuv420p"))
-        rings.append(ring)
-        return ring
-
-    yield make
-    for ring in rings:
-        ring.close()
-        ring.unlink()
-
-
-class Running:
-    """A CameraReader on a thread; stopped (and checked to stop promptly) at teardown."""
-
-    def __init__(self, source: CameraSource, ring: FrameRing, reader_cls: type[CameraReader] = CameraReader,
-                 start_gate: threading.Event | None = None) -> None:
-        self.stop = threading.Event()
-        self.ring = ring
-        self.reader = reader_cls(source, ring, self.stop, start_gate=start_gate)
-        self.thread = threading.Thread(target=self.reader.run, daemon=True)
-        self.started = time.monotonic()
-        self.thread.start()
-
-    def halt(self, within: float = 2.0) -> float:
-        t0 = time.monotonic()
-        self.stop.set()
-        self.thread.join(within + 5)
-        took = time.monotonic() - t0
-        assert not self.thread.is_alive(), "reader did not stop"
-        assert took < within, f"reader took {took:.2f} s to stop"
-        return took
-
-
-@pytest.fixture
-def run_reader() -> Iterator[Callable[..., Running]]:
-    running: list[Running] = []
-
-    def start(source: CameraSource, ring: FrameRing, **kwargs: object) -> Running:
-        r = Running(source, ring, **kwargs)
-        running.append(r)
-        return r
-
-    yield start
-    for r in running:
-        r.stop.set()
-    for r in running:
-        r.thread.join(10)
 
 
 # -- pure helpers ---------------------------------------------------------------------------------
