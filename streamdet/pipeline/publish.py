@@ -191,6 +191,11 @@ class PublishProxy:
             sockets.append(xsub)
             configure_internal_xsub(xsub, self.internal_endpoint, hwm=self.hwm)
             attach(xsub, self.internal_endpoint, bind=True)
+            if capture is not None:
+                # The workers' PUBs send only what is subscribed. Subscribing to stats here keeps
+                # them flowing to the capture with no public subscriber; XSUB counts subscriptions,
+                # so a public subscriber's later unsubscribe from stats/ does not cancel this one.
+                xsub.send(b"\x01" + wire.STATS_TOPIC)
 
             xpub = holder.socket(zmq.XPUB)
             sockets.append(xpub)

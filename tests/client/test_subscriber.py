@@ -1,4 +1,4 @@
-"""Subscriber: exact camera filtering, stats, invalid messages skipped; subscribe_main output.
+"""Subscriber: exact camera filtering, stats, invalid messages skipped; subscribe_main output; CURVE keys.
 
 A background thread publishes continuously (a PUB socket cannot know when a subscriber has
 joined), and every wait is bounded by a deadline. Sockets bind 127.0.0.1 only.
@@ -15,14 +15,16 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 import zmq
 
 from streamdet import wire
-from streamdet.client import Subscriber, subscribe_main
+from streamdet.client import KeyFileError, Subscriber, subscribe_main
 from streamdet.errors import StreamdetError, WireError
+from tests.helpers.curve import make_keys
 
 DEADLINE_S = 10.0
 CAMERAS = ("cam1", "cam10", "cam2")
@@ -113,9 +115,10 @@ def kinds(msgs: list[dict[str, Any]]) -> set[str]:
 
 def test_client_never_imports_torch() -> None:
     code = (
-        "import sys, streamdet.client\n"
+        "import sys, streamdet.client, streamdet.keys\n"
         "from streamdet.client import Subscriber, subscribe_main\n"
-        "heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'numpy', 'cv2', 'av'))\n"
+        "heavy = ('torch', 'numpy', 'cv2', 'av', 'pydantic', 'yaml')\n"
+        "heavy = sorted(m for m in sys.modules if m.split('.')[0] in heavy)\n"
         "assert not heavy, heavy\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
@@ -291,3 +294,71 @@ def test_format_summary_lines() -> None:
     assert format_summary(stats) == "[stats] door 25.0 fps, latency p50 41 ms, 2 dropped, streaming"
     stats["cameras"]["door"]["drops"] = {"overwritten": 2, "max_fps": 0, "behind": 0}
     assert format_summary(stats) == "[stats] door 25.0 fps, latency p50 41 ms, 2 dropped (overwritten 2), streaming"
+
+
+# -- CurveZMQ ---------------------------------------------------------------------------------------------
+def test_curve_argument_errors(tmp_path: Path) -> None:
+    keys = make_keys(tmp_path)
+    with pytest.raises(StreamdetError, match="server_key without client_key"):
+        Subscriber("tcp://127.0.0.1:5555", server_key=keys.server_public)
+    with pytest.raises(StreamdetError, match="client_key without server_key"):
+        Subscriber("tcp://127.0.0.1:5555", client_key=keys.alice_secret)
+    with pytest.raises(KeyFileError, match=r"server key .*absent.key: no such file"):
+        Subscriber("tcp://127.0.0.1:5555", server_key=tmp_path / "absent.key", client_key=keys.alice_secret)
+    with pytest.raises(KeyFileError, match=r"client key .*alice.key: has no secret key"):
+        Subscriber("tcp://127.0.0.1:5555", server_key=keys.server_public, client_key=keys.alice_public)
+    with Subscriber("tcp://127.0.0.1:5555", server_key=keys.server_public, client_key=keys.alice_secret) as sub:
+        assert sub.curve
+
+
+def test_cli_subscribe_needs_both_keys(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from streamdet import cli
+
+    keys = make_keys(tmp_path)
+    assert cli.main(["subscribe", "--server-key", str(keys.server_public)]) == 2
+    assert "--server-key and --client-key go together" in capsys.readouterr().err
+    assert cli.main(["subscribe", "--server-key", str(keys.server_public), "--client-key",
+                     str(tmp_path / "nope.key_secret")]) == 1
+    err = capsys.readouterr().err
+    assert "nope.key_secret: no such file" in err
+    for secret in keys.secrets():
+        assert secret not in err
+
+
+def test_subscribe_main_over_curve(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                   caplog: pytest.LogCaptureFixture) -> None:
+    from streamdet.keys import load_server_keys
+    from streamdet.pipeline.publish import Publisher, PublishProxy
+
+    caplog.set_level(logging.DEBUG)
+    keys = make_keys(tmp_path)
+    internal = f"ipc://{tmp_path}/i.sock"
+    server = load_server_keys(keys.server_secret, keys.authorized_dir)
+    with PublishProxy(internal, "tcp://127.0.0.1:*", curve=server) as proxy, Publisher(internal) as pub:
+        assert proxy.bound_endpoint is not None
+        stop = threading.Event()
+
+        def feed() -> None:
+            seq = 0
+            while not stop.is_set():
+                pub.send(wire.decode(_detections("cam1", seq)))
+                seq += 1
+                stop.wait(0.005)
+
+        feeder = threading.Thread(target=feed, daemon=True)
+        feeder.start()
+        try:
+            out = io.StringIO()
+            rc = subscribe_main(proxy.bound_endpoint, ["cam1"], count=3, timeout=DEADLINE_S, out=out,
+                                server_key=str(keys.server_public), client_key=str(keys.alice_secret))
+            assert rc == 0 and len(out.getvalue().splitlines()) == 3
+            # a stranger times out, and the hint says what to check
+            rc = subscribe_main(proxy.bound_endpoint, ["cam1"], count=1, timeout=0.5, out=io.StringIO(),
+                                server_key=str(keys.server_public), client_key=str(keys.mallory_secret))
+            assert rc == 1
+            assert "authorized_keys" in capsys.readouterr().err
+        finally:
+            stop.set()
+            feeder.join(DEADLINE_S)
+    for secret in keys.secrets():
+        assert secret not in caplog.text

@@ -1,4 +1,5 @@
-"""Publisher never blocks and counts drops; PublishProxy merges workers, stops cleanly, names bind errors.
+"""Publisher never blocks and counts drops; PublishProxy merges workers, stops cleanly, names bind errors,
+admits only authorized CURVE clients (and counts the others), and captures stats for the supervisor.
 
 Every loop here is bounded by a deadline; nothing asserts on timing. Sockets bind 127.0.0.1 or
 ipc paths under a temporary directory only.
@@ -6,18 +7,24 @@ ipc paths under a temporary directory only.
 
 from __future__ import annotations
 
+import logging
 import tempfile
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import zmq
+from zmq.auth import load_certificate
 
 from streamdet import wire
+from streamdet.client import Subscriber
 from streamdet.errors import StreamdetError, WireError
+from streamdet.keys import load_server_keys
 from streamdet.pipeline.publish import Publisher, PublishProxy
+from tests.helpers.curve import make_keys
 
 DEADLINE_S = 10.0
 
@@ -96,8 +103,6 @@ def test_proxy_merges_two_publishers(ipc_dir: Path) -> None:
     internal = f"ipc://{ipc_dir}/internal.sock"
     with PublishProxy(internal, "tcp://127.0.0.1:*", hwm=100) as proxy:
         assert proxy.running and proxy.bound_endpoint is not None
-        from streamdet.client import Subscriber
-
         with Publisher(internal) as p1, Publisher(internal) as p2, Subscriber(proxy.bound_endpoint) as sub:
             seen: dict[str, int] = {}
             deadline = time.monotonic() + DEADLINE_S
@@ -192,3 +197,224 @@ def test_bind_errors_name_the_endpoint(ipc_dir: Path, ctx: zmq.Context) -> None:
     with PublishProxy(internal, "tcp://127.0.0.1:*") as proxy:
         assert proxy.running
     busy.close()
+
+
+# -- CurveZMQ on the public endpoint, capture of stats ------------------------------------------------
+def stats(source: str = "w0") -> dict[str, Any]:
+    cam = {"fps": 25.0, "published": 1, "dropped": 0, "latency_ms": {"p50": 1, "p95": 2, "max": 3},
+           "state": "streaming", "reconnects": 0}
+    return wire.stats_message(source=source, interval_s=1.0, cameras={"cam1": cam})
+
+
+def pump(pub: Publisher, until: Callable[[], bool], *receivers: Callable[[], None]) -> None:
+    """Publish a detection and a stats message, then let each receiver poll, until ``until()``."""
+    deadline = time.monotonic() + DEADLINE_S
+    seq = 0
+    while not until() and time.monotonic() < deadline:
+        pub.send(message("cam1", seq))
+        pub.send(stats())
+        seq += 1
+        for receive in receivers:
+            receive()
+        time.sleep(0.005)
+
+
+def drain(sub: Subscriber, into: list[dict[str, Any]]) -> Callable[[], None]:
+    def receive() -> None:
+        msg = sub.recv(timeout=0)
+        while msg is not None:
+            into.append(msg)
+            msg = sub.recv(timeout=0)
+    return receive
+
+
+def test_curve_admits_only_authorized_clients(ipc_dir: Path, tmp_path: Path, ctx: zmq.Context,
+                                              caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    keys = make_keys(tmp_path)
+    internal = f"ipc://{ipc_dir}/internal.sock"
+    server = load_server_keys(keys.server_secret, keys.authorized_dir)
+    with PublishProxy(internal, "tcp://127.0.0.1:*", curve=server) as proxy, Publisher(internal) as pub:
+        endpoint = proxy.bound_endpoint
+        assert endpoint is not None and proxy.rejected_handshakes == 0
+        alice = Subscriber(endpoint, server_key=keys.server_public, client_key=keys.alice_secret)
+        mallory = Subscriber(endpoint, server_key=keys.server_public, client_key=keys.mallory_secret)
+        plain = raw_sub(ctx, endpoint, topic=wire.DETECTIONS_PREFIX)  # no CURVE at all
+        got: list[dict[str, Any]] = []
+        stranger: list[dict[str, Any]] = []
+        plain_got: list[list[bytes]] = []
+
+        def plain_receive() -> None:
+            while plain.poll(0):
+                plain_got.append(plain.recv_multipart())
+
+        # both strangers are turned away (a ZAP refusal and a mechanism mismatch)...
+        pump(pub, lambda: proxy.rejected_handshakes >= 2 and len(got) >= 5,
+             drain(alice, got), drain(mallory, stranger), plain_receive)
+        assert proxy.rejected_handshakes >= 2
+        # ...and the stream goes on for the authorized client
+        before = len(got)
+        pump(pub, lambda: len(got) >= before + 20, drain(alice, got), drain(mallory, stranger), plain_receive)
+        assert len(got) >= before + 20 and all(m["camera"] == "cam1" for m in got)
+        assert stranger == [] and plain_got == [] and mallory.received == 0
+        assert proxy.running and proxy.error is None
+        for sock in (alice, mallory, plain):
+            sock.close()
+    mallory_public = load_certificate(keys.mallory_public)[0].decode()
+    assert f"refused subscriber 127.0.0.1 on {endpoint}: its public key {mallory_public} is not in" in caplog.text
+    assert "does not use the same security mechanism" in caplog.text
+    for secret in keys.secrets():
+        assert secret not in caplog.text
+    assert proxy.rejected_handshakes >= 2  # still readable after stop
+
+
+def test_curve_client_with_wrong_server_key_receives_nothing(ipc_dir: Path, tmp_path: Path) -> None:
+    keys = make_keys(tmp_path)
+    internal = f"ipc://{ipc_dir}/internal.sock"
+    server = load_server_keys(keys.server_secret, keys.authorized_dir)
+    with PublishProxy(internal, "tcp://127.0.0.1:*", curve=server) as proxy, Publisher(internal) as pub:
+        assert proxy.bound_endpoint is not None
+        # alice's own key, but she expects another server (mallory's public key)
+        confused = Subscriber(proxy.bound_endpoint, server_key=keys.mallory_public, client_key=keys.alice_secret)
+        alice = Subscriber(proxy.bound_endpoint, server_key=keys.server_public, client_key=keys.alice_secret)
+        got: list[dict[str, Any]] = []
+        lost: list[dict[str, Any]] = []
+        pump(pub, lambda: proxy.rejected_handshakes >= 1 and len(got) >= 10, drain(alice, got), drain(confused, lost))
+        assert proxy.rejected_handshakes >= 1 and len(got) >= 10 and lost == []
+        confused.close()
+        alice.close()
+
+
+def test_authorized_keys_can_be_replaced_while_running(ipc_dir: Path, tmp_path: Path) -> None:
+    keys = make_keys(tmp_path)
+    internal = f"ipc://{ipc_dir}/internal.sock"
+    server = load_server_keys(keys.server_secret, keys.authorized_dir)
+    with PublishProxy(internal, "tcp://127.0.0.1:*", curve=server) as proxy, Publisher(internal) as pub:
+        assert proxy.bound_endpoint is not None
+        proxy.set_authorized_keys(frozenset({load_certificate(keys.mallory_public)[0]}))
+        with Subscriber(proxy.bound_endpoint, server_key=keys.server_public, client_key=keys.mallory_secret) as sub:
+            got: list[dict[str, Any]] = []
+            pump(pub, lambda: len(got) >= 3, drain(sub, got))
+            assert len(got) >= 3
+    with pytest.raises(StreamdetError, match="no CURVE keys"):
+        PublishProxy(internal, "tcp://127.0.0.1:*").set_authorized_keys(frozenset())
+
+
+def test_plain_proxy_counts_mismatched_handshakes(ipc_dir: Path, tmp_path: Path) -> None:
+    """Without CURVE everyone is admitted, but a CURVE client (wrong setup) is counted and gets nothing."""
+    keys = make_keys(tmp_path)
+    internal = f"ipc://{ipc_dir}/internal.sock"
+    with PublishProxy(internal, "tcp://127.0.0.1:*") as proxy, Publisher(internal) as pub:
+        assert proxy.bound_endpoint is not None
+        with (
+            Subscriber(proxy.bound_endpoint) as sub,
+            Subscriber(proxy.bound_endpoint, server_key=keys.server_public, client_key=keys.alice_secret) as curve,
+        ):
+            got: list[dict[str, Any]] = []
+            lost: list[dict[str, Any]] = []
+            pump(pub, lambda: proxy.rejected_handshakes >= 1 and len(got) >= 3, drain(sub, got), drain(curve, lost))
+            assert proxy.rejected_handshakes >= 1 and len(got) >= 3 and lost == []
+
+
+def test_capture_delivers_stats_only(ipc_dir: Path, tmp_path: Path) -> None:
+    """The supervisor's stats come from the capture socket, so CURVE cannot lock it out."""
+    keys = make_keys(tmp_path)
+    internal = f"ipc://{ipc_dir}/internal.sock"
+    captured: list[dict[str, Any]] = []
+    threads: set[str] = set()
+
+    def on_stats(msg: dict[str, Any]) -> None:
+        threads.add(threading.current_thread().name)
+        captured.append(msg)
+
+    server = load_server_keys(keys.server_secret, keys.authorized_dir)
+    with (
+        PublishProxy(internal, "tcp://127.0.0.1:*", curve=server, on_stats=on_stats) as proxy,
+        Publisher(internal) as pub,
+    ):
+        pump(pub, lambda: len(captured) >= 5)
+        assert proxy.running
+    assert len(captured) >= 5
+    assert all(m["type"] == "stats" and m["source"] == "w0" for m in captured)  # never a detection
+    assert threads == {"streamdet-publish-stats"}
+
+
+def test_capture_survives_public_stats_subscribers_coming_and_going(ipc_dir: Path) -> None:
+    internal = f"ipc://{ipc_dir}/internal.sock"
+    captured: list[dict[str, Any]] = []
+    with PublishProxy(internal, "tcp://127.0.0.1:*", on_stats=captured.append) as proxy, Publisher(internal) as pub:
+        assert proxy.bound_endpoint is not None
+        with Subscriber(proxy.bound_endpoint, cameras=[], stats=True) as sub:
+            got: list[dict[str, Any]] = []
+            pump(pub, lambda: len(got) >= 3, drain(sub, got))
+        # the public subscriber's unsubscribe from stats/ reaches the proxy; the capture goes on
+        time.sleep(0.2)  # let the unsubscribe travel on to the worker's PUB
+        before = len(captured)
+        pump(pub, lambda: len(captured) >= before + 20)
+        assert len(captured) >= before + 20
+
+
+def test_slow_stats_callback_never_stalls_forwarding(ipc_dir: Path) -> None:
+    internal = f"ipc://{ipc_dir}/internal.sock"
+    release = threading.Event()
+    calls: list[dict[str, Any]] = []
+
+    def stuck(msg: dict[str, Any]) -> None:
+        calls.append(msg)
+        release.wait(DEADLINE_S)
+
+    try:
+        with (
+            PublishProxy(internal, "tcp://127.0.0.1:*", hwm=10, on_stats=stuck) as proxy,
+            Publisher(internal) as pub,
+        ):
+            assert proxy.bound_endpoint is not None
+            with Subscriber(proxy.bound_endpoint) as sub:
+                got: list[dict[str, Any]] = []
+                pump(pub, lambda: len(calls) >= 1 and len(got) >= 3, drain(sub, got))  # the callback is stuck
+                for _ in range(3000):  # far more stats than the capture queue holds
+                    pub.send(stats())
+                pump(pub, lambda: len(got) >= 50, drain(sub, got))
+                assert len(got) >= 50 and len(calls) == 1
+            release.set()
+    finally:
+        release.set()
+
+
+def test_stats_callback_errors_are_logged_not_fatal(ipc_dir: Path, caplog: pytest.LogCaptureFixture) -> None:
+    internal = f"ipc://{ipc_dir}/internal.sock"
+    calls: list[int] = []
+
+    def flaky(msg: dict[str, Any]) -> None:
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("boom")
+
+    with PublishProxy(internal, "tcp://127.0.0.1:*", on_stats=flaky) as proxy, Publisher(internal) as pub:
+        pump(pub, lambda: len(calls) >= 3)
+        assert proxy.running
+    assert len(calls) >= 3 and "the stats callback raised" in caplog.text and "boom" in caplog.text
+
+
+def test_shared_context_is_kept_and_endpoints_are_freed(ipc_dir: Path, ctx: zmq.Context, tmp_path: Path) -> None:
+    keys = make_keys(tmp_path)
+    internal = f"ipc://{ipc_dir}/internal.sock"
+    server = load_server_keys(keys.server_secret, keys.authorized_dir)
+    proxy = PublishProxy(internal, "tcp://127.0.0.1:*", curve=server, on_stats=lambda m: None, context=ctx).start()
+    public = proxy.bound_endpoint
+    assert public is not None
+    # one ZAP handler per context: a second CURVE proxy in it is refused, and leaves nothing bound
+    with pytest.raises(StreamdetError, match="ZAP handler"):
+        PublishProxy(f"ipc://{ipc_dir}/other.sock", "tcp://127.0.0.1:*", curve=server, context=ctx).start()
+    with Publisher(internal, context=ctx) as pub:
+        pub.send(message())
+    proxy.stop()
+    assert not ctx.closed and not proxy.running and proxy.error is None
+    probe = ctx.socket(zmq.PUB)  # the public port is free as soon as stop() returns
+    probe.setsockopt(zmq.LINGER, 0)
+    probe.bind(public)
+    probe.close()
+    with PublishProxy(internal, "tcp://127.0.0.1:*", curve=server, context=ctx) as again:  # ZAP free again
+        assert again.running
+    with PublishProxy(f"ipc://{ipc_dir}/other.sock", "tcp://127.0.0.1:*", context=ctx) as again:
+        assert again.running
