@@ -22,6 +22,7 @@ from streamdet.keys import (
     load_authorized_keys,
     load_client_keys,
     load_server_keys,
+    server_keys_from_config,
 )
 from tests.helpers.curve import make_keys
 
@@ -190,3 +191,55 @@ def test_check_curve(tmp_path: Path) -> None:
     problems = check_curve(curve_config(keys.alice_public, keys.authorized_dir))  # public half configured
     assert problems == [f"publish.curve.server_secret_key: server secret key {keys.alice_public}: has no secret key "
                         "(the .key_secret file is needed, not the .key)"]
+
+
+# -- publish.curve in the configuration -------------------------------------------------------------
+CURVE_CONFIG = """\
+model: {weights: model.pt}
+publish:
+  endpoint: "%s"
+  curve:
+    server_secret_key: keys/server.key_secret
+    authorized_keys: keys/clients/
+cameras:
+  - {id: lobby, url: lobby.mp4}
+"""
+
+
+def test_config_curve_paths_resolve_against_the_config_file(tmp_path: Path) -> None:
+    from streamdet.config import parse_config
+
+    (tmp_path / "model.pt").write_bytes(b"w")
+    (tmp_path / "lobby.mp4").write_bytes(b"v")
+    config = parse_config(CURVE_CONFIG % "tcp://0.0.0.0:5555", tmp_path, env={})
+    curve = config.publish.curve
+    assert curve is not None
+    assert curve.server_secret_key == tmp_path / "keys" / "server.key_secret"
+    assert curve.authorized_keys == tmp_path / "keys" / "clients"
+    # files are not required at load time (systemd credentials may supply them); check reports them
+    problems = check_curve(config, env={})
+    assert [p.split(":")[0] for p in problems] == ["publish.curve.server_secret_key", "publish.curve.authorized_keys"]
+    keys = tmp_path / "keys"
+    keygen(keys, "server")
+    keygen(keys / "clients", "alice")
+    assert check_curve(config, env={}) == []
+    server = server_keys_from_config(config, env={})
+    assert server is not None and len(server.authorized) == 1
+    # CURVE works on ipc:// endpoints too
+    ipc = parse_config(CURVE_CONFIG % f"ipc://{tmp_path}/det.sock", tmp_path, env={})
+    assert ipc.publish.curve == curve
+    head = (CURVE_CONFIG % "tcp://127.0.0.1:5555").split("  curve:")[0]
+    without = head + "cameras:\n  - {id: lobby, url: lobby.mp4}\n"
+    plain = parse_config(without, tmp_path, env={})
+    assert plain.publish.curve is None and server_keys_from_config(plain) is None
+
+
+def test_config_curve_needs_both_keys(tmp_path: Path) -> None:
+    from streamdet.config import parse_config
+    from streamdet.errors import ConfigError
+
+    (tmp_path / "model.pt").write_bytes(b"w")
+    (tmp_path / "lobby.mp4").write_bytes(b"v")
+    text = CURVE_CONFIG.replace("    authorized_keys: keys/clients/\n", "") % "tcp://127.0.0.1:5555"
+    with pytest.raises(ConfigError, match=r"publish\.curve\.authorized_keys.*(missing|required)"):
+        parse_config(text, tmp_path, env={})

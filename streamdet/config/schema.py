@@ -96,12 +96,37 @@ def _check_device(v: Any) -> str:
     return f"cuda:{int(m.group(2) or 0)}"
 
 
+class CurveConfig(_Base):
+    """CurveZMQ on the public endpoint: traffic encrypted, only listed clients may subscribe.
+
+    Files in pyzmq's ``zmq.auth`` certificate format (``streamdet keygen DIR NAME``). Their
+    existence is not checked here: a path that does not exist is looked up by its file name in
+    ``$CREDENTIALS_DIRECTORY`` (systemd ``LoadCredential=``) when the daemon starts;
+    ``streamdet check`` reports missing or malformed files (``streamdet.keys.check_curve``).
+    """
+
+    server_secret_key: Path = Field(
+        description="The daemon's secret certificate (NAME.key_secret); relative to the config file."
+    )
+    authorized_keys: Path = Field(
+        description="Directory of the client public certificates (*.key) admitted; relative to the config file."
+    )
+
+    @field_validator("server_secret_key", "authorized_keys", mode="after")
+    @classmethod
+    def _relative_to_config(cls, v: Path, info: ValidationInfo) -> Path:
+        return _resolve_path(v, _base_dir(info))
+
+
 class PublishConfig(_Base):
     """Where detections are published (ZeroMQ PUB via the supervisor's XSUB/XPUB proxy)."""
 
     endpoint: str = Field("tcp://127.0.0.1:5555", description="Public endpoint: tcp://host:port or ipc://path.")
     hwm: int = Field(1000, ge=1, description="Send high-water mark per subscriber (messages); then drop.")
     stats_interval_s: float = Field(5.0, gt=0, description="Seconds between stats/ messages.")
+    curve: CurveConfig | None = Field(
+        None, description="CurveZMQ encryption and client authentication; null = none (plain, anyone may subscribe)."
+    )
 
     @field_validator("endpoint", mode="after")
     @classmethod
