@@ -41,7 +41,8 @@ class Subscriber:
     With ``server_key`` (the daemon's public certificate, ``NAME.key``) and ``client_key`` (this
     client's secret certificate, ``NAME.key_secret``, holding both its keys) the connection uses
     CurveZMQ: encrypted, and admitted only if the daemon lists this client's public key. Both or
-    neither; a path that does not exist is looked up in ``$CREDENTIALS_DIRECTORY``.
+    neither; a path that does not exist is looked up in ``$CREDENTIALS_DIRECTORY``. ``curve``
+    tells whether this Subscriber uses CURVE.
     ``context``: a ZeroMQ context to share; by default the Subscriber makes its own.
     Raises StreamdetError for a bad endpoint or key file and WireError for a bad camera id.
     Not thread-safe: use one Subscriber per thread.
