@@ -98,9 +98,9 @@ class FramePass:
             except av.error.FFmpegError as exc:
                 if self.live:
                     raise
-                self._damaged(exc, "reading")
                 frames = self._drain()
                 self.frames += len(frames)
+                self._damaged(exc, "reading")
                 yield from frames
                 return
             if time.monotonic() - t0 >= self.read_limit_s:  # interrupted; see the module docstring

@@ -20,8 +20,9 @@ import numpy as np
 import pytest
 
 from streamdet.pipeline.decode import CameraReader, CameraSource
+from streamdet.pipeline.frame_pass import FramePass
 from streamdet.pipeline.ring import FrameRing
-from streamdet.pipeline.source_faults import ReadTimedOut, SourceDamaged, SourceUnusable, classify_failure
+from streamdet.pipeline.source_faults import ReadTimedOut, SourceDamaged, SourceUnusable, Stalled, classify_failure
 from tests.helpers.decoder import number, wait_for
 from tests.helpers.faulty_media import (
     audio_only_file,
@@ -31,6 +32,7 @@ from tests.helpers.faulty_media import (
     unindexed_truncated_clip,
     write_clip,
 )
+from tests.helpers.media import read_frame_number
 from tests.helpers.ring_reader import RingCollector
 from tests.helpers.rtsp import RtspServer, free_port
 
@@ -249,6 +251,130 @@ def test_rtsp_unreachable_at_start_streams_when_a_server_appears(media, make_rin
         r.halt(within=2.5)
     finally:
         server.stop()
+
+
+# -- units: one read pass (FramePass) with scripted demuxers -----------------------------------------
+
+
+class _Scripted:
+    """A container whose demux yields the real packets of a clip, then does ``then`` (a callable
+    raising, or sleeping before handing back one more packet, as FFmpeg's parser flush does)."""
+
+    def __init__(self, container: av.container.InputContainer, after: int, then) -> None:
+        self.container, self.after, self.then = container, after, then
+
+    def demux(self, stream):
+        for i, packet in enumerate(self.container.demux(stream)):
+            if i == self.after:
+                yield self.then(packet)
+                return
+            yield packet
+
+
+class _Undecodable:
+    """A packet that decodes to nothing (a live stream that never gets a keyframe)."""
+
+    def decode(self) -> list:
+        time.sleep(0.05)
+        return []
+
+
+def _pass(container, stream, *, live: bool, limit: float = 1.0, stall: float = 1.0) -> FramePass:
+    return FramePass(container, stream, live=live, read_limit_s=limit, stall_timeout_s=stall, tag="camera=cam",
+                     after_packet=lambda: None, cost=lambda ns: None)
+
+
+def _raise(exc: BaseException):
+    def then(_packet):
+        raise exc
+    return then
+
+
+@pytest.fixture
+def clip(media):
+    with av.open(str(media["rtsp_small"])) as container:
+        yield container, container.streams.video[0]
+
+
+def test_frame_pass_demux_error_in_a_file_is_damage_after_the_buffered_frames(clip) -> None:
+    container, stream = clip
+    stream.codec_context.thread_count = 4  # frame threads: the decoder holds frames back
+    stream.codec_context.thread_type = "FRAME"
+    eio = av.error.OSError(5, "Input/output error", "/videos/a.mp4")
+    frames = _pass(_Scripted(container, 12, _raise(eio)), stream, live=False)
+    got = [read_frame_number(f.to_ndarray(format="bgr24")) for f in frames]
+    assert got == list(range(12))  # the decoder's buffered frames drained, none lost
+    assert frames.damage == "damaged data after frame 12 (reading: OSError: Input/output error: '/videos/a.mp4')"
+
+
+def test_frame_pass_demux_error_of_a_live_stream_is_raised(clip) -> None:
+    container, stream = clip
+    eio = av.error.OSError(5, "Input/output error", "rtsp://cam/x")
+    with pytest.raises(av.error.OSError):
+        list(_pass(_Scripted(container, 5, _raise(eio)), stream, live=True))
+
+
+def test_frame_pass_interrupted_read_is_a_timeout_even_with_a_packet(clip) -> None:
+    """FFmpeg's interrupt fires, the demuxer flushes its parser and returns the held packet after
+    the full limit: that read timed out (it used to restart the clock for another limit)."""
+    container, stream = clip
+
+    def late(packet):
+        time.sleep(0.3)
+        return packet
+
+    frames = _pass(_Scripted(container, 5, late), stream, live=True, limit=0.25)
+    got = []
+    with pytest.raises(ReadTimedOut, match=r"^no data for 0.25 s$"):
+        for f in frames:
+            got.append(f)
+    assert len(got) == 5
+    exit_error = av.error.ExitError(-1414092869, "Immediate exit requested", "rtsp://cam/x")
+    with pytest.raises(ReadTimedOut):
+        list(_pass(_Scripted(container, 0, _raise(exit_error)), stream, live=True))
+
+
+def test_frame_pass_packets_without_frames_stall(clip) -> None:
+    container, stream = clip
+
+    class Endless:
+        def demux(self, _stream):
+            while True:
+                yield _Undecodable()
+
+    with pytest.raises(Stalled, match="no frame for 0.3 s"):
+        list(_pass(Endless(), stream, live=True, stall=0.3))
+
+
+def test_looping_file_after_a_read_error_rewinds_and_plays_on(media, make_ring, run_reader, monkeypatch,
+                                                              caplog) -> None:
+    """A read error (EIO) in the first pass of a looping file: the decoder's frames are drained,
+    the file rewound (codec flushed) and played again; logged once, no reopen."""
+    caplog.set_level(logging.INFO, logger="streamdet.decode")
+    import streamdet.pipeline.decode as decode
+
+    passes: list[int] = []
+
+    class FirstPassFails(FramePass):
+        def __init__(self, container, stream, **kwargs) -> None:
+            if not passes:
+                eio = av.error.OSError(5, "Input/output error", str(media["rtsp_small"]))
+                container = _Scripted(container, 12, _raise(eio))
+            passes.append(1)
+            super().__init__(container, stream, **kwargs)
+
+    monkeypatch.setattr(decode, "FramePass", FirstPassFails)
+    ring = make_ring()
+    with RingCollector(ring) as reader:
+        r = run_reader(CameraSource("cam", str(media["rtsp_small"]), realtime=False, loop=True), ring)
+        wait_for(lambda: len(reader.frames) >= 12 + 50 + 5, 15, "the damaged pass, a whole pass and more")
+        r.halt()
+        frames = list(reader.frames)
+    numbers = [number(f) for f in frames]
+    assert numbers[:12 + 50 + 5] == list(range(12)) + list(range(50)) + list(range(5))
+    assert [f.frame_index for f in frames] == list(range(len(frames)))
+    assert ring.status().reconnects == 0
+    assert sum("damaged data after frame 12 (reading: OSError" in m for m in _records(caplog, logging.WARNING)) == 1
 
 
 # -- units: backoff and classification ---------------------------------------------------------------
