@@ -42,6 +42,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
     from streamdet.model.checkpoint import read_checkpoint
     from streamdet.model.input_size import choose_img_size
     from streamdet.pipeline.backends import BACKENDS, available_backends
+    from streamdet.preflight import device_problems, probe_file_cameras, ring_bytes, shm_warning, visible_gpus
 
     config = load_config(args.config)
     try:
@@ -60,8 +61,18 @@ def _cmd_check(args: argparse.Namespace) -> int:
             except StreamdetError as exc:
                 raise ConfigError(f"model.backend: {exc}") from exc
         backends[device] = name
+    problems = device_problems(tuple(config.devices), visible_gpus())
+    if problems:
+        raise ConfigError("; ".join(problems))
     input_size = choose_img_size(config.model.img_size, ckpt.trained_img_size)
     print(summarize(config))
+    warning = shm_warning(config)
+    rings_mib = ring_bytes(config) / 2**20
+    print(f"shared memory: {rings_mib:.0f} MiB of frame rings" + (f"; warning: {warning}" if warning else ""))
+    if not args.no_probe:
+        for probe in probe_file_cameras(config):
+            print(f"camera {probe.camera}: " + (f"file OK ({probe.detail})" if probe.ok else
+                                                 f"warning: cannot read the file: {probe.detail}"))
     print(f"model input: {input_size.describe()}")
     if input_size.warning:
         print(f"warning: {input_size.warning}")
@@ -78,7 +89,17 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     config = load_config(args.config)
     setup_logging(config.log_level, "streamdet")
-    return run(config)
+    return run(config, args.config)
+
+
+def _cmd_reload(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from streamdet.supervisor.runtime import send_reload
+
+    pid = send_reload(Path(args.runtime_dir) if args.runtime_dir else None)
+    print(f"sent SIGHUP to streamdet (pid {pid}); the result is in its log")
+    return EXIT_OK
 
 
 def _cmd_subscribe(args: argparse.Namespace) -> int:
@@ -150,7 +171,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("check", help="validate a configuration file and print a summary")
     p.add_argument("config", help="configuration file (YAML)")
+    p.add_argument("--no-probe", action="store_true", help="do not open the file cameras to read their first frame")
     p.set_defaults(func=_cmd_check)
+
+    p = sub.add_parser("reload", help="make the running daemon re-read its configuration (as SIGHUP does)")
+    p.add_argument("--runtime-dir", help="the daemon's runtime directory (default: $RUNTIME_DIRECTORY, "
+                   "else $XDG_RUNTIME_DIR/streamdet, else /tmp/streamdet-UID)")
+    p.set_defaults(func=_cmd_reload)
 
     p = sub.add_parser("subscribe", help="print published detections as JSON lines")
     p.add_argument("--endpoint", default=DEFAULT_ENDPOINT, help=f"publisher endpoint (default: {DEFAULT_ENDPOINT})")

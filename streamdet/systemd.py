@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 
 
 class SystemdNotifier:
@@ -33,8 +34,9 @@ class SystemdNotifier:
             return False
         try:
             with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+                sock.setblocking(False)  # a busy or stuck receiver must never stall the supervision loop
                 sock.connect(self._addr)
-                sock.sendall(state.encode())
+                sock.send(state.encode())
             return True
         except OSError:
             return False
@@ -47,6 +49,11 @@ class SystemdNotifier:
 
     def watchdog(self) -> bool:
         return self.notify("WATCHDOG=1")
+
+    def reloading(self) -> bool:
+        """RELOADING=1 with the MONOTONIC_USEC that Type=notify-reload services must send."""
+        usec = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
+        return self.notify(f"RELOADING=1\nMONOTONIC_USEC={usec}")
 
     def stopping(self) -> bool:
         return self.notify("STOPPING=1")

@@ -111,7 +111,8 @@ def test_defaults(folder: Path) -> None:
     r = config.reconnect
     assert (r.initial_s, r.max_s, r.jitter) == (1.0, 30.0, 0.2)
     s = config.supervisor
-    assert (s.restart_limit, s.restart_window_s, s.hang_timeout_s, s.stop_timeout_s) == (5, 60, 60, 8)
+    assert (s.restart_limit, s.restart_window_s, s.hang_timeout_s, s.startup_timeout_s, s.stop_timeout_s) == (
+        5, 60, 10, 300, 8)
     assert config.log_level == "info"
     assert (config.metrics.port, config.metrics.host) == (None, "127.0.0.1")
 

@@ -293,7 +293,10 @@ class SupervisorConfig(_Base):
 
     restart_limit: int = Field(5, ge=0, description="Restarts allowed within restart_window_s.")
     restart_window_s: float = Field(60.0, gt=0, description="Window for restart_limit.")
-    hang_timeout_s: float = Field(60.0, gt=0, description="No heartbeat this long: kill and restart.")
+    hang_timeout_s: float = Field(10.0, gt=0, description="A serving child with no heartbeat this long is "
+                                  "killed and restarted.")
+    startup_timeout_s: float = Field(300.0, gt=0, description="A worker that has not finished loading, exporting "
+                                     "and warming up its model this long after its start is killed and restarted.")
     stop_timeout_s: float = Field(8.0, gt=0, description="Grace period on shutdown before SIGKILL.")
 
 

@@ -53,7 +53,8 @@ def summarize(config: Config) -> str:
         f"{_fmt_s(config.reconnect.max_s)}, jitter {config.reconnect.jitter:.0%}",
         f"supervisor: at most {config.supervisor.restart_limit} restarts per "
         f"{_fmt_s(config.supervisor.restart_window_s)}, hang after "
-        f"{_fmt_s(config.supervisor.hang_timeout_s)} without heartbeat, stop grace "
+        f"{_fmt_s(config.supervisor.hang_timeout_s)} without heartbeat "
+        f"(start-up {_fmt_s(config.supervisor.startup_timeout_s)}), stop grace "
         f"{_fmt_s(config.supervisor.stop_timeout_s)}",
         f"log_level:  {config.log_level}",
     ]

@@ -344,8 +344,8 @@ def _start_worker(spec: WorkerSpec, control: WorkerControl) -> tuple[Any, dict[s
     """
     from streamdet.errors import ModelError
     from streamdet.model.checkpoint import read_checkpoint
-    from streamdet.pipeline.backends import DeviceUnavailable, ensure_device
     from streamdet.model.input_size import choose_img_size
+    from streamdet.pipeline.backends import DeviceUnavailable, ensure_device
     from streamdet.pipeline.publish import Publisher
     from streamdet.pipeline.registry import RegistryError
     from streamdet.pipeline.stages import build_stages

@@ -38,12 +38,14 @@ __all__ = [
     "AUTO_ORDER",
     "BACKENDS",
     "Backend",
+    "DeviceUnavailable",
     "InputContract",
     "available_backends",
     "check_batch",
     "check_device",
     "create_backend",
     "device_type",
+    "ensure_device",
 ]
 
 
@@ -112,6 +114,29 @@ def device_type(device: str) -> str:
     if kind not in AUTO_ORDER or (index and (kind == "cpu" or not index.isdigit())):
         raise ValueError(f"unsupported device {device!r}: expected 'cpu', 'cuda' or 'cuda:N'")
     return kind
+
+
+class DeviceUnavailable(RuntimeError):
+    """The configured device does not exist on this machine (a restart cannot fix that)."""
+
+
+def ensure_device(device: str) -> None:
+    """Raise DeviceUnavailable, naming the device, when ``device`` cannot be used in this process.
+
+    Initialises CUDA for a CUDA device: call it in a worker, never in the supervisor or a decoder.
+    """
+    kind = device_type(device)
+    if kind != "cuda":
+        return
+    import torch
+
+    if not torch.cuda.is_available():
+        why = "this torch build has no CUDA" if torch.version.cuda is None else "no CUDA GPU or driver is usable"
+        raise DeviceUnavailable(f"device {device} is not available: {why} (torch {torch.__version__})")
+    index = int(device.partition(":")[2] or 0)
+    if index >= torch.cuda.device_count():
+        raise DeviceUnavailable(f"device {device} is not available: this process sees "
+                                f"{torch.cuda.device_count()} CUDA device(s)")
 
 
 def check_device(device: str, half: bool) -> str:

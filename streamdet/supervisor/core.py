@@ -1,0 +1,403 @@
+"""The supervisor: the daemon's parent process.
+
+Owns every shared-memory ring (created before the children that use them, unlinked in one place,
+even after a SIGKILLed child), the publish proxy and the child processes (spawn context): decoders
+and one worker per device. It never imports torch and never initialises CUDA.
+
+- Failures: a dead or hung child is restarted with exponential backoff. A worker that exits with
+  EXIT_CANNOT_START, or dies START_FAILURES_FATAL times in a row before it ever served, cannot
+  start: the daemon stops with exit status 2 and one line (systemd does not restart on 2). A
+  worker beyond ``restart_limit`` restarts in ``restart_window_s`` ends the daemon with status 1
+  (systemd restarts it). A decoder in the same situations is parked instead (its cameras show
+  ``failed`` with the reason): one bad camera never stops the others.
+- Hangs: a serving child with no heartbeat for ``hang_timeout_s`` is killed and restarted; a worker
+  still loading or warming up has ``startup_timeout_s`` (and must heartbeat while it loads).
+- Watchdog: WATCHDOG=1 is sent only while this loop runs, the publish proxy runs and every child
+  heartbeated within the last HEALTHY_BEAT_S seconds, or is stopping on request, or is waiting for
+  a restart within its budget. A frozen child therefore silences the watchdog at once, and is
+  killed and replaced once it passes its hang timeout.
+- Reload (SIGHUP, ``streamdet reload``): the configuration file is read again; an invalid one is
+  rejected with its located error and the daemon goes on with the old one; a valid one is applied
+  as a diff (:mod:`streamdet.supervisor.reconcile`). RELOADING=1, then READY=1.
+- Stop (SIGTERM/SIGINT): every child is asked to stop, killed after ``stop_timeout_s``; exit 0.
+
+Signal handlers only record the signal; the supervision loop acts on it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import multiprocessing as mp
+import os
+import shutil
+import signal
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from streamdet.config import Config
+from streamdet.cpu_budget import usable_cpus
+from streamdet.errors import StreamdetError
+from streamdet.pipeline.publish import PublishProxy
+from streamdet.pipeline.ring import FrameRing
+from streamdet.supervisor.children import START_FAILURES_FATAL, Child
+from streamdet.supervisor.plan import DaemonPlan, make_plan
+from streamdet.supervisor.reconcile import Reconciler
+from streamdet.supervisor.runtime import PidFile, cleanup_stale_segments, runtime_dir
+from streamdet.systemd import SystemdNotifier
+
+log = logging.getLogger("streamdet.supervisor")
+
+TICK_S = 0.2
+EXIT_CANNOT_START = 78  # streamdet.pipeline.worker.EXIT_CANNOT_START (not imported: that module is the worker's)
+SERVING = 2  # streamdet.pipeline.worker.PHASES.index("serving")
+HEALTHY_BEAT_S = 5.0  # a child whose last heartbeat is older than this (or hang_timeout_s) is not healthy
+STARTUP_BEAT_GRACE_S = 30.0  # a starting child may go this long without a heartbeat (imports on a busy CPU)
+
+
+def local_endpoint(endpoint: str) -> str:
+    """The address a local client connects to for a bound endpoint (wildcard hosts -> loopback)."""
+    for wildcard in ("tcp://*:", "tcp://0.0.0.0:"):
+        if endpoint.startswith(wildcard):
+            return "tcp://127.0.0.1:" + endpoint[len(wildcard):]
+    return endpoint
+
+
+class Supervisor:
+    """Runs the daemon for one validated configuration; see the module docstring.
+
+    ``config_path``: the file a reload re-reads (None: reload is refused with a log line).
+    """
+
+    def __init__(self, config: Config, config_path: str | Path | None = None) -> None:
+        self.config = config
+        self.config_path = Path(config_path) if config_path is not None else None
+        self.ctx = mp.get_context("spawn")
+        self.start_gate: Any = None  # StopFlag set once every worker served once: file cameras start then
+        self.rings: dict[str, FrameRing] = {}
+        self.children: dict[str, Child] = {}
+        self.plan: DaemonPlan | None = None
+        self.proxy: PublishProxy | None = None
+        self.notifier = SystemdNotifier()
+        self.cpus = usable_cpus()
+        self._signal: int | None = None
+        self._reload_requested = False
+        self._workdir: Path | None = None
+        self._pidfile: PidFile | None = None
+        self._ready = False
+        self._exit_status = 1  # when the supervision loop gives up
+        self.metrics: Any = None
+        self._stats_thread: threading.Thread | None = None
+        self._stats_stop = threading.Event()
+        self.reconciler = Reconciler(self)
+
+    # -- signals -----------------------------------------------------------------------------
+    def _on_signal(self, signum: int, _frame: object) -> None:
+        if signum == signal.SIGHUP:
+            self._reload_requested = True
+        else:
+            self._signal = signum
+
+    def request_stop(self, signum: int = signal.SIGTERM) -> None:
+        """Ask the supervision loop to stop (as a signal would)."""
+        self._signal = signum
+
+    def request_reload(self) -> None:
+        """Ask the supervision loop to re-read the configuration (as SIGHUP does)."""
+        self._reload_requested = True
+
+    # -- health ----------------------------------------------------------------------------
+    def _last_beat(self, child: Child) -> float | None:
+        """Wall time of the child's last sign of life; None for a decoder whose cameras all ended
+        (a finished file without ``loop``) or failed for good: it is idle, not hung."""
+        if child.heartbeat is not None:
+            return abs(child.heartbeat.value)  # negative while the worker loads (StartupBeat)
+        beats = []
+        for cam in child.cameras:
+            ring = self.rings.get(cam)
+            if ring is None:
+                continue
+            st = ring.status()
+            if st.state not in ("ended", "failed"):
+                beats.append(st.heartbeat)
+        return max(beats) if beats else None
+
+    def _serving(self, child: Child) -> bool:
+        if child.phase is not None:
+            return int(child.phase.value) >= SERVING
+        beat = self._last_beat(child)
+        return beat is None or beat >= child.started_at
+
+    def hang_reason(self, child: Child, now_wall: float) -> str | None:
+        """Why a running child counts as hung, or None."""
+        s = self.config.supervisor
+        beat = self._last_beat(child)
+        since = now_wall - max(beat or 0.0, child.started_at)
+        if child.served or (child.phase is not None and self._serving(child)):
+            if beat is not None and since > s.hang_timeout_s:
+                return f"sent no heartbeat for {since:.0f} s (hang_timeout_s {s.hang_timeout_s:g})"
+            return None
+        if now_wall - child.started_at > s.startup_timeout_s:
+            return f"did not finish starting within startup_timeout_s ({s.startup_timeout_s:g} s)"
+        if beat is not None and since > max(s.hang_timeout_s, STARTUP_BEAT_GRACE_S):
+            return f"sent no heartbeat for {since:.0f} s while starting"
+        return None
+
+    def healthy(self) -> bool:
+        """Whether WATCHDOG=1 may be sent (see the module docstring)."""
+        if self.proxy is None or not self.proxy.running:
+            return False
+        now_wall = time.time()
+        fresh_s = min(self.config.supervisor.hang_timeout_s, HEALTHY_BEAT_S)
+        for child in self.children.values():
+            if child.parked or child.stopping:
+                continue
+            if child.process is None:
+                continue  # waiting for its (budgeted) restart
+            if not child.process.is_alive() or self.hang_reason(child, now_wall) is not None:
+                return False
+            beat = self._last_beat(child)
+            if beat is not None and now_wall - max(beat, child.started_at) > fresh_s:
+                return False  # frozen or stuck, not yet past its hang timeout: say nothing to systemd
+        return True
+
+    # -- supervision -------------------------------------------------------------------------
+    def _give_up(self, child: Child, status: int, line: str) -> bool:
+        log.error("%s", line)
+        self._exit_status = status
+        return False
+
+    def _park(self, child: Child, reason: str) -> None:
+        child.parked = reason
+        log.error("%s %s; its cameras (%s) are stopped until a reload changes them", child.name, reason,
+                  ", ".join(child.cameras))
+        for cam in child.cameras:
+            ring = self.rings.get(cam)
+            if ring is not None:
+                with contextlib.suppress(Exception):
+                    ring.set_state("failed", error=f"decoder {reason}"[:256])
+        if all(c.parked for c in self.children.values() if c.kind == "decoder"):
+            self._exit_status = 2
+
+    def _on_death(self, child: Child, code: int | None) -> bool:
+        """A child exited unasked; returns False when the daemon must stop."""
+        what = f"died (signal {-code})" if code is not None and code < 0 else f"exited with status {code}"
+        if child.kind == "worker" and code == EXIT_CANNOT_START:
+            return self._give_up(child, 2,
+                                 f"{child.name} cannot start (see the error above); stopping with exit status 2")
+        if not child.served:
+            child.start_failures += 1
+            if child.start_failures >= START_FAILURES_FATAL:
+                line = f"{child.name} {what} {child.start_failures} times in a row before it started serving"
+                if child.kind == "worker":
+                    return self._give_up(child, 2, f"{line}; it cannot start, stopping with exit status 2")
+                self._park(child, line)
+                return self._exit_status != 2 or not self._all_decoders_parked()
+        s = self.config.supervisor
+        if not child.record_restart(s.restart_window_s, s.restart_limit):
+            line = f"{child.name} {what}; {len(child.restarts) - 1} restarts within {s.restart_window_s:.0f} s"
+            if child.kind == "worker":
+                return self._give_up(child, 1, f"{line}, giving up")
+            self._park(child, f"{what} too often ({line})")
+            return not self._all_decoders_parked()
+        log.warning("%s %s; restarting in %.1f s", child.name, what, child.next_start - time.monotonic())
+        return True
+
+    def _all_decoders_parked(self) -> bool:
+        decoders = [c for c in self.children.values() if c.kind == "decoder"]
+        if decoders and all(c.parked for c in decoders):
+            log.error("every decoder was given up; stopping with exit status 2")
+            self._exit_status = 2
+            return True
+        return False
+
+    def _supervise_once(self) -> bool:
+        """One pass over the children; returns False when the daemon must give up."""
+        now_mono, now_wall = time.monotonic(), time.time()
+        for child in list(self.children.values()):
+            if child.parked:
+                continue
+            if child.process is None:
+                if child.retire:
+                    del self.children[child.name]
+                elif now_mono >= child.next_start:
+                    child.start(self.ctx, self.config.log_level)
+                continue
+            alive = child.process.is_alive()
+            if child.stopping:
+                if alive and now_mono > (child.stop_deadline or 0.0):
+                    log.warning("%s did not stop in time; killing it", child.name)
+                    child.kill()
+                    alive = False
+                if not alive:
+                    child.reap()
+                    if child.retire:
+                        del self.children[child.name]
+                        log.info("%s stopped (removed by reload)", child.name)
+                    elif child.restart_when_stopped:
+                        child.restart_when_stopped = False
+                        child.next_start, child.start_failures = 0.0, 0
+                continue
+            if not alive:
+                if not self._on_death(child, child.reap()):
+                    return False
+                continue
+            if not child.served and self._serving(child):
+                child.served, child.start_failures = True, 0
+            reason = self.hang_reason(child, now_wall)
+            if reason is not None:
+                pid = child.process.pid
+                child.kill()
+                log.error("%s (pid %s) %s; killed it", child.name, pid, reason)
+                if not self._on_death(child, child.reap()):
+                    return False
+        self._maybe_ready()
+        return True
+
+    def _maybe_ready(self) -> None:
+        if self._ready:
+            return
+        workers = [c for c in self.children.values() if c.kind == "worker"]
+        if all(c.served for c in workers):
+            self._ready = True
+            log.info("ready: %d cameras, %d workers", len(self.rings), len(workers))
+            self.start_gate.set()  # file cameras start now: no frame is read before a worker can take it
+            self.notifier.ready(f"serving {len(self.rings)} cameras")
+
+    def _stop_children(self) -> None:
+        timeout = self.config.supervisor.stop_timeout_s
+        workers = [c for c in self.children.values() if c.kind == "worker"]
+        decoders = [c for c in self.children.values() if c.kind != "worker"]
+        for group in (workers, decoders):  # workers first: they stop reading, then the decoders
+            for child in group:
+                child.request_stop(timeout)
+            deadline = time.monotonic() + timeout
+            for child in group:
+                if child.process is not None:
+                    child.process.join(max(0.0, deadline - time.monotonic()))
+        for child in self.children.values():
+            if child.process is not None and child.process.is_alive():
+                log.warning("%s did not stop in time; killing it", child.name)
+                child.kill()
+
+    # -- reload ------------------------------------------------------------------------------
+    def _reload(self) -> None:
+        from streamdet.config import load_config
+
+        self._reload_requested = False
+        self.notifier.reloading()
+        try:
+            if self.config_path is None:
+                raise StreamdetError("this daemon was started without a configuration file")
+            new = load_config(self.config_path)
+        except StreamdetError as exc:
+            log.error("reload rejected, still running the previous configuration: %s", exc)
+            self.notifier.ready("reload rejected: configuration invalid")
+            return
+        summary = self.reconciler.apply(new)
+        log.info("reloaded %s: %s", self.config_path, summary)
+        self.notifier.ready(f"serving {len(self.rings)} cameras")
+
+    # -- metrics -----------------------------------------------------------------------------
+    def _start_metrics(self) -> None:
+        from streamdet.supervisor.observe import start_metrics
+
+        start_metrics(self)
+
+    def _stop_metrics(self) -> None:
+        from streamdet.supervisor.observe import stop_metrics
+
+        stop_metrics(self)
+
+    # -- main ----------------------------------------------------------------------------------
+    def _open(self) -> None:
+        removed = cleanup_stale_segments()
+        if removed:
+            log.info("removed %d stale shared-memory segments of a dead streamdet", len(removed))
+        rdir = runtime_dir()
+        self._pidfile = PidFile(rdir)
+        self._pidfile.acquire()
+        self._workdir = Path(tempfile.mkdtemp(prefix=f"run-{os.getpid()}-", dir=rdir))
+        from streamdet.stopflag import StopFlag
+
+        self.start_gate = StopFlag(self.ctx)
+        self.proxy = self.reconciler.start_proxy(self.config)
+        self.plan = make_plan(self.config, self.cpus)
+        log.info("CPU budget: %d usable CPUs, %d cameras -> %d inference lane(s) of %d thread(s) per CPU worker",
+                 self.cpus, sum(len(d.cameras) for d in self.plan.decoders), self.plan.inference.lanes,
+                 self.plan.inference.threads)
+        self.reconciler.create(self.plan)
+        self._start_metrics()
+
+    @property
+    def internal_endpoint(self) -> str:
+        assert self._workdir is not None
+        return f"ipc://{self._workdir}/publish.sock"
+
+    @property
+    def workdir(self) -> Path:
+        assert self._workdir is not None
+        return self._workdir
+
+    def run(self) -> int:
+        """Run until a signal (exit 0), a crash loop (exit 1) or a child that cannot start (exit 2)."""
+        signals = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+        previous = {s: signal.signal(s, self._on_signal) for s in signals}
+        status = 0
+        try:
+            self._open()
+            last_watchdog = 0.0
+            while self._signal is None:
+                if self._reload_requested:
+                    self._reload()
+                if not self._supervise_once():
+                    status = self._exit_status
+                    break
+                if self.proxy is not None and not self.proxy.running:
+                    self.proxy = self.reconciler.restart_proxy(self.config, "it stopped")
+                wd = self.notifier.watchdog_interval_s
+                if wd is not None and time.monotonic() - last_watchdog >= wd and self.healthy():
+                    self.notifier.watchdog()
+                    last_watchdog = time.monotonic()
+                time.sleep(TICK_S)
+            if self._signal is not None:
+                log.info("received %s; stopping", signal.Signals(self._signal).name)
+            self.notifier.stopping()
+            self._stop_children()
+            log.info("stopped")
+            return status
+        except StreamdetError as exc:
+            log.error("%s", exc)
+            return 2
+        finally:
+            for child in self.children.values():
+                if child.stop_flag is not None:
+                    child.stop_flag.set()
+                child.kill()
+            self._cleanup()
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+
+    def _cleanup(self) -> None:
+        self._stop_metrics()
+        if self.proxy is not None:
+            with contextlib.suppress(Exception):
+                self.proxy.stop()
+        for ring in self.rings.values():
+            with contextlib.suppress(Exception):
+                ring.close()
+            with contextlib.suppress(Exception):
+                ring.unlink()
+        self.rings.clear()
+        if self._workdir is not None:
+            shutil.rmtree(self._workdir, ignore_errors=True)
+        if self._pidfile is not None:
+            self._pidfile.release()
+
+
+def run(config: Config, config_path: str | Path | None = None) -> int:
+    """Run the daemon for ``config``; returns the process exit status."""
+    return Supervisor(config, config_path).run()

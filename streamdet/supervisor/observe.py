@@ -1,0 +1,62 @@
+"""The supervisor's view of the daemon for people: stats from the proxy, the metrics endpoint.
+
+Stats messages reach the supervisor through the publish proxy's capture socket (never as a
+subscriber of the public endpoint, which CurveZMQ may close to it); they feed the metrics.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from streamdet.supervisor.core import Supervisor
+
+log = logging.getLogger("streamdet.supervisor")
+
+
+def on_stats_callback(sup: Supervisor) -> Callable[[Mapping[str, Any]], None]:
+    """What the proxy calls with each stats message (from its capture thread)."""
+
+    def on_stats(msg: Mapping[str, Any]) -> None:
+        if sup.metrics is not None:
+            sup.metrics.observe_stats(msg)
+
+    return on_stats
+
+
+def children_info(sup: Supervisor) -> dict[str, dict[str, Any]]:
+    """Per child: kind, restarts, phase, alive, parked (for the metrics)."""
+    from streamdet.pipeline.worker import PHASES
+
+    out = {}
+    for child in list(sup.children.values()):
+        phase = PHASES[int(child.phase.value)] if child.phase is not None else None
+        out[child.name] = {"kind": child.kind, "restarts": child.restart_count, "phase": phase,
+                           "alive": child.alive, "parked": child.parked is not None}
+    return out
+
+
+def start_metrics(sup: Supervisor) -> None:
+    m = sup.config.metrics
+    if m.port is None:
+        return
+    from streamdet.metrics import DaemonMetrics
+
+    metrics = DaemonMetrics(
+        rings=lambda: {cam: ring.status() for cam, ring in list(sup.rings.items())},
+        children=lambda: children_info(sup),
+        rejected=lambda: sup.proxy.rejected_handshakes if sup.proxy is not None else 0,
+    )
+    metrics.start(m.host, m.port)
+    sup.metrics = metrics
+    log.info("metrics on http://%s:%d/metrics", m.host, metrics.port)
+
+
+def stop_metrics(sup: Supervisor) -> None:
+    if sup.metrics is not None:
+        with contextlib.suppress(Exception):
+            sup.metrics.stop()
+        sup.metrics = None

@@ -1,0 +1,265 @@
+"""Bring the running children, rings and proxy in line with a plan: at start and on reload.
+
+A reload is applied as a diff against what runs. Cameras added, removed or changed are started,
+stopped or restarted; an unchanged camera keeps its decoder, its ring and its worker (no gap in its
+messages, its ``seq`` keeps counting). Thresholds and ``max_fps`` apply live: workers re-read
+their live settings file, decoders read ``max_fps`` from a shared value. What a worker needs a
+restart for (weights, img_size, backend, devices, batching, threads) restarts only that worker.
+A change of ``ring`` (slot count or size) re-creates every ring and so restarts every child;
+``publish`` restarts the proxy; ``metrics`` the metrics endpoint; ``supervisor`` and
+``log_level`` apply to the supervisor at once (children take a new log level when they restart).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from streamdet.config import Config
+from streamdet.pipeline.decode import DecoderSpec, decoder_main
+from streamdet.pipeline.publish import PublishProxy
+from streamdet.pipeline.ring import FrameRing, slot_bytes_for
+from streamdet.pipeline.worker import WorkerControl, WorkerSpec, worker_main
+from streamdet.stopflag import StopFlag
+from streamdet.supervisor.children import Child
+from streamdet.supervisor.plan import DaemonPlan, DecoderPlan, WorkerPlan, make_plan
+from streamdet.supervisor.runtime import ring_name
+
+if TYPE_CHECKING:
+    from streamdet.supervisor.core import Supervisor
+
+log = logging.getLogger("streamdet.supervisor")
+
+
+class Reconciler:
+    """Creates and updates the supervisor's rings, children and proxy (see the module docstring)."""
+
+    def __init__(self, sup: Supervisor) -> None:
+        self.sup = sup
+        self.max_fps: dict[str, Any] = {}  # camera -> shared double (0 = no limit), read by its decoder
+        self.generation: dict[str, Any] = {}  # worker -> shared counter of its live settings file
+
+    # -- rings -----------------------------------------------------------------------------
+    def _create_ring(self, cam: str) -> None:
+        r = self.sup.config.ring
+        slot_bytes = slot_bytes_for(r.max_width, r.max_height, "yuv420p")
+        self.sup.rings[cam] = FrameRing.create(ring_name(os.getpid(), cam), cam, r.slots, slot_bytes)
+
+    def _remove_ring(self, cam: str) -> None:
+        ring = self.sup.rings.pop(cam, None)
+        self.max_fps.pop(cam, None)
+        if ring is not None:
+            ring.close()
+            ring.unlink()  # processes that still map it keep their mapping until they exit
+
+    def _set_max_fps(self, plan: DecoderPlan) -> None:
+        for src in plan.sources:
+            value = self.max_fps.get(src.camera_id)
+            if value is None:
+                value = self.max_fps[src.camera_id] = self.sup.ctx.RawValue("d", 0.0)
+            value.value = float(src.max_fps or 0.0)
+
+    # -- children --------------------------------------------------------------------------
+    def _decoder_args(self, plan: DecoderPlan) -> Callable[[StopFlag], tuple[Any, ...]]:
+        spec = DecoderSpec(sources=list(plan.sources), ring_names={c: self.sup.rings[c].name for c in plan.cameras},
+                           start_gate=self.sup.start_gate,
+                           live_max_fps={c: self.max_fps[c] for c in plan.cameras})
+        return lambda stop: (spec, stop)
+
+    def _live_path(self, name: str) -> Path:
+        return self.sup.workdir / f"{name}.live.json"
+
+    def _write_live(self, plan: WorkerPlan) -> None:
+        live = {"cameras": {c: self.sup.rings[c].name for c in plan.cameras}, "thresholds": plan.thresholds.as_dict()}
+        path = self._live_path(plan.name)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(live))
+        tmp.replace(path)
+        gen = self.generation.get(plan.name)
+        if gen is None:
+            gen = self.generation[plan.name] = self.sup.ctx.RawValue("L", 0)
+        gen.value += 1
+
+    def _worker_args(self, plan: WorkerPlan, child: Child) -> Callable[[StopFlag], tuple[Any, ...]]:
+        s, t = plan.settings, plan.thresholds
+        spec = WorkerSpec(
+            name=plan.name, device=s.device, ring_names={c: self.sup.rings[c].name for c in plan.cameras},
+            weights=s.weights, img_size=s.img_size, conf_thres=t.conf_thres, iou_thres=t.iou_thres,
+            max_det=t.max_det, classes=t.classes, half=s.half, max_batch=s.max_batch, max_wait_ms=s.max_wait_ms,
+            publish_endpoint=self.sup.internal_endpoint, stats_interval_s=s.stats_interval_s, backend=s.backend,
+            threads=s.threads, lanes=s.lanes, export_cache=s.export_cache, stuck_s=s.stuck_s,
+        )
+        control = WorkerControl(heartbeat=child.heartbeat, phase=child.phase, generation=self.generation[plan.name],
+                                live_path=str(self._live_path(plan.name)))
+        return lambda stop: (spec, stop, control)
+
+    def _new_decoder(self, plan: DecoderPlan) -> Child:
+        self._set_max_fps(plan)
+        child = Child(plan.name, "decoder", plan.cameras, self._decoder_args(plan), decoder_main)
+        self.sup.children[plan.name] = child
+        return child
+
+    def _new_worker(self, plan: WorkerPlan) -> Child:
+        self._write_live(plan)
+        child = Child(plan.name, "worker", plan.cameras, lambda stop: (), worker_main,
+                      heartbeat=self.sup.ctx.RawValue("d", 0.0), phase=self.sup.ctx.RawValue("i", 0))
+        child.build_args = self._worker_args(plan, child)
+        self.sup.children[plan.name] = child
+        return child
+
+    def _restart(self, child: Child) -> None:
+        """Restart ``child`` with its (already updated) arguments, without counting a failure."""
+        child.parked = None
+        if child.process is None:
+            child.next_start, child.start_failures = 0.0, 0
+            return
+        child.restart_when_stopped = True
+        child.request_stop(self.sup.config.supervisor.stop_timeout_s)
+
+    def _retire(self, child: Child) -> None:
+        child.retire = True
+        child.request_stop(self.sup.config.supervisor.stop_timeout_s)
+
+    def create(self, plan: DaemonPlan) -> None:
+        """The first start: every ring, decoder and worker of ``plan``."""
+        for d in plan.decoders:
+            for cam in d.cameras:
+                self._create_ring(cam)
+        for d in plan.decoders:
+            self._new_decoder(d)
+        for w in plan.workers:
+            self._new_worker(w)
+        self.sup.plan = plan
+
+    # -- proxy -----------------------------------------------------------------------------
+    def start_proxy(self, config: Config) -> PublishProxy:
+        from streamdet.keys import server_keys_from_config
+        from streamdet.supervisor.observe import on_stats_callback
+
+        proxy = PublishProxy(self.sup.internal_endpoint, config.publish.endpoint, config.publish.hwm,
+                             curve=server_keys_from_config(config), on_stats=on_stats_callback(self.sup))
+        proxy.start()
+        log.info("publishing on %s", config.publish.endpoint)
+        return proxy
+
+    def restart_proxy(self, config: Config, why: str) -> PublishProxy | None:
+        old = self.sup.proxy
+        if old is not None:
+            old.stop()
+        log.warning("restarting the publish proxy: %s", why)
+        try:
+            return self.start_proxy(config)
+        except Exception as exc:
+            log.error("cannot start the publish proxy on %s: %s", config.publish.endpoint, exc)
+            return None
+
+    # -- reload ----------------------------------------------------------------------------
+    def apply(self, new: Config) -> str:
+        """Apply ``new`` as a diff against what runs; returns a one-line summary of the changes."""
+        sup = self.sup
+        old, old_plan = sup.config, sup.plan
+        assert old_plan is not None
+        plan = make_plan(new, sup.cpus, previous=old_plan)
+        sup.config = new
+        if new.log_level != old.log_level:
+            logging.getLogger("streamdet").setLevel(new.log_level.upper())
+        rings_changed = new.ring != old.ring
+        old_cams = set(sup.rings)
+        new_cams = {c for d in plan.decoders for c in d.cameras}
+        added, removed = sorted(new_cams - old_cams), sorted(old_cams - new_cams)
+        notes: list[str] = []
+
+        if rings_changed:
+            for cam in sorted(old_cams & new_cams):
+                self._remove_ring(cam)
+                self._create_ring(cam)
+            notes.append("ring settings changed: every camera restarted")
+        for cam in added:
+            self._create_ring(cam)
+
+        old_decoders = {d.name: d for d in old_plan.decoders}
+        restarted_cams: list[str] = []
+        live_fps: list[str] = []
+        wanted = {d.name for d in plan.decoders}
+        for child in [c for c in sup.children.values() if c.kind == "decoder" and c.name not in wanted]:
+            self._retire(child)
+        for d in plan.decoders:
+            child = sup.children.get(d.name)
+            if child is None or child.retire:
+                if child is not None:  # removed and re-added within one reload cycle: restart instead
+                    child.retire = False
+                    child.cameras = d.cameras
+                    self._set_max_fps(d)
+                    child.build_args = self._decoder_args(d)
+                    self._restart(child)
+                else:
+                    self._new_decoder(d)
+                continue
+            before = old_decoders.get(d.name)
+            if before is not None and any(
+                (a.max_fps or 0) != (b.max_fps or 0) for a, b in zip(before.sources, d.sources, strict=False)
+            ):
+                live_fps += [s.camera_id for s in d.sources]
+            self._set_max_fps(d)
+            child.cameras = d.cameras
+            child.build_args = self._decoder_args(d)
+            if rings_changed or before is None or before.restart_key() != d.restart_key() or child.parked:
+                restarted_cams += [c for c in d.cameras if c not in added]
+                self._restart(child)
+
+        old_workers = {w.name: w for w in old_plan.workers}
+        restarted_workers: list[str] = []
+        live_workers: list[str] = []
+        wanted = {w.name for w in plan.workers}
+        for child in [c for c in sup.children.values() if c.kind == "worker" and c.name not in wanted]:
+            self._retire(child)
+            restarted_workers.append(f"{child.name} (removed)")
+        for w in plan.workers:
+            child = sup.children.get(w.name)
+            before = old_workers.get(w.name)
+            if child is None or child.retire:
+                if child is not None:
+                    child.retire = False
+                    self._write_live(w)
+                    child.build_args = self._worker_args(w, child)
+                    child.cameras = w.cameras
+                    self._restart(child)
+                else:
+                    self._new_worker(w)
+                    restarted_workers.append(f"{w.name} (new)")
+                continue
+            if rings_changed or before is None or before.settings != w.settings:
+                self._write_live(w)
+                child.build_args = self._worker_args(w, child)
+                child.cameras = w.cameras
+                self._restart(child)
+                restarted_workers.append(w.name)
+            elif before.cameras != w.cameras or before.thresholds != w.thresholds:
+                self._write_live(w)
+                child.build_args = self._worker_args(w, child)
+                child.cameras = w.cameras
+                live_workers.append(w.name)
+
+        for cam in removed:
+            self._remove_ring(cam)
+        if (new.publish.endpoint, new.publish.hwm, new.publish.curve) != (
+                old.publish.endpoint, old.publish.hwm, old.publish.curve):
+            sup.proxy = self.restart_proxy(new, "publish settings changed")
+            notes.append("publish proxy restarted")
+        if new.metrics != old.metrics:
+            sup._stop_metrics()
+            sup._start_metrics()
+            notes.append("metrics endpoint restarted")
+        sup.plan = plan
+        parts = [f"cameras +{len(added)} -{len(removed)} restarted {len(restarted_cams)}"
+                 f" unchanged {len(new_cams) - len(added) - len(restarted_cams)}"]
+        for label, items in (("added", added), ("removed", removed), ("restarted", restarted_cams),
+                             ("max_fps live", live_fps), ("workers restarted", restarted_workers),
+                             ("workers updated live", live_workers)):
+            if items:
+                parts.append(f"{label}: {', '.join(items)}")
+        return "; ".join(parts + notes)
