@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from streamdet.metrics import CameraTotals, ChildInfo, DaemonMetrics, MetricsServer, render_metrics
+from streamdet.metrics import ChildInfo, DaemonMetrics
 from streamdet.pipeline.ring_layout import RingStatus
 from streamdet.pipeline.worker import CameraStats, StageTimer
 from streamdet.supervisor import local_endpoint
@@ -187,22 +187,6 @@ def test_server_binds_the_host_and_stops() -> None:
 def test_a_port_in_use_is_a_clear_error() -> None:
     with DaemonMetrics().start("127.0.0.1", 0) as first, pytest.raises(OSError, match="metrics: cannot listen on"):
         DaemonMetrics().start("127.0.0.1", first.port)
-
-
-def test_former_api_still_serves_the_supervisor() -> None:
-    totals = CameraTotals()
-    totals.add({"cameras": _stats()["cameras"]})
-    text = render_metrics({"door": _ring(frames_decoded=3)}, totals.snapshot(), {"decoder-door": 2},
-                          totals.workers())
-    server = MetricsServer("127.0.0.1", 0, lambda: text).start()
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{server.port}/metrics", timeout=5) as r:
-            served = {s.name: s.value for f in text_string_to_metric_families(r.read().decode()) for s in f.samples}
-    finally:
-        server.stop()
-    assert served["streamdet_camera_frames_decoded_total"] == 3
-    assert served["streamdet_camera_published_total"] == 10
-    assert served["streamdet_child_restarts_total"] == 2
 
 
 def test_ring_status_without_stats_yet() -> None:

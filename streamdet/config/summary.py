@@ -2,12 +2,26 @@
 
 from __future__ import annotations
 
-from streamdet.config.schema import Config
+from streamdet.config.schema import Config, CurveConfig
 
 
 def _fmt_s(seconds: float) -> str:
     """Seconds for humans: 10 -> '10 s'."""
     return f"{seconds:g} s"
+
+
+def _curve(curve: CurveConfig | None) -> str:
+    """', CURVE (N client keys)' for the publish line: the *.key files in ``authorized_keys``; just
+    ', CURVE' when that directory is not here (systemd credentials may supply it at start)."""
+    if curve is None:
+        return ""
+    try:
+        n = sum(1 for p in curve.authorized_keys.glob("*.key") if p.is_file())
+    except OSError:
+        n = -1
+    if n < 0 or not curve.authorized_keys.is_dir():
+        return ", CURVE"
+    return f", CURVE ({n} client key{'s' if n != 1 else ''})"
 
 
 def summarize(config: Config) -> str:
@@ -25,7 +39,7 @@ def summarize(config: Config) -> str:
         f"devices:    {', '.join(config.devices)} ({len(config.devices)} worker"
         f"{'s' if len(config.devices) != 1 else ''})",
         f"publish:    {config.publish.endpoint} (hwm {config.publish.hwm}, stats every "
-        f"{_fmt_s(config.publish.stats_interval_s)})",
+        f"{_fmt_s(config.publish.stats_interval_s)}{_curve(config.publish.curve)})",
         "metrics:    " + ("off" if config.metrics.port is None
                           else f"http://{config.metrics.host}:{config.metrics.port}/metrics"),
         f"cameras:    {len(config.cameras)} ({enabled} enabled)",

@@ -6,14 +6,11 @@ and the publish proxy's rejected handshakes. docs/metrics.md lists the metrics. 
 camera ids, worker and child names only, never URLs.
 
 Modules: ``totals`` (stats messages -> running totals), ``collector`` (the metric families, built
-at scrape time), ``daemon`` (registry and HTTP server), ``compat`` (the former API, until the
-supervisor switches over).
+at scrape time), ``daemon`` (registry and HTTP server).
 """
 
 from streamdet.metrics.collector import ChildInfo, DaemonCollector
-from streamdet.metrics.compat import CameraTotals, MetricsServer, render_metrics
 from streamdet.metrics.daemon import DaemonMetrics
 from streamdet.metrics.totals import StatsTotals, TotalsSnapshot
 
-__all__ = ["CameraTotals", "ChildInfo", "DaemonCollector", "DaemonMetrics", "MetricsServer", "StatsTotals",
-           "TotalsSnapshot", "render_metrics"]
+__all__ = ["ChildInfo", "DaemonCollector", "DaemonMetrics", "StatsTotals", "TotalsSnapshot"]
