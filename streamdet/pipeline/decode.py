@@ -79,6 +79,7 @@ What each failure does (:mod:`streamdet.pipeline.source_faults` decides what is 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -128,9 +129,12 @@ class CameraReader:
     """
 
     def __init__(self, source: CameraSource, ring: FrameRing, stop_event: _EventLike,
-                 rng: random.Random | None = None, start_gate: _EventLike | None = None) -> None:
+                 rng: random.Random | None = None, start_gate: _EventLike | None = None,
+                 live_max_fps: Any = None) -> None:
         self.source = source
         self.ring = ring
+        self.live_max_fps = live_max_fps  # shared double set by the supervisor on reload (0 = no limit)
+        self.last_beat = time.monotonic()  # this thread's own last sign of progress (decoder_main reads it)
         self.stop = stop_event
         self.start_gate = start_gate
         self.rng = rng or random.Random()
@@ -149,7 +153,14 @@ class CameraReader:
         return f"camera={self.source.camera_id} url={self.source.redacted_url}"
 
     def _beat(self) -> None:
+        self.last_beat = time.monotonic()
         self.ring.heartbeat(self.pid)
+
+    def max_fps(self) -> float | None:
+        """The camera's max_fps now: the supervisor's live value when there is one."""
+        if self.live_max_fps is None:
+            return self.source.max_fps
+        return float(self.live_max_fps.value) or None
 
     def _sleep(self, seconds: float) -> None:
         """Sleep, heartbeating; raises _Stopped as soon as stop is set (within _POLL_S)."""
@@ -285,7 +296,8 @@ class CameraReader:
         index = 0  # frame_index: decoded frames since open
         start_wall: float | None = None  # paced loop: when the next pass's first frame is due
         while True:
-            sched = Schedule(fps, s.max_fps, start_wall)
+            max_fps = self.max_fps()
+            sched = Schedule(fps, max_fps, start_wall)
             last_t = -math.inf
             loop_start = index
             frames = FramePass(container, stream, live=s.is_live, read_limit_s=s.read_limit_s,
@@ -300,6 +312,10 @@ class CameraReader:
                 if t < last_t:
                     sched.restart()
                 last_t = t
+                if self.live_max_fps is not None and self.max_fps() != max_fps:
+                    max_fps = self.max_fps()
+                    sched.set_max_fps(fps, max_fps)
+                    log.info("%s: max_fps is now %s", self._tag(), max_fps or "unlimited")
                 if not sched.keep(t):
                     self.ring.add_counts(skipped=1)
                     continue
@@ -398,6 +414,8 @@ class _CameraThread:
     restart_at: float = 0.0
     started_at: float = 0.0
     result: dict = field(default_factory=dict)
+    live_max_fps: Any = None
+    reader: CameraReader | None = None
 
 
 def _camera_thread_body(cam: _CameraThread, stop: _EventLike, start_gate: _EventLike | None = None) -> None:
@@ -409,7 +427,8 @@ def _camera_thread_body(cam: _CameraThread, stop: _EventLike, start_gate: _Event
             ring = FrameRing.attach(cam.ring_name)
         except (OSError, ValueError) as exc:
             raise RuntimeError(f"cannot attach ring {cam.ring_name}: {exc}") from exc
-        CameraReader(cam.source, ring, stop, start_gate=start_gate).run()
+        cam.reader = CameraReader(cam.source, ring, stop, start_gate=start_gate, live_max_fps=cam.live_max_fps)
+        cam.reader.run()
         cam.result["ok"] = True
     except BaseException as exc:  # one camera never takes the process down
         text = redact_text(f"{type(exc).__name__}: {exc}")
@@ -427,6 +446,20 @@ def _camera_thread_body(cam: _CameraThread, stop: _EventLike, start_gate: _Event
             ring.close()
 
 
+def _process_beat(cam: _CameraThread, now: float) -> None:
+    """Heartbeat the camera's ring from the process's main loop while its reader thread is alive
+    and has shown progress within what its own timeouts allow: a reader waiting on a slow source
+    is not a hang, but a frozen process (no main loop) or a reader stuck beyond every timeout is."""
+    reader = cam.reader
+    if cam.thread is None or not cam.thread.is_alive() or reader is None:
+        return
+    s = cam.source
+    if now - reader.last_beat < s.open_timeout_s + s.read_limit_s + _POLL_S + 5.0:
+        # the thread may close its ring between the check and the beat
+        with contextlib.suppress(ValueError, TypeError):
+            reader.ring.heartbeat(reader.pid)
+
+
 def decoder_main(spec: DecoderSpec, stop_event: _EventLike) -> None:
     """Decoder process entry point: one CameraReader thread per camera until ``stop_event``.
 
@@ -435,11 +468,14 @@ def decoder_main(spec: DecoderSpec, stop_event: _EventLike) -> None:
     finished (waiting at most ~2 s; a thread still inside a blocking FFmpeg read is a daemon
     thread and ends with the process, or by its read timeout).
     """
-    cams = [_CameraThread(src, spec.ring_names[src.camera_id]) for src in spec.sources]
+    live = spec.live_max_fps or {}
+    cams = [_CameraThread(src, spec.ring_names[src.camera_id], live_max_fps=live.get(src.camera_id))
+            for src in spec.sources]
     log.info("decoder started (pid %d): cameras %s", os.getpid(), ", ".join(c.source.camera_id for c in cams))
 
     def start(cam: _CameraThread) -> None:
         cam.result = {}
+        cam.reader = None
         cam.started_at = time.monotonic()
         cam.thread = threading.Thread(target=_camera_thread_body, args=(cam, stop_event, spec.start_gate),
                                       name=f"decode-{cam.source.camera_id}", daemon=True)
@@ -450,6 +486,7 @@ def decoder_main(spec: DecoderSpec, stop_event: _EventLike) -> None:
     while not stop_event.wait(_POLL_S):
         now = time.monotonic()
         for cam in cams:
+            _process_beat(cam, now)
             if cam.finished:
                 continue
             if cam.thread is None:

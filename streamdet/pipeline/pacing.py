@@ -32,6 +32,12 @@ class Schedule:
         self.anchor: tuple[float, float] | None = None  # (wall monotonic, media time)
         self.next_keep: float | None = None  # max_fps: earliest media time of the next kept frame
 
+    def set_max_fps(self, fps: float, max_fps: float | None) -> None:
+        """A new max_fps (live reload) from the next frame on; the pacing anchor is kept."""
+        self.interval = 1.0 / max_fps if max_fps else 0.0
+        self.late_s = BEHIND_PERIODS * max(1.0 / fps, self.interval)
+        self.next_keep = None
+
     def restart(self) -> None:
         """Timestamps went back (discontinuity): restart both schedules."""
         self.anchor = self.next_keep = None

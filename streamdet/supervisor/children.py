@@ -37,6 +37,7 @@ def child_entry(name: str, log_level: str, target: Callable[..., None], args: tu
     """
     import faulthandler
 
+    _die_with_parent()
     faulthandler.enable()
     # before any child imports torch/OpenMP: idle inference threads sleep instead of spinning on the
     # cores that decoders need (an operator's explicit setting wins)
@@ -57,6 +58,23 @@ def child_entry(name: str, log_level: str, target: Callable[..., None], args: tu
         logging.getLogger("streamdet.child").error("%s failed: %s: %s", name, type(exc).__name__, exc)
         logging.getLogger("streamdet.child").debug("%s", "".join(traceback.format_exception(exc)))
         raise SystemExit(1) from None
+
+
+def _die_with_parent() -> None:
+    """Ask the kernel to SIGKILL this process when the supervisor dies (even by SIGKILL), so a
+    dead supervisor never leaves decoders or workers running as orphans (Linux prctl)."""
+    import ctypes
+    import multiprocessing
+
+    pr_set_pdeathsig = 1
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):
+        return
+    parent = multiprocessing.parent_process()
+    if parent is not None and os.getppid() != parent.pid:
+        os._exit(1)  # the supervisor died before the request took effect
 
 
 @dataclass
