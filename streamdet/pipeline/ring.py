@@ -280,6 +280,7 @@ class FrameRing:
         hdr["nbytes"][i] = nbytes
         hdr["color_matrix"][i] = COLOR_MATRICES.index(color_matrix)
         hdr["color_range"][i] = COLOR_RANGES.index(color_range)
+        hdr["not_written"][i] = self.not_written()
         return i, seq, self._data[i, :nbytes]
 
     def _commit(self, i: int, seq: int) -> int:
@@ -319,6 +320,10 @@ class FrameRing:
                 h[field] += value
 
     # -- reader side (worker) -----------------------------------------------------------------
+
+    def not_written(self) -> int:
+        """Decoded frames the decoder did not write so far (skipped by max_fps or behind)."""
+        return int(self._hdr["frames_skipped"]) + int(self._hdr["frames_behind"])
 
     @property
     def latest_seq(self) -> int:
@@ -398,6 +403,7 @@ class FrameRing:
         width, height = int(hdr["width"][i]), int(hdr["height"][i])
         codes = int(hdr["pix_fmt"][i]), int(hdr["color_matrix"][i]), int(hdr["color_range"][i])
         frame_index, pts, ts = int(hdr["frame_index"][i]), float(hdr["pts"][i]), float(hdr["ts_capture"][i])
+        not_written = int(hdr["not_written"][i])
         src_w, src_h = int(hdr["src_width"][i]), int(hdr["src_height"][i])
         if (nbytes > self.slot_bytes or not 0 < codes[0] < len(PIX_FMTS) or codes[1] >= len(COLOR_MATRICES)
                 or codes[2] >= len(COLOR_RANGES)):
@@ -421,7 +427,7 @@ class FrameRing:
                      width=width, height=height, src_width=src_w, src_height=src_h, pix_fmt=pix_fmt,
                      image=data.reshape(image_shape(width, height, pix_fmt)),
                      dropped=max(0, seq - after_seq - 1), color_matrix=COLOR_MATRICES[codes[1]],
-                     color_range=COLOR_RANGES[codes[2]])
+                     color_range=COLOR_RANGES[codes[2]], not_written=not_written)
 
     def next_message_seq(self) -> int:
         """Per-camera wire message seq: 0, 1, 2, ... kept in shared memory so that it survives a

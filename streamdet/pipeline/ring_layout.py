@@ -59,9 +59,9 @@ HEADER_DTYPE = np.dtype({
 #: The header at the start of each slot (``lock`` is the slot's seqlock word).
 SLOT_DTYPE = np.dtype({
     "names": ["lock", "seq", "frame_index", "pts", "ts_capture", "width", "height", "src_width",
-              "src_height", "pix_fmt", "nbytes", "color_matrix", "color_range"],
-    "formats": ["<u8", "<i8", "<i8", "<f8", "<f8", "<u4", "<u4", "<u4", "<u4", "<u4", "<u4", "<u4", "<u4"],
-    "offsets": [0, 8, 16, 24, 32, 40, 44, 48, 52, 56, 60, 64, 68],
+              "src_height", "pix_fmt", "nbytes", "color_matrix", "color_range", "not_written"],
+    "formats": ["<u8", "<i8", "<i8", "<f8", "<f8", "<u4", "<u4", "<u4", "<u4", "<u4", "<u4", "<u4", "<u4", "<u8"],
+    "offsets": [0, 8, 16, 24, 32, 40, 44, 48, 52, 56, 60, 64, 68, 72],
     "itemsize": SLOT_HEADER_BYTES,
 })
 
@@ -157,9 +157,13 @@ class Frame:
     src_height: int
     pix_fmt: str
     image: np.ndarray
-    dropped: int
+    dropped: int  # frames written to the ring after the reader's last one and overwritten before it read them
     color_matrix: str = "bt601"
     color_range: str = "limited"
+    # the ring's count of decoded frames never written (max_fps, behind) when this one was written:
+    # the difference between two frames a reader takes is what the decoder dropped in between
+    not_written: int = 0
+    skipped: int = 0  # set by the reader: frames the decoder did not write since the reader's last frame
 
     def to_image(self) -> Image:
         """The pixels with their format, for the preprocessor."""

@@ -103,6 +103,7 @@ class CameraStats:
 
     published: int = 0
     overwritten: int = 0  # frames the ring overwrote before the worker took them
+    unsent: int = 0  # frames inferred but not published (the message could not be built or sent)
     latencies_ms: list[float] = field(default_factory=list)  # one per inferred frame, published or not
 
     def summary(self, interval_s: float, ring_delta: dict[str, int]) -> dict[str, Any]:
@@ -113,7 +114,8 @@ class CameraStats:
             if lat.size else {"p50": None, "p95": None, "p99": None}
         )
         latency["max"] = round(float(lat.max()), 2) if lat.size else None
-        drops = {"overwritten": self.overwritten, "max_fps": ring_delta["skipped"], "behind": ring_delta["behind"]}
+        drops = {"overwritten": self.overwritten, "max_fps": ring_delta["skipped"], "behind": ring_delta["behind"],
+                 "unsent": self.unsent}
         decoded = ring_delta["decoded"]
         return {
             "fps": round(self.published / interval_s, 2) if interval_s > 0 else 0.0,
@@ -195,6 +197,8 @@ class BatchGatherer:
         self.rings = rings
         self.order = list(rings)
         self.last_seq = {cam: ring.resume_seq() for cam, ring in rings.items()}
+        # per camera: the ring's not-written count at the last frame taken (see Frame.not_written)
+        self.last_not_written = {cam: ring.not_written() for cam, ring in rings.items()}
         self.max_batch = max_batch
         self.max_wait_s = max_wait_s
         self.clock = clock
@@ -203,8 +207,10 @@ class BatchGatherer:
 
     def set_rings(self, rings: dict[str, FrameRing], max_batch: int) -> None:
         """Serve another set of cameras (live reload); cameras kept keep their position in the ring."""
-        self.last_seq = {cam: self.last_seq[cam] if cam in self.last_seq and self.rings.get(cam) is rings[cam]
-                         else rings[cam].resume_seq() for cam in rings}
+        kept = {cam for cam in rings if cam in self.last_seq and self.rings.get(cam) is rings[cam]}
+        self.last_seq = {cam: self.last_seq[cam] if cam in kept else rings[cam].resume_seq() for cam in rings}
+        self.last_not_written = {cam: self.last_not_written[cam] if cam in kept else rings[cam].not_written()
+                                 for cam in rings}
         self.rings = rings
         self.order = list(rings)
         self.max_batch = max_batch
@@ -221,6 +227,8 @@ class BatchGatherer:
             frame = self.rings[cam].read_next(self.last_seq[cam])
             if frame is not None:
                 self.last_seq[cam] = frame.seq
+                frame.skipped = max(0, frame.not_written - self.last_not_written.get(cam, frame.not_written))
+                self.last_not_written[cam] = frame.not_written
                 batch.append(frame)
                 taken.add(cam)
 
@@ -397,6 +405,7 @@ class WorkerLoop:
         self.heartbeat = heartbeat
         self.control = control
         self._generation = 0
+        self._unsent: dict[str, int] = {}  # camera -> frames not published since its last message
         self._retired: list[tuple[float, FrameRing]] = []  # detached rings, closed once no batch can use them
         self.gatherer = BatchGatherer(rings, lane_batch(spec.max_batch, len(rings), len(stages.backends)),
                                       spec.max_wait_ms / 1000.0)
@@ -525,6 +534,8 @@ class WorkerLoop:
             if ring is None:
                 continue  # the camera was removed by a reload while this batch was in flight
             stats = all_stats.get(frame.camera) or all_stats.setdefault(frame.camera, CameraStats())
+            # every frame of this camera not published since its previous message, whatever the reason
+            dropped = frame.dropped + frame.skipped + self._unsent.pop(frame.camera, 0)
             ts_publish = time.time()
             try:  # a non-finite score breaks the contract; one bad message never stops the worker
                 msg = detection_message(
@@ -536,7 +547,7 @@ class WorkerLoop:
                     ts_publish=ts_publish,
                     width=frame.src_width,
                     height=frame.src_height,
-                    dropped=frame.dropped,
+                    dropped=dropped,
                     detections=detection_records(det, self.names),
                 )
                 sent = self.publisher.send(msg)
@@ -545,6 +556,9 @@ class WorkerLoop:
                 sent = False
             if sent:
                 stats.published += 1
+            else:
+                stats.unsent += 1
+                self._unsent[frame.camera] = dropped + 1  # counted in the camera's next message
             stats.overwritten += frame.dropped
             stats.latencies_ms.append((ts_publish - frame.ts_capture) * 1000.0)
         self.timer.add("publish", time.perf_counter() - t1)

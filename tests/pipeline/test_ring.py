@@ -55,6 +55,16 @@ def test_write_read_roundtrip(ring: FrameRing) -> None:
     assert ring.read_latest(1) is None
 
 
+def test_each_slot_records_the_frames_not_written_before_it(ring: FrameRing) -> None:
+    ring.write(_img(64, 48, 1), frame_index=0, pts=0, ts_capture=0)
+    first = ring.read_latest(0)
+    ring.add_counts(skipped=3, behind=1)  # max_fps skipped three frames, one paced frame was late
+    ring.write(_img(64, 48, 2), frame_index=5, pts=0.2, ts_capture=0)
+    second = ring.read_latest(first.seq)
+    assert (first.not_written, second.not_written) == (0, 4)
+    assert ring.not_written() == 4
+
+
 def test_latest_wins_and_dropped(ring: FrameRing) -> None:
     for i in range(10):  # 10 frames into 4 slots: the writer laps, never waits
         ring.write(_img(64, 48, i), frame_index=i, pts=i / 25, ts_capture=time.time())

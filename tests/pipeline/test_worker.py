@@ -48,13 +48,17 @@ class FakeRing:
         seq = len(self.frames) + 1
         sw, sh = src or (w, h)
         self.frames.append(Frame(self.camera, seq, seq - 1, (seq - 1) / 25, 1000.0 + seq, w, h, sw, sh, "yuv420p",
-                                 np.full((h * 3 // 2, w), 128, np.uint8), dropped=0))
+                                 np.full((h * 3 // 2, w), 128, np.uint8), dropped=0,
+                                 not_written=self.not_written()))
         self.counters.frames_decoded += 1
         self.counters.decode_ns += 2_000_000
 
     def status(self) -> FakeStatus:
         self.counters.latest_seq = len(self.frames)
         return self.counters
+
+    def not_written(self) -> int:
+        return self.counters.frames_skipped + self.counters.frames_behind
 
     def resume_seq(self) -> int:
         return 0 if self.lossless else len(self.frames)
@@ -151,7 +155,7 @@ def test_camera_stats_summary() -> None:
     s = CameraStats(published=10, overwritten=3, latencies_ms=[10.0, 20.0, 30.0, 40.0])
     out = s.summary(2.0, {"decoded": 20, "skipped": 5, "behind": 1, "decode_ns": 40_000_000})
     assert out["fps"] == 5.0 and out["dropped"] == 9
-    assert out["drops"] == {"overwritten": 3, "max_fps": 5, "behind": 1}
+    assert out["drops"] == {"overwritten": 3, "max_fps": 5, "behind": 1, "unsent": 0}
     assert out["decoded"] == 20 and out["decode_ms"] == 2.0
     assert out["latency_ms"]["max"] == 40.0 and out["latency_ms"]["p50"] == 25.0
     assert out["latency_ms"]["p99"] == pytest.approx(39.7)
@@ -245,9 +249,40 @@ def test_drops_by_reason_come_from_the_ring_counters() -> None:
     loop.process(loop.gatherer.gather())
     loop.publish_stats()
     cam = pub.sent[-1]["cameras"]["a"]
-    assert cam["drops"] == {"overwritten": 0, "max_fps": 4, "behind": 2} and cam["dropped"] == 6
+    assert cam["drops"] == {"overwritten": 0, "max_fps": 4, "behind": 2, "unsent": 0} and cam["dropped"] == 6
     loop.publish_stats()  # the next interval counts only what happened since
-    assert pub.sent[-1]["cameras"]["a"]["drops"] == {"overwritten": 0, "max_fps": 0, "behind": 0}
+    assert pub.sent[-1]["cameras"]["a"]["drops"] == {"overwritten": 0, "max_fps": 0, "behind": 0, "unsent": 0}
+
+
+def test_detection_dropped_counts_every_frame_not_published_whatever_the_reason() -> None:
+    class Flaky(FakePublisher):
+        refuse = False
+
+        def send(self, msg: dict) -> bool:
+            return False if self.refuse else super().send(msg)
+
+    ring = FakeRing("a")
+    pub = Flaky()
+    loop = WorkerLoop(_spec(), {"a": ring}, fake_stages(), pub)
+    ring.push()
+    loop.process(loop.gatherer.gather())
+    assert pub.sent[-1]["dropped"] == 0
+    ring.counters.frames_skipped += 3  # max_fps skipped three frames (never written)
+    ring.push()
+    ring.counters.frames_behind += 1  # a paced frame written too late to count
+    ring.push()
+    ring.push()  # the worker takes only this newest one: two overwritten
+    loop.process(loop.gatherer.gather())
+    assert pub.sent[-1]["dropped"] == 3 + 1 + 2
+    pub.refuse = True  # the next frame is inferred but cannot be sent
+    ring.push()
+    loop.process(loop.gatherer.gather())
+    pub.refuse = False
+    ring.push()
+    loop.process(loop.gatherer.gather())
+    assert pub.sent[-1]["dropped"] == 1
+    loop.publish_stats()
+    assert pub.sent[-1]["cameras"]["a"]["drops"] == {"overwritten": 2, "max_fps": 3, "behind": 1, "unsent": 1}
 
 
 def test_a_message_that_breaks_the_contract_is_skipped_not_fatal() -> None:
