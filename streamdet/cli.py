@@ -39,6 +39,7 @@ def _cmd_detect(args: argparse.Namespace) -> int:
 
 def _cmd_check(args: argparse.Namespace) -> int:
     from streamdet.config import load_config, summarize
+    from streamdet.keys import check_curve
     from streamdet.model.checkpoint import read_checkpoint
     from streamdet.model.input_size import choose_img_size
     from streamdet.pipeline.backends import BACKENDS, available_backends
@@ -61,7 +62,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
             except StreamdetError as exc:
                 raise ConfigError(f"model.backend: {exc}") from exc
         backends[device] = name
-    problems = device_problems(tuple(config.devices), visible_gpus())
+    problems = device_problems(tuple(config.devices), visible_gpus()) + check_curve(config)
     if problems:
         raise ConfigError("; ".join(problems))
     input_size = choose_img_size(config.model.img_size, ckpt.trained_img_size)

@@ -16,9 +16,10 @@ from streamdet.config import Config
 NVIDIA_PROC = Path("/proc/driver/nvidia/gpus")
 
 
-def visible_gpus(proc_dir: Path = NVIDIA_PROC, environ: Mapping[str, str] | None = None) -> int:
+def visible_gpus(proc_dir: Path | None = None, environ: Mapping[str, str] | None = None) -> int:
     """How many CUDA devices a process would see: the driver's GPUs, limited by CUDA_VISIBLE_DEVICES."""
     env = os.environ if environ is None else environ
+    proc_dir = NVIDIA_PROC if proc_dir is None else proc_dir
     try:
         present = sum(1 for e in proc_dir.iterdir() if e.is_dir())
     except OSError:
