@@ -1,16 +1,23 @@
 """The daemon's data flow, one module per stage, in this order.
 
-    decode.py      1  decoder process: PyAV open/read/reconnect, pacing; copies the decoded
-                      YUV 4:2:0 planes into the ring (no colour conversion on decoding cores)
+    decode.py      1  decoder process: one reader thread per camera, start gate, backoff;
+                      copies the decoded YUV 4:2:0 planes into the ring (no colour conversion
+                      on decoding cores). source.py: a camera as the decoder reads it;
+                      frame_pass.py: one read pass with the read and stall timeouts;
+                      source_faults.py: which failures are permanent (state ``failed``);
+                      frames.py, pacing.py: frame formats, real-time pacing and max_fps
     ring.py        2  per-camera shared-memory ring of frames: latest wins (live, paced), or
-                      lossless in order (files with realtime: false)
+                      lossless in order (files with realtime: false); ring_layout.py: its layout
     preprocess.py  3  worker: YUV/BGR -> letterboxed RGB uint8 batch (CpuPreprocessor);
                       colour.py holds the YUV->RGB arithmetic, transform.py the frame geometry
     backends/      4  worker: the model (torch, onnxruntime, openvino), chosen by name
     postprocess.py 5  worker: NMS, Transform inverse to source pixels, wire records
-    publish.py     6  worker: ZeroMQ PUB of wire messages (see streamdet.wire)
+    publish.py     6  worker: ZeroMQ PUB of wire messages (see streamdet.wire); the supervisor's
+                      XSUB/XPUB proxy, with handshakes.py (CurveZMQ: ZAP, refused handshakes)
+                      and capture.py (the stats messages for the supervisor's metrics)
 
 stages.py puts 3-5 together (the one inference path, also behind ``streamdet.Detector``);
-worker.py runs them per batch, pipelined in three threads; registry.py picks implementations
-by name; image.py is the picture type passed between stages.
+worker.py runs them per batch (phases loading, warming_up, serving; live settings through
+``WorkerControl``), pipelined.py in three threads; registry.py picks implementations by name;
+image.py is the picture type passed between stages.
 """
