@@ -40,7 +40,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from multiprocessing.sharedctypes import Synchronized
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -57,29 +57,54 @@ EXIT_BAD_MODEL = EXIT_CANNOT_START  # the former name
 STAGES = ("gather", "preprocess", "inference", "postprocess", "publish")
 
 
+class ModelSection(Protocol):
+    """What a worker reads of the configuration's frozen ``model`` section (streamdet.config's
+    ModelConfig; described here so that pipeline/ does not import the configuration package)."""
+
+    @property
+    def weights(self) -> Path: ...
+    @property
+    def img_size(self) -> int | None: ...  # None: the size the checkpoint was trained at, else 640
+    @property
+    def conf_thres(self) -> float: ...
+    @property
+    def iou_thres(self) -> float: ...
+    @property
+    def classes(self) -> tuple[int, ...] | None: ...
+    @property
+    def max_det(self) -> int: ...
+    @property
+    def half(self) -> bool: ...
+    @property
+    def backend(self) -> str: ...
+    @property
+    def export_cache(self) -> Path | None: ...
+
+
+class BatchingSection(Protocol):
+    """What a worker reads of the configuration's frozen ``batching`` section."""
+
+    @property
+    def max_batch(self) -> int: ...
+    @property
+    def max_wait_ms(self) -> float: ...
+
+
 @dataclass(frozen=True)
 class WorkerSpec:
-    """Everything a worker process needs, picklable for the spawn context."""
+    """Everything a worker process needs, picklable for the spawn context: the configuration's
+    own frozen sections, plus what the supervisor decided (cameras, device, CPU plan)."""
 
     name: str
     device: str
     ring_names: dict[str, str]
-    weights: str
-    img_size: int | None  # None: the size the checkpoint was trained at, else 640
-    conf_thres: float
-    iou_thres: float
-    max_det: int
-    classes: tuple[int, ...] | None
-    half: bool
-    max_batch: int
-    max_wait_ms: float
+    model: ModelSection
+    batching: BatchingSection
     publish_endpoint: str
     stats_interval_s: float
     warmup_shape: tuple[int, int] = (720, 1280)
-    backend: str = "auto"
     threads: int | None = None  # intra-op inference threads per lane; None = the backend's default
     lanes: int = 1  # batches inferred concurrently, each on its own backend instance
-    export_cache: str | None = None
     pipelined: bool = True
     stuck_s: float = 30.0  # one batch inferring this long stops the heartbeat (the supervisor sees a hang)
 
@@ -360,14 +385,15 @@ def _start_worker(spec: WorkerSpec, control: WorkerControl) -> tuple[Any, dict[s
 
     try:
         ensure_device(spec.device)
-        input_size = choose_img_size(spec.img_size, read_checkpoint(spec.weights).trained_img_size)
+        m = spec.model
+        input_size = choose_img_size(m.img_size, read_checkpoint(m.weights).trained_img_size)
         log.info("%s: %s", spec.name, input_size.describe())
         if input_size.warning:
             log.warning("%s: %s", spec.name, input_size.warning)
         stages = build_stages(
-            spec.weights, device=spec.device, backend=spec.backend, img_size=input_size.size, half=spec.half,
-            conf_thres=spec.conf_thres, iou_thres=spec.iou_thres, max_det=spec.max_det, classes=spec.classes,
-            threads=spec.threads, cache_dir=Path(spec.export_cache) if spec.export_cache else None,
+            m.weights, device=spec.device, backend=m.backend, img_size=input_size.size, half=m.half,
+            conf_thres=m.conf_thres, iou_thres=m.iou_thres, max_det=m.max_det, classes=m.classes,
+            threads=spec.threads, cache_dir=Path(m.export_cache) if m.export_cache else None,
             lanes=spec.lanes if spec.pipelined else 1,
         )
     except (ModelError, ValueError, RegistryError, DeviceUnavailable) as exc:
@@ -377,7 +403,7 @@ def _start_worker(spec: WorkerSpec, control: WorkerControl) -> tuple[Any, dict[s
     try:
         control.set_phase("warming_up")
         t0 = time.monotonic()
-        stages.warmup([spec.warmup_shape], min(spec.max_batch, max(1, len(rings))))
+        stages.warmup([spec.warmup_shape], min(spec.batching.max_batch, max(1, len(rings))))
         log.info("%s ready on %s: %d cameras, backend %s, %d inference lane(s) of %s thread(s), warm-up %.1f s",
                  spec.name, spec.device, len(rings), stages.backend.name, len(stages.backends),
                  spec.threads or "default", time.monotonic() - t0)
@@ -407,8 +433,8 @@ class WorkerLoop:
         self._generation = 0
         self._unsent: dict[str, int] = {}  # camera -> frames not published since its last message
         self._retired: list[tuple[float, FrameRing]] = []  # detached rings, closed once no batch can use them
-        self.gatherer = BatchGatherer(rings, lane_batch(spec.max_batch, len(rings), len(stages.backends)),
-                                      spec.max_wait_ms / 1000.0)
+        self.gatherer = BatchGatherer(rings, lane_batch(spec.batching.max_batch, len(rings), len(stages.backends)),
+                                      spec.batching.max_wait_ms / 1000.0)
         self.names = stages.names
         self.stats = {cam: CameraStats() for cam in rings}
         self.timer = StageTimer()
@@ -470,7 +496,7 @@ class WorkerLoop:
             log.info("%s: camera %s attached", self.spec.name, cam)
         self.stats = {cam: self.stats.get(cam) or CameraStats() for cam in rings}
         self.rings = rings
-        self.gatherer.set_rings(rings, lane_batch(self.spec.max_batch, len(rings), len(self.stages.backends)))
+        self.gatherer.set_rings(rings, lane_batch(self.spec.batching.max_batch, len(rings), len(self.stages.backends)))
 
     def close_retired(self, min_age_s: float = 10.0) -> None:
         """Close detached rings that no batch in flight can still refer to."""

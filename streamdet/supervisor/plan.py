@@ -1,7 +1,7 @@
 """What should run for a configuration: decoder groups and workers, placed stickily.
 
 Pure functions of the configuration and the previous plan, so that a reload can compare the two
-(:mod:`streamdet.supervisor.reload`) and tests can check placement without starting anything.
+(:mod:`streamdet.supervisor.reconcile`) and tests can check placement without starting anything.
 Identities are stable: a decoder is named after its camera (or keeps its group when several
 cameras share a process), a worker after its device, and a camera stays on the worker it was on
 while that device is configured (new cameras go to the worker with the least pixel rate).
@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from streamdet.config import CameraConfig, Config
+from streamdet.config.schema import BatchingConfig, ModelConfig
 from streamdet.cpu_budget import InferencePlan, inference_budget, plan_inference
 from streamdet.pipeline.decode import CameraSource
 
@@ -24,44 +25,33 @@ log = logging.getLogger("streamdet.supervisor")
 DEFAULT_PIXEL_RATE = 1920 * 1080 * 25.0  # a camera whose rate is unknown counts as 1080p25
 
 
-@dataclass(frozen=True)
-class Thresholds:
-    """The detection settings a worker applies live (no restart)."""
-
-    conf_thres: float
-    iou_thres: float
-    classes: tuple[int, ...] | None
-    max_det: int
-
-    def as_dict(self) -> dict[str, object]:
-        return {"conf_thres": self.conf_thres, "iou_thres": self.iou_thres,
-                "classes": list(self.classes) if self.classes is not None else None, "max_det": self.max_det}
-
-
-@dataclass(frozen=True)
-class WorkerSettings:
-    """Everything about a worker that needs a restart to change."""
-
-    device: str
-    weights: str
-    img_size: int | None
-    half: bool
-    max_batch: int
-    max_wait_ms: float
-    stats_interval_s: float
-    backend: str
-    threads: int | None
-    lanes: int
-    export_cache: str | None
-    stuck_s: float
+LIVE_MODEL_FIELDS = frozenset({"conf_thres", "iou_thres", "classes", "max_det"})  # applied without a restart
 
 
 @dataclass(frozen=True)
 class WorkerPlan:
+    """One worker: its cameras, the configuration's frozen sections it runs with, its CPU plan."""
+
     name: str
-    settings: WorkerSettings
+    device: str
     cameras: tuple[str, ...]
-    thresholds: Thresholds
+    model: ModelConfig
+    batching: BatchingConfig
+    stats_interval_s: float
+    threads: int | None
+    lanes: int
+    stuck_s: float
+
+    def restart_key(self) -> tuple[object, ...]:
+        """What a change of needs a worker restart: everything but the cameras and the thresholds."""
+        return (self.device, self.model.model_dump(exclude=set(LIVE_MODEL_FIELDS)), self.batching,
+                self.stats_interval_s, self.threads, self.lanes, self.stuck_s)
+
+    def thresholds(self) -> dict[str, object]:
+        """The settings a worker applies live."""
+        m = self.model
+        return {"conf_thres": m.conf_thres, "iou_thres": m.iou_thres,
+                "classes": list(m.classes) if m.classes is not None else None, "max_det": m.max_det}
 
 
 @dataclass(frozen=True)
@@ -86,7 +76,7 @@ class DaemonPlan:
 
     def worker_of(self) -> dict[str, str]:
         """camera id -> the device of its worker."""
-        return {cam: w.settings.device for w in self.workers for cam in w.cameras}
+        return {cam: w.device for w in self.workers for cam in w.cameras}
 
 
 def enabled_cameras(config: Config) -> list[CameraConfig]:
@@ -179,20 +169,15 @@ def make_plan(config: Config, cpus: int, previous: DaemonPlan | None = None,
     placement = place_cameras(cams, tuple(config.devices), previous.worker_of() if previous else {},
                               observed_pixel_rate)
     plan = inference_plan(config, cpus)
-    m = config.model
-    thresholds = Thresholds(m.conf_thres, m.iou_thres, tuple(m.classes) if m.classes is not None else None, m.max_det)
     workers = []
     for device in config.devices:
         mine = tuple(cam.id for cam in cams if placement[cam.id] == device)
         if not mine:
             continue
-        settings = WorkerSettings(
-            device=device, weights=str(m.weights), img_size=m.img_size, half=m.half,
-            max_batch=config.batching.max_batch, max_wait_ms=config.batching.max_wait_ms,
-            stats_interval_s=config.publish.stats_interval_s, backend=m.backend,
+        workers.append(WorkerPlan(
+            name=f"worker-{device.replace(':', '')}", device=device, cameras=mine, model=config.model,
+            batching=config.batching, stats_interval_s=config.publish.stats_interval_s,
             threads=plan.threads if device == "cpu" else None, lanes=plan.lanes if device == "cpu" else 1,
-            export_cache=str(m.export_cache) if m.export_cache is not None else None,
             stuck_s=max(1.0, config.supervisor.hang_timeout_s / 2),
-        )
-        workers.append(WorkerPlan(f"worker-{device.replace(':', '')}", settings, mine, thresholds))
+        ))
     return DaemonPlan(decoders, tuple(workers), plan)

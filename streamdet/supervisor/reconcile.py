@@ -74,7 +74,7 @@ class Reconciler:
         return self.sup.workdir / f"{name}.live.json"
 
     def _write_live(self, plan: WorkerPlan) -> None:
-        live = {"cameras": {c: self.sup.rings[c].name for c in plan.cameras}, "thresholds": plan.thresholds.as_dict()}
+        live = {"cameras": {c: self.sup.rings[c].name for c in plan.cameras}, "thresholds": plan.thresholds()}
         path = self._live_path(plan.name)
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps(live))
@@ -85,13 +85,10 @@ class Reconciler:
         gen.value += 1
 
     def _worker_args(self, plan: WorkerPlan, child: Child) -> Callable[[StopFlag], tuple[Any, ...]]:
-        s, t = plan.settings, plan.thresholds
         spec = WorkerSpec(
-            name=plan.name, device=s.device, ring_names={c: self.sup.rings[c].name for c in plan.cameras},
-            weights=s.weights, img_size=s.img_size, conf_thres=t.conf_thres, iou_thres=t.iou_thres,
-            max_det=t.max_det, classes=t.classes, half=s.half, max_batch=s.max_batch, max_wait_ms=s.max_wait_ms,
-            publish_endpoint=self.sup.internal_endpoint, stats_interval_s=s.stats_interval_s, backend=s.backend,
-            threads=s.threads, lanes=s.lanes, export_cache=s.export_cache, stuck_s=s.stuck_s,
+            name=plan.name, device=plan.device, ring_names={c: self.sup.rings[c].name for c in plan.cameras},
+            model=plan.model, batching=plan.batching, publish_endpoint=self.sup.internal_endpoint,
+            stats_interval_s=plan.stats_interval_s, threads=plan.threads, lanes=plan.lanes, stuck_s=plan.stuck_s,
         )
         control = WorkerControl(heartbeat=child.heartbeat, phase=child.phase, generation=self.generation[plan.name],
                                 live_path=str(self._live_path(plan.name)))
@@ -232,13 +229,13 @@ class Reconciler:
                     self._new_worker(w)
                     restarted_workers.append(f"{w.name} (new)")
                 continue
-            if rings_changed or before is None or before.settings != w.settings:
+            if rings_changed or before is None or before.restart_key() != w.restart_key():
                 self._write_live(w)
                 child.build_args = self._worker_args(w, child)
                 child.cameras = w.cameras
                 self._restart(child)
                 restarted_workers.append(w.name)
-            elif before.cameras != w.cameras or before.thresholds != w.thresholds:
+            elif before.cameras != w.cameras or before.thresholds() != w.thresholds():
                 self._write_live(w)
                 child.build_args = self._worker_args(w, child)
                 child.cameras = w.cameras

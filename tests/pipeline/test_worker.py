@@ -7,6 +7,7 @@ import multiprocessing as mp
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -199,9 +200,12 @@ class FakePublisher:
 
 
 def _spec(**kw) -> WorkerSpec:
-    args = dict(name="worker-cpu", device="cpu", ring_names={}, weights="x.pt", img_size=640,
-                conf_thres=0.25, iou_thres=0.45, max_det=300, classes=None, half=False, max_batch=4,
-                max_wait_ms=0, publish_endpoint="inproc://x", stats_interval_s=5.0)
+    from streamdet.config.schema import BatchingConfig, ModelConfig
+
+    args = dict(name="worker-cpu", device="cpu", ring_names={},
+                model=ModelConfig.model_construct(weights=Path("x.pt"), img_size=640),  # no file needed
+                batching=BatchingConfig(max_batch=kw.pop("max_batch", 4), max_wait_ms=0),
+                publish_endpoint="inproc://x", stats_interval_s=5.0)
     args.update(kw)
     return WorkerSpec(**args)
 

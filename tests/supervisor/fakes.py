@@ -58,7 +58,7 @@ def fake_worker(spec: Any, stop: Any, control: Any) -> None:
             seen_gen = control.generation.value
             live = json.loads(Path(control.live_path).read_text())
             out.write_text(json.dumps({"pid": os.getpid(), "generation": seen_gen, **live,
-                                       "spec_weights": spec.weights}))
+                                       "spec_weights": str(spec.model.weights)}))
         time.sleep(0.05)
 
 
