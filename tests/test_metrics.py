@@ -26,9 +26,9 @@ def _ring(state: str = "streaming", **counters: int) -> RingStatus:
 
 
 def _stats(published: int = 10, overwritten: int = 2, latencies: tuple[float, ...] = (20.0, 40.0, 400.0),
-           worker: dict | None = None, cam: str = "door") -> dict:
+           worker: dict | None = None, cam: str = "door", unsent: int = 0) -> dict:
     """A stats message as a worker builds it (the worker's own summary code)."""
-    s = CameraStats(published=published, overwritten=overwritten, latencies_ms=list(latencies))
+    s = CameraStats(published=published, overwritten=overwritten, latencies_ms=list(latencies), unsent=unsent)
     entry = s.summary(1.0, {"decoded": 0, "skipped": 1, "behind": 0, "decode_ns": 0})
     entry.update(state="streaming", reconnects=0)
     return stats_message(source="worker-cpu", interval_s=1.0, cameras={cam: entry}, worker=worker)
@@ -66,7 +66,7 @@ def metrics():
 
 
 def test_scrape_has_exact_figures_from_rings_stats_and_children(metrics: DaemonMetrics) -> None:
-    metrics.observe_stats(_stats(published=10, overwritten=2, worker=_worker(2, 1)))
+    metrics.observe_stats(_stats(published=10, overwritten=2, worker=_worker(2, 1), unsent=1))
     metrics.observe_stats(_stats(published=7, overwritten=3, worker=_worker(2, queue_depth={"prepared": 1})))
     _, s, _ = _scrape(metrics)
     cam = {"camera": "door"}
@@ -81,6 +81,7 @@ def test_scrape_has_exact_figures_from_rings_stats_and_children(metrics: DaemonM
     assert _v(s, "streamdet_camera_published_total", **cam) == 17
     assert _v(s, "streamdet_camera_dropped_total", **cam) == (2 + 1) + (3 + 1)
     assert _v(s, "streamdet_camera_drops_total", camera="door", reason="overwritten") == 5
+    assert _v(s, "streamdet_camera_drops_total", camera="door", reason="unsent") == 1
     assert _v(s, "streamdet_camera_drops_total", camera="door", reason="max_fps") == 5  # the ring's total
     assert _v(s, "streamdet_camera_drops_total", camera="door", reason="behind") == 4
     assert _v(s, "streamdet_camera_fps", **cam) == 7.0  # the last interval

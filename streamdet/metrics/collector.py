@@ -82,8 +82,9 @@ class DaemonCollector:
         return value
 
     def _children(self) -> dict[str, ChildInfo]:
-        out = {}
-        for name, value in dict(self._read("children", self.children, {})).items():
+        out: dict[str, ChildInfo] = {}
+        given: Mapping[str, ChildInfo | Mapping[str, Any]] = self._read("children", self.children, {})
+        for name, value in dict(given).items():
             try:
                 out[str(name)] = ChildInfo.of(value)
             except (TypeError, ValueError, AttributeError) as exc:
@@ -98,7 +99,8 @@ class DaemonCollector:
 
     def collect(self) -> Iterator[Metric]:
         totals = self._read("stats totals", self.totals, TotalsSnapshot())
-        rings = dict(self._read("ring status", self.rings, {}))
+        ring_status: Mapping[str, Any] = self._read("ring status", self.rings, {})
+        rings = dict(ring_status)
         children = self._children()
         families = [*_ring_families(rings, totals), *_camera_families(totals), *_worker_families(totals, children),
                     *_child_families(children)]
@@ -139,7 +141,8 @@ def _ring_families(rings: Mapping[str, Any], totals: TotalsSnapshot) -> list[Met
     decode_s = _counter("streamdet_camera_decode_seconds_total", "Time the decoder spent decoding and copying", cam)
     reconnects = _counter("streamdet_camera_reconnects_total", "Times the source was reopened", cam)
     drops = _counter("streamdet_camera_drops_total", "Frames not published, by reason: overwritten (the worker was "
-                     "behind), max_fps, behind (a paced file's decoder was behind)", ["camera", "reason"])
+                     "behind), max_fps, behind (a paced file's decoder was behind), unsent (inferred, not sent)",
+                     ["camera", "reason"])
     for name, s in rings.items():
         up.add_metric([name], 1.0 if s.state == "streaming" else 0.0)
         _one_hot(state, name, str(s.state), DECODER_STATES)
@@ -153,6 +156,7 @@ def _ring_families(rings: Mapping[str, Any], totals: TotalsSnapshot) -> list[Met
         drops.add_metric([name, "behind"], s.frames_behind)
     for name, c in sorted(totals.cameras.items()):
         drops.add_metric([name, "overwritten"], c.overwritten)
+        drops.add_metric([name, "unsent"], c.unsent)
     return [up, state, decoded, skipped, behind, converted, decode_s, reconnects, drops]
 
 

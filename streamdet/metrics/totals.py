@@ -74,6 +74,7 @@ class CameraFigures:
     published: int = 0
     dropped: int = 0
     overwritten: int = 0
+    unsent: int = 0
     fps: float | None = None
     latency_ms: Histogram | None = None
 
@@ -139,6 +140,7 @@ class StatsTotals:
         dropped = _count(stats["dropped"], f"{what}.dropped")
         inferred = _count(stats.get("inferred", 0), f"{what}.inferred")
         overwritten = _count((stats.get("drops") or {}).get("overwritten", 0), f"{what}.drops.overwritten")
+        unsent = _count((stats.get("drops") or {}).get("unsent", 0), f"{what}.drops.unsent")
         fps = _number(stats["fps"], f"{what}.fps")
         hist = stats.get("latency_hist_ms")
         latency = Histogram.parse(hist, f"{what}.latency_hist_ms") if hist is not None else None
@@ -147,6 +149,7 @@ class StatsTotals:
         fig.dropped += dropped
         fig.inferred += inferred
         fig.overwritten += overwritten
+        fig.unsent += unsent
         fig.fps = fps
         if latency is not None:
             fig.latency_ms = latency if fig.latency_ms is None else fig.latency_ms.add(latency)
