@@ -79,7 +79,7 @@ def test_scrape_has_exact_figures_from_rings_stats_and_children(metrics: DaemonM
     assert _v(s, "streamdet_camera_decode_seconds_total", **cam) == 2.5
     assert _v(s, "streamdet_camera_frames_inferred_total", **cam) == 6  # 3 latencies per message
     assert _v(s, "streamdet_camera_published_total", **cam) == 17
-    assert _v(s, "streamdet_camera_dropped_total", **cam) == (2 + 1) + (3 + 1)
+    assert _v(s, "streamdet_camera_dropped_total", **cam) == (2 + 1 + 1) + (3 + 1)
     assert _v(s, "streamdet_camera_drops_total", camera="door", reason="overwritten") == 5
     assert _v(s, "streamdet_camera_drops_total", camera="door", reason="unsent") == 1
     assert _v(s, "streamdet_camera_drops_total", camera="door", reason="max_fps") == 5  # the ring's total
