@@ -5,8 +5,8 @@ healthy camera thinned by ``max_fps``. Checks: every frame of the healthy camera
 once; the truncated file's readable frames are published exactly once and the camera ends
 ``failed``; the empty and text files end ``failed`` without a retry loop; the daemon keeps
 running; the ``max_fps`` camera's skipped frames are counted as the wire contract says
-(docs/wire.md: in the stats' ``dropped``/``drops.max_fps``, as jumps in a detection message's
-``frame``, not in its ``dropped``); SIGTERM exits 0 leaving no /dev/shm segment of that daemon
+(docs/wire.md: in the stats' ``dropped``/``drops.max_fps``, and in each detection message's
+``dropped``, which equals the jump in ``frame``); SIGTERM exits 0 leaving no /dev/shm segment of that daemon
 and no child process behind.
 """
 
@@ -174,12 +174,12 @@ def test_broken_files_end_failed_beside_healthy_cameras(tmp_path: Path, fixtures
         assert len(lines) == 1 and words in lines[0], lines
     assert "reconnecting in" not in log_text
 
-    # max_fps: skipped frames are jumps in `frame`; det `dropped` counts only frames overwritten
-    # in the ring (none: lossless); the stats count the skips as max_fps drops (docs/wire.md)
+    # max_fps: skipped frames are jumps in `frame`, and each det message's `dropped` counts the
+    # frames skipped since the previous one; the stats count them as max_fps drops (docs/wire.md)
     thinned = dets["thinned"]
     frames = [m["frame"] for m in thinned]
     assert 4 <= len(thinned) < THINNED_FRAMES and frames == sorted(set(frames)) and frames[-1] > len(thinned)
-    assert all(m["dropped"] == 0 for m in thinned)
+    assert [m["dropped"] for m in thinned[1:]] == [b - a - 1 for a, b in zip(frames, frames[1:], strict=False)]
     skipped = sum(msg["cameras"]["thinned"].get("drops", {}).get("max_fps", 0) for msg in stats
                   if "thinned" in msg["cameras"])
     dropped = sum(msg["cameras"]["thinned"]["dropped"] for msg in stats if "thinned" in msg["cameras"])
