@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import soak_report as report  # tools/ is on sys.path: this file runs as a script
-from soak_probe import sample_processes, shm_usage
+from soak_probe import machine_busy_s, own_cpu_s, sample_processes, shm_usage
 from soak_workload import CONF, Workload, daemon_config, ensure_clips, write_config
 
 from streamdet.bench.daemon import DaemonProcess
@@ -105,6 +105,7 @@ class Soak:
         self.scrapes = {"ok": 0, "total": 0, "errors": []}
         self.log_notes: dict[str, list[str]] = {"warnings": [], "errors": []}
         self.worker_stats: dict[str, Any] | None = None  # the latest stats message's worker figures
+        self.prev_clocks: Any = None  # ((monotonic, machine busy s, own CPU s), {pid: CPU s}) at the last sample
 
     # -- set-up --------------------------------------------------------------------------------
     def _prepare(self) -> list[Path]:
@@ -149,13 +150,32 @@ class Soak:
     # -- periodic ------------------------------------------------------------------------------
     def _sample(self, pid: int, t: float) -> None:
         procs = [p.as_dict() for p in sample_processes(pid)]
+        clocks = (time.monotonic(), machine_busy_s(), own_cpu_s())
         segs, nbytes = shm_usage(pid)
         ok = self._scrape()
         self.samples.append({"t": round(t, 2), "processes": procs, "rss_kb": report.role_rss(procs),
                              "fds_total": sum(p["fds"] for p in procs), "shm_segments": segs, "shm_bytes": nbytes,
                              "latency_ms": report.latency_summary(self.pending_lat), "metrics_ok": ok,
-                             "loadavg_1m": os.getloadavg()[0], "worker_stats": self.worker_stats})
+                             "cpu_cores": self._cpu_cores(procs, clocks), "loadavg_1m": os.getloadavg()[0],
+                             "worker_stats": self.worker_stats})
         self.pending_lat = []
+
+    def _cpu_cores(self, procs: list[dict[str, Any]], clocks: tuple[float, float, float]) -> dict[str, float] | None:
+        """CPU cores used since the previous sample by each role, this tool and every other process."""
+        prev, self.prev_clocks = self.prev_clocks, (clocks, {p["pid"]: p["cpu_s"] for p in procs})
+        if prev is None:
+            return None
+        (t0, busy0, own0), cpu0 = prev
+        dt = clocks[0] - t0
+        if dt <= 0:
+            return None
+        out = dict.fromkeys(report.ROLES, 0.0)
+        for p in procs:
+            out[p["role"]] += (p["cpu_s"] - cpu0.get(p["pid"], 0.0)) / dt
+        daemon = sum(out.values())
+        soak, machine = (clocks[2] - own0) / dt, (clocks[1] - busy0) / dt
+        out.update(daemon=daemon, soak=soak, machine=machine, other_processes=max(0.0, machine - daemon - soak))
+        return {k: round(v, 3) for k, v in out.items()}
 
     def _scrape(self) -> bool:
         self.scrapes["total"] += 1
@@ -263,6 +283,7 @@ class Soak:
             "thresholds": {"detections_below_0.3_while_0.3": self.below_strict},
             "metrics_scrapes": self.scrapes, "exit": exit_info, "log_notes": self.log_notes,
             "subscriber": {"seq_lost": sub.lost, "invalid": sub.invalid},
+            "cpu_cores": report.cpu_by_window(self.samples, win),
         }
         crit = report.judge(result, rss_limit_pct=self.args.rss_limit, p99_tolerance_pct=self.args.p99_tolerance,
                             max_gap_s=self.args.max_gap, max_lost_pct=self.args.max_lost)
@@ -305,6 +326,12 @@ def _summary_lines(result: dict[str, Any]) -> list[str]:
     for cam, c in result["cameras"].items():
         drops = result["drops"]["after_warmup"].get(cam, {})
         lines.append(f"  {cam}: {c['messages']} messages, max gap {c['max_gap_s']:.2f} s, drops after warm-up {drops}")
+    cpu = result["cpu_cores"]
+    for name in ("first", "last"):
+        lines.append(f"  CPU cores, {name} window: daemon {cpu[name]['daemon']}, other processes on the machine "
+                     f"{cpu[name]['other_processes']}")
+    if not cpu["quiet"]:
+        lines.append(f"  NOTE: {cpu['note']}")
     for r in result["reloads"]:
         lines.append(f"  reload t={r['t']:.0f}s -> variant {r['to_variant']}: {'ok' if r['ok'] else 'FAIL'}: "
                      f"{r['summary']}")

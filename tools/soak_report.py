@@ -15,6 +15,7 @@ from typing import Any
 
 ROLES = ("supervisor", "decoder", "worker", "other")
 WINDOW_MAX_S = 300.0
+QUIET_CORES = 0.25  # other processes' CPU use under which a window counts as measured on a quiet machine
 
 
 @dataclass(frozen=True)
@@ -120,6 +121,26 @@ def rss_growth(samples: Sequence[dict[str, Any]], win: Windows) -> dict[str, dic
             continue
         growth = 100.0 * (b - a) / a if a and b is not None else None
         out[key] = {"first_mean_kb": a, "last_mean_kb": b, "growth_pct": growth}
+    return out
+
+
+def cpu_by_window(samples: Sequence[dict[str, Any]], win: Windows, quiet_cores: float = QUIET_CORES,
+                  ) -> dict[str, Any]:
+    """Mean CPU cores of the daemon and of every other process on the machine in the first and last window.
+
+    ``quiet`` is false when other processes used more than ``quiet_cores`` in either window: then
+    latency and drops were measured against competition the daemon does not control.
+    """
+    out: dict[str, Any] = {}
+    for name, w in (("first", win.first), ("last", win.last)):
+        rows = [s["cpu_cores"] for s in samples if s.get("cpu_cores") and in_window(s["t"], w)]
+        out[name] = {k: round(sum(r[k] for r in rows) / len(rows), 3) if rows else None
+                     for k in ("daemon", "worker", "decoder", "supervisor", "soak", "other_processes")}
+    busy = [out[n]["other_processes"] for n in ("first", "last") if out[n]["other_processes"] is not None]
+    out["quiet"] = bool(busy) and max(busy) <= quiet_cores
+    out["note"] = "" if out["quiet"] else (
+        f"other processes used {max(busy, default=0):.2f} CPU cores in a window (quiet: <= {quiet_cores:g}); "
+        "latency and drop figures are not conclusive, rerun on a quiet machine")
     return out
 
 

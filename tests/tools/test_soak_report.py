@@ -7,6 +7,7 @@ import importlib.util
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -147,6 +148,23 @@ def test_judge_fails_rss_and_fd_growth() -> None:
     assert verdict["RSS growth supervisor"] and verdict["RSS growth total"]  # 25 MB of 550 MB is under 5 %
 
 
+def test_cpu_by_window_flags_a_busy_machine() -> None:
+    win = report.Windows.for_duration(180)
+    samples = _samples([400_000] * 19)
+    for s in samples:
+        busy = 1.5 if s["t"] >= 150 else 0.1  # someone else's job in the last window
+        s["cpu_cores"] = {"daemon": 0.8, "worker": 0.6, "decoder": 0.15, "supervisor": 0.05, "soak": 0.05,
+                          "other_processes": busy}
+    samples[0]["cpu_cores"] = None  # the first sample has no interval
+    cpu = report.cpu_by_window(samples, win)
+    assert cpu["first"]["other_processes"] == pytest.approx(0.1) and cpu["last"]["other_processes"] == 1.5
+    assert cpu["first"]["daemon"] == pytest.approx(0.8)
+    assert not cpu["quiet"] and "1.50 CPU cores" in cpu["note"]
+    for s in samples[1:]:
+        s["cpu_cores"]["other_processes"] = 0.1
+    assert report.cpu_by_window(samples, win)["quiet"]
+
+
 def test_table_lists_every_criterion_with_its_result() -> None:
     text = report.table([report.Criterion("a", "1", "< 2", True), report.Criterion("bb", "3", "< 2", False)])
     lines = text.splitlines()
@@ -159,12 +177,21 @@ def test_probe_reads_this_process_and_its_child() -> None:
     try:
         seen = {p.pid: p for p in probe.sample_processes(os.getpid())}
         assert seen[os.getpid()].role == "supervisor" and seen[child.pid].role == "other"
-        assert seen[os.getpid()].rss_kb > 0 and seen[os.getpid()].fds > 0
+        assert seen[os.getpid()].rss_kb > 0 and seen[os.getpid()].fds > 0 and seen[os.getpid()].cpu_s > 0
     finally:
         child.kill()
         child.wait()
     assert probe.role_of("sd-decoder-cam0", False) == "decoder"
     assert probe.role_of("sd-worker-cpu", False) == "worker"
+
+
+def test_machine_busy_time_grows_at_least_by_our_own_cpu_time() -> None:
+    busy, own = probe.machine_busy_s(), probe.own_cpu_s()
+    end = time.process_time() + 0.3
+    while time.process_time() < end:
+        pass
+    assert probe.own_cpu_s() - own >= 0.25
+    assert probe.machine_busy_s() - busy >= 0.2  # clock ticks: allow their granularity
 
 
 def test_shm_usage_counts_only_the_supervisors_segments(tmp_path: Path) -> None:
