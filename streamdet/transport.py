@@ -106,7 +106,7 @@ def attach(sock: zmq.Socket, endpoint: str, *, bind: bool) -> str:
         else:
             sock.connect(endpoint)
     except zmq.ZMQError as exc:
-        raise StreamdetError(f"cannot {verb} {endpoint!r}: {zmq.strerror(exc.errno)}") from exc
+        raise StreamdetError(f"cannot {verb} {endpoint!r}: {exc.strerror}") from exc
     if not bind:
         return endpoint
     value = sock.getsockopt(zmq.LAST_ENDPOINT)

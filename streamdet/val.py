@@ -129,6 +129,17 @@ def iter_clip(clip: Path) -> tuple[int, Iterator[tuple[Image, np.ndarray]]]:
     return len(truth), gen()
 
 
+def _open_data(data: Path) -> tuple[int, Iterator[tuple[np.ndarray | Image, np.ndarray]]]:
+    """(count, iterator of (image or frame, ground truth)) over a YOLO-layout folder or a clip."""
+    if data.is_dir():
+        return iter_yolo(data)
+    if data.suffix.lower() in VIDEO_SUFFIXES:
+        return iter_clip(data)
+    if not data.exists():
+        raise DatasetError(f"data not found: {data}")
+    raise DatasetError(f"data must be a YOLO-layout folder or a video clip with a .jsonl beside it: {data}")
+
+
 def run_val(
     weights: str | Path,
     data: str | Path,
@@ -150,14 +161,7 @@ def run_val(
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     data = Path(data)
     start = time.perf_counter()
-    if data.is_dir():
-        total, items = iter_yolo(data)
-    elif data.suffix.lower() in VIDEO_SUFFIXES:
-        total, items = iter_clip(data)
-    elif not data.exists():
-        raise DatasetError(f"data not found: {data}")
-    else:
-        raise DatasetError(f"data must be a YOLO-layout folder or a video clip with a .jsonl beside it: {data}")
+    total, items = _open_data(data)
     det = Detector(
         weights,
         device=device,

@@ -16,9 +16,10 @@ from typing import Any, Protocol
 
 
 class Trial(Protocol):
-    """What the search needs from a trial result."""
+    """What the search needs from a trial result (read-only, so frozen dataclasses fit)."""
 
-    n: int
+    @property
+    def n(self) -> int: ...
 
     @property
     def passed(self) -> bool: ...

@@ -75,8 +75,10 @@ class BenchSettings:
 
 #: what ``--quick`` changes (a smoke run: 2 tiny cameras, capacity capped at 2, one rate, and the
 #: daemon on the torch backend, which skips the one-time ONNX export of a fresh machine)
-QUICK = {"backend": "torch", "cameras": 2, "width": 320, "height": 240, "frames": 20, "img_size": 256, "seconds": 2.0,
-         "warmup_s": 1.0, "max_cameras": 2, "rates": (5.0,), "budget_s": 60.0, "stats_interval_s": 0.5}
+QUICK: dict[str, Any] = {
+    "backend": "torch", "cameras": 2, "width": 320, "height": 240, "frames": 20, "img_size": 256, "seconds": 2.0,
+    "warmup_s": 1.0, "max_cameras": 2, "rates": (5.0,), "budget_s": 60.0, "stats_interval_s": 0.5,
+}
 
 
 def _rates(text: str) -> tuple[float, ...]:

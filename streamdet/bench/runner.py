@@ -8,6 +8,7 @@ Any daemon started is stopped before this returns, on Ctrl-C and SIGTERM too.
 
 from __future__ import annotations
 
+import functools
 import os
 import platform
 import signal
@@ -17,6 +18,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, TextIO
 
+from streamdet.bench.accounting import TrialResult
 from streamdet.bench.capacity import initial_guess, search_capacity
 from streamdet.bench.options import BenchSettings
 from streamdet.bench.report import compute_ratios, format_table, plot_available, rate_key, write_json, write_plot
@@ -102,19 +104,27 @@ def run_bench(settings: BenchSettings, log: Callable[[str], None] | None = None)
         log(f"streamdet: {r['frames_published']}/{total} frames published, lost {r['frames_lost']}, "
             f"{r['fps'] or 0:.1f} frames/s")
     if "capacity" not in settings.skip:
-        kw = {"seconds": settings.seconds, "warmup_s": settings.warmup_s, "latency_ms": settings.latency_ms,
-              "max_drop_pct": settings.max_drop_pct}
+        def streamdet_trial(n: int, rate: float) -> TrialResult:
+            return daemon.run_trial(dsettings, clips, settings.frames, n, rate, workdir, seconds=settings.seconds,
+                                    warmup_s=settings.warmup_s, latency_ms=settings.latency_ms,
+                                    max_drop_pct=settings.max_drop_pct)
+
+        def naive_trial(n: int, rate: float) -> TrialResult:
+            return naive.run_trial(detector, clips, settings.frames, n, rate, seconds=settings.seconds,
+                                   warmup_s=settings.warmup_s, latency_ms=settings.latency_ms,
+                                   max_drop_pct=settings.max_drop_pct)
+
         for rate in settings.rates:
             key = rate_key(rate)
             start = initial_guess(result["streamdet"].get("unpaced", {}).get("fps"), rate, settings.max_cameras)
             cap = search_capacity(
-                lambda n, rate=rate: daemon.run_trial(dsettings, clips, settings.frames, n, rate, workdir, **kw),
+                functools.partial(streamdet_trial, rate=rate),
                 settings.max_cameras, settings.budget_s, start=start, on_trial=_trial_line("streamdet", rate, log))
             result["streamdet"].setdefault("capacity", {})[key] = cap.to_dict()
             if "naive" not in settings.skip:
                 start = initial_guess(result["naive"].get("unpaced", {}).get("fps"), rate, settings.max_cameras)
                 cap = search_capacity(
-                    lambda n, rate=rate: naive.run_trial(detector, clips, settings.frames, n, rate, **kw),
+                    functools.partial(naive_trial, rate=rate),
                     settings.max_cameras, settings.budget_s, start=start, on_trial=_trial_line("naive", rate, log))
                 result["naive"].setdefault("capacity", {})[key] = cap.to_dict()
     result["ratios"] = compute_ratios(result)

@@ -442,6 +442,8 @@ def _presentation_times(path: Path) -> list[float]:
     with av.open(str(path)) as container:
         stream = container.streams.video[0]
         tb = stream.time_base
+        if tb is None:
+            raise RuntimeError(f"{path}: the video stream has no time base")
         pts = sorted(p.pts for p in container.demux(stream) if p.pts is not None and p.size > 0)
     return [float(p * tb) for p in pts]
 

@@ -18,7 +18,7 @@ import copy
 import math
 from collections.abc import Sequence
 from types import MappingProxyType
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor, nn
@@ -124,6 +124,7 @@ class YOLOv5(nn.Module):
         detect = self.detect
         with torch.no_grad():
             for conv, s in zip(detect.m, detect.stride.tolist(), strict=True):
+                assert isinstance(conv, nn.Conv2d) and conv.bias is not None  # Detect's 1x1 convs have biases
                 b = conv.bias.view(detect.na, -1)  # (na, 5+nc), a view of the bias
                 b[:, 4] += math.log(8 / (640 / s) ** 2)
                 if class_freq is None:
@@ -157,6 +158,7 @@ class Detect(nn.Module):
     """
 
     official_name = "models.yolo.Detect"
+    anchors: Tensor  # the registered buffer (declared for type checkers: nn.Module.__getattr__ is untyped)
 
     def __init__(self, nc: int, anchors: Sequence[Sequence[float]], ch: Sequence[int], inplace: bool = True):
         super().__init__()
@@ -247,19 +249,30 @@ class Conv(nn.Module):
         if not isinstance(bn, nn.BatchNorm2d):
             return
         conv = self.conv
+        gamma, beta, mean, var = bn.weight, bn.bias, bn.running_mean, bn.running_var
+        if gamma is None or beta is None or mean is None or var is None:
+            raise ModelError("cannot fuse a BatchNorm without affine parameters and running statistics")
         with torch.no_grad():
-            scale = bn.weight.double() / torch.sqrt(bn.running_var.double() + bn.eps)  # (c2,)
+            scale = gamma.double() / torch.sqrt(var.double() + bn.eps)  # (c2,)
             weight = conv.weight.double() * scale.view(-1, 1, 1, 1)
-            bias = bn.bias.double() - bn.running_mean.double() * scale
+            bias = beta.double() - mean.double() * scale
             if conv.bias is not None:
                 bias = bias + conv.bias.double() * scale
-            fused = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
-                              dilation=conv.dilation, groups=conv.groups, bias=True,
+            padding = conv.padding if isinstance(conv.padding, str) else _pair(conv.padding)
+            fused = nn.Conv2d(conv.in_channels, conv.out_channels, _pair(conv.kernel_size), _pair(conv.stride),
+                              padding, dilation=_pair(conv.dilation), groups=conv.groups, bias=True,
                               device=conv.weight.device, dtype=conv.weight.dtype)
             fused.weight.copy_(weight)
+            assert fused.bias is not None  # made with bias=True
             fused.bias.copy_(bias)
         fused.requires_grad_(conv.weight.requires_grad)
         self.conv, self.bn = fused, nn.Identity()
+
+
+def _pair(size: tuple[int, ...]) -> tuple[int, int]:
+    """A Conv2d size attribute (always two ints) as the pair that nn.Conv2d's signature names."""
+    h, w = size
+    return h, w
 
 
 class Bottleneck(nn.Module):
@@ -385,12 +398,14 @@ def run_layers(layers: nn.Sequential, save: list[int], x: Tensor) -> list[Tensor
     """Forward through the layers, routing inputs by each layer's ``f``; returns the last output."""
     # x: (B, ch, H, W) with H, W multiples of the largest stride
     outputs: list[Tensor | None] = []  # layer outputs kept for later layers (those listed in save)
+    y: Any = x  # one tensor, or a list of them into Concat and Detect
     for layer in layers:
-        if layer.f != -1:  # gather inputs from earlier layers: one tensor or a list (Concat, Detect)
-            x = outputs[layer.f] if isinstance(layer.f, int) else [x if j == -1 else outputs[j] for j in layer.f]
-        x = layer(x)
-        outputs.append(x if layer.i in save else None)
-    return x  # Detect output: list of nl tensors (B, na, ny, nx, no)
+        f = cast("int | list[int]", layer.f)  # set by build_layers; torch types module attributes loosely
+        if f != -1:  # gather inputs from earlier layers: one tensor or a list (Concat, Detect)
+            y = outputs[f] if isinstance(f, int) else [y if j == -1 else outputs[j] for j in f]
+        y = layer(y)
+        outputs.append(y if layer.i in save else None)
+    return cast("list[Tensor]", y)  # Detect output: list of nl tensors (B, na, ny, nx, no)
 
 
 def make_divisible(x: float, divisor: int = 8) -> int:
@@ -429,8 +444,9 @@ def build_layers(arch: dict[str, Any], ch: int) -> tuple[nn.Sequential, list[int
             raise
         except (TypeError, ValueError, IndexError, KeyError, RuntimeError) as e:
             raise ModelError(f"layer {i} ({name}): cannot build from {row!r}: {e}") from e
-        module.i, module.f = i, f
-        module.np = sum(p.numel() for p in module.parameters())
+        # Ultralytics' routing attributes; torch's stubs type Module.__setattr__ values as Tensor | Module only
+        module.i, module.f = i, f  # type: ignore[assignment]
+        module.np = sum(p.numel() for p in module.parameters())  # type: ignore[assignment]
         save.extend(x % i for x in ([f] if isinstance(f, int) else f) if x != -1)
         layers.append(module)
         out_ch.append(c2)
@@ -448,9 +464,19 @@ def _build_layer(i: int, f: int | list[int], n: int, block: type[nn.Module], arg
     def c_in(j: int) -> int:
         return ch if (i == 0 and j == -1) else out_ch[j]
 
+    def one_input() -> int:
+        if not isinstance(f, int):
+            raise ModelError(f"layer {i}: {block.__name__} reads one earlier layer, got from={f!r}")
+        return c_in(f)
+
+    def several_inputs() -> list[int]:
+        if isinstance(f, int):
+            raise ModelError(f"layer {i}: {block.__name__} reads a list of earlier layers, got from={f!r}")
+        return f
+
     n = max(round(n * gd), 1) if n > 1 else n  # depth rule
     if block in _CONV_LIKE:
-        c1, c2 = c_in(f), args[0]
+        c1, c2 = one_input(), args[0]
         if c2 != no:
             c2 = make_divisible(c2 * gw, 8)  # width rule
         args = [c1, c2, *args[1:]]
@@ -458,14 +484,15 @@ def _build_layer(i: int, f: int | list[int], n: int, block: type[nn.Module], arg
             args.insert(2, n)  # C3 repeats its bottlenecks internally
             n = 1
     elif block is Concat:
-        c2 = sum(c_in(j) for j in f)
+        c2 = sum(c_in(j) for j in several_inputs())
     elif block is Detect:
-        args.append([c_in(j) for j in f])
+        sources = several_inputs()
+        args.append([c_in(j) for j in sources])
         if isinstance(args[1], int):  # anchors given as a count per level
-            args[1] = [list(range(args[1] * 2))] * len(f)
+            args[1] = [list(range(args[1] * 2))] * len(sources)
         c2 = 0
     else:  # nn.Upsample keeps the channel count
-        c2 = c_in(f)
+        c2 = one_input()
     module = nn.Sequential(*(block(*args) for _ in range(n))) if n > 1 else block(*args)
     return module, c2
 

@@ -76,7 +76,7 @@ def plane_views(frame: av.VideoFrame, pix_fmt: str) -> list[np.ndarray]:
     w, h = frame.width, frame.height
     widths = (w, w // 2, w // 2) if pix_fmt == "yuv420p" else (w, w)  # nv12: UV rows are w bytes
     rows = (h, h // 2, h // 2)
-    return [np.frombuffer(plane, np.uint8).reshape(plane.height, plane.line_size)[:rows[k], :widths[k]]
+    return [np.frombuffer(memoryview(plane), np.uint8).reshape(plane.height, plane.line_size)[:rows[k], :widths[k]]
             for k, plane in enumerate(frame.planes)]
 
 

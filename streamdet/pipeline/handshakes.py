@@ -19,7 +19,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Mapping
+from typing import Any
 
 import zmq
 import zmq.utils.z85
@@ -111,7 +112,7 @@ class HandshakeGuard:
                 zap.bind(ZAP_ENDPOINT)
             except zmq.ZMQError as exc:
                 zap.close(linger=0)
-                raise StreamdetError(f"cannot start the ZAP handler: {zmq.strerror(exc.errno)} "
+                raise StreamdetError(f"cannot start the ZAP handler: {exc.strerror} "
                                      "(another one is bound in this ZeroMQ context)") from exc
             self._zap = zap
         self._monitor = xpub.get_monitor_socket(_FAILED_EVENTS | zmq.EVENT_MONITOR_STOPPED)
@@ -166,7 +167,7 @@ class HandshakeGuard:
         finally:
             self._close_sockets()
 
-    def _on_event(self, event: dict) -> bool:
+    def _on_event(self, event: Mapping[str, Any]) -> bool:
         """Count and log one monitor event; False once the monitor has stopped."""
         kind, value = event["event"], event["value"]
         if kind == zmq.EVENT_MONITOR_STOPPED:

@@ -13,6 +13,7 @@ to synchronisation, while separate batches need none.
 
 from __future__ import annotations
 
+import functools
 import queue
 import threading
 import time
@@ -181,7 +182,7 @@ class PipelinedRunner:
         """Serve until ``stop``; batches already prepared are still inferred and published."""
         loop = self.loop
         threads = [threading.Thread(target=self._guard(lambda: self._feed(stop)), name="worker-feed", daemon=True)]
-        threads += [threading.Thread(target=self._guard(lambda lane=lane: self._infer(lane)),
+        threads += [threading.Thread(target=self._guard(functools.partial(self._infer, lane)),
                                      name=f"worker-infer-{lane}", daemon=True) for lane in range(self.lanes)]
         drainer = threading.Thread(target=self._guard(self._drain), name="worker-publish", daemon=True)
         for t in [*threads, drainer]:

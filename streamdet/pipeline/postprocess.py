@@ -144,6 +144,8 @@ def nms(
     """
     if isinstance(pred, (list, tuple)):
         pred = pred[0]
+    if not isinstance(pred, torch.Tensor):
+        raise TypeError(f"pred must be a tensor or a (tensor, ...) tuple, got {type(pred).__name__}")
     if not 0 <= conf_thres <= 1:
         raise ValueError(f"conf_thres must be in [0, 1], got {conf_thres}")
     if not 0 <= iou_thres <= 1:
@@ -187,6 +189,7 @@ def scale_boxes(
     in-place subtraction and division in the boxes' dtype, then clipping. ratio_pad is
     ((r, r), (pad_w, pad_h)) as letterbox returns it, or (r, (pad_w, pad_h)) from letterbox_params.
     """
+    gain: Any  # a float, or ratio_pad's scalar as given (its type decides the division's precision)
     if ratio_pad is None:
         gain = min(img1_shape[0] / img0_shape[0], img1_shape[1] / img0_shape[1])
         pad_w = (img1_shape[1] - img0_shape[1] * gain) / 2

@@ -4,19 +4,22 @@ from __future__ import annotations
 
 import math
 from copy import deepcopy
+from typing import Generic, TypeVar
 
 import torch
 from torch import nn
 
+M = TypeVar("M", bound=nn.Module)
 
-class ModelEMA:
+
+class ModelEMA(Generic[M]):
     """Keeps ``ema = d * ema + (1 - d) * model`` over every float state tensor (BN statistics included).
 
     The decay ramps up as ``decay * (1 - exp(-updates / tau))`` so the early, poor weights are
     forgotten quickly; a short run wants a short ``tau``.
     """
 
-    def __init__(self, model: nn.Module, decay: float = 0.9999, tau: float = 2000.0, updates: int = 0) -> None:
+    def __init__(self, model: M, decay: float = 0.9999, tau: float = 2000.0, updates: int = 0) -> None:
         self.ema = deepcopy(model).eval()
         self.updates = updates
         self.decay = decay

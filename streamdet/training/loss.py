@@ -12,9 +12,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
+
+if TYPE_CHECKING:
+    from streamdet.model.yolov5 import YOLOv5
 
 # Per-level objectness weights: small-stride levels have many more negatives, so they weigh more.
 OBJ_BALANCE: dict[int, list[float]] = {3: [4.0, 1.0, 0.4], 4: [4.0, 1.0, 0.25, 0.06], 5: [4.0, 1.0, 0.25, 0.06, 0.02]}
@@ -124,6 +128,8 @@ class YoloLoss(nn.Module):
     with ``parts = [box, obj, cls]`` detached, as YOLOv5 reports them.
     """
 
+    anchors: Tensor  # the registered buffer (declared for type checkers)
+
     def __init__(self, anchors: Tensor, nc: int, img_size: int, gains: LossGains | None = None) -> None:
         super().__init__()
         gains = gains or LossGains()
@@ -142,7 +148,7 @@ class YoloLoss(nn.Module):
         self.bce = nn.BCEWithLogitsLoss()
 
     @classmethod
-    def for_model(cls, model: nn.Module, img_size: int, gains: LossGains | None = None) -> YoloLoss:
+    def for_model(cls, model: YOLOv5, img_size: int, gains: LossGains | None = None) -> YoloLoss:
         """Build from a YOLOv5 model (reads ``model.detect.anchors`` and ``model.nc``)."""
         det = model.detect
         return cls(det.anchors.detach().float().cpu(), int(model.nc), img_size, gains).to(det.anchors.device)

@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -23,6 +23,9 @@ from streamdet.training.data import ShapesTrainDataset, cache_images, collate, l
 from streamdet.training.ema import ModelEMA
 from streamdet.training.loss import LossGains, YoloLoss
 from streamdet.training.optim import build_optimizer, lr_lambda, set_lr
+
+if TYPE_CHECKING:
+    from streamdet.model.yolov5 import YOLOv5
 
 LOG = logging.getLogger(__name__)
 
@@ -81,7 +84,7 @@ class TrainResult:
     seconds: float
 
 
-def build_model(cfg: TrainConfig) -> nn.Module:
+def build_model(cfg: TrainConfig) -> YOLOv5:
     """A freshly initialised YOLOv5 for ``cfg.names`` from a named or given architecture dict."""
     from streamdet.model.yolov5 import ARCHITECTURES, YOLOv5
 

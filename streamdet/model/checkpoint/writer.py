@@ -22,7 +22,7 @@ import zipfile
 from collections import OrderedDict
 from datetime import datetime
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import torch
 from torch import Tensor, nn
@@ -88,7 +88,7 @@ class _PickleStub:
     def __reduce_ex__(self, protocol: Any) -> tuple[Any, ...]:
         import copyreg
 
-        return copyreg.__newobj__, (type(self),), dict(self.__dict__)
+        return copyreg.__newobj__, (type(self),), dict(self.__dict__)  # type: ignore[attr-defined]  # not in typeshed
 
 
 class _StubBuilder:
@@ -187,8 +187,14 @@ class _CheckpointPickler(pickle._Pickler):  # the pure-Python pickler lets us wr
 
     # The base class dispatches plain functions straight to its own save_global; route them
     # through ours so that every global written is checked.
+    # (typeshed types dispatch entries as taking an Unpickler and leaves out the pickler's internals:
+    # save_global, write and memoize, declared below for type checkers.)
     dispatch = dict(pickle._Pickler.dispatch)
-    dispatch[types.FunctionType] = lambda self, obj: self.save_global(obj)
+    dispatch[types.FunctionType] = lambda self, obj: self.save_global(obj)  # type: ignore[attr-defined]
+
+    if TYPE_CHECKING:
+        def write(self, data: bytes) -> None: ...
+        def memoize(self, obj: Any) -> None: ...
 
     def __init__(self, file: BinaryIO, records: list[tuple[str, bytes]]) -> None:
         super().__init__(file, protocol=2)
@@ -222,11 +228,11 @@ class _CheckpointPickler(pickle._Pickler):  # the pure-Python pickler lets us wr
         if isinstance(obj, type) and issubclass(obj, _PickleStub):
             module, qualname = obj._global
         else:
-            module, qualname = getattr(obj, "__module__", "?"), name or getattr(obj, "__qualname__", "?")
+            module, qualname = str(getattr(obj, "__module__", "?")), name or str(getattr(obj, "__qualname__", "?"))
             if f"{module}.{qualname}" not in self._writable:
                 raise ModelError(f"cannot write {module}.{qualname} into a checkpoint: the safe loader "
                                  "would refuse it")
-            super().save_global(obj, name)
+            super().save_global(obj, name)  # type: ignore[misc]  # pickle._Pickler.save_global, not in typeshed
             return
         if f"{module}.{qualname}" not in self._writable and not is_placeholder_global(module, qualname):
             raise ModelError(f"cannot write {module}.{qualname} into a checkpoint")

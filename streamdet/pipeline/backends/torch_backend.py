@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from streamdet.model.checkpoint import load_model
+from streamdet.model.yolov5 import YOLOv5
 from streamdet.pipeline.backends import InputContract, check_batch, check_device
 from streamdet.pipeline.preprocess import to_model_input
 
@@ -49,11 +50,12 @@ class TorchBackend:
         channels_last = (kind == "cpu") if channels_last is None else channels_last
         model = load_model(weights, device=device, half=half, fuse=True)
         if channels_last:
-            model = model.to(memory_format=torch.channels_last)
+            # torch's stubs leave memory_format out of Module.to's overloads; it is a documented argument
+            model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         self._setup(model, device, half, channels_last)
 
     @classmethod
-    def from_module(cls, model: torch.nn.Module, *, device: str = "cpu", threads: int | None = None) -> TorchBackend:
+    def from_module(cls, model: YOLOv5, *, device: str = "cpu", threads: int | None = None) -> TorchBackend:
         """Wrap an in-memory YOLOv5 (e.g. the EMA model during training validation) as it is.
 
         The module is neither copied nor changed: no fusing, no memory-format change, no
@@ -68,7 +70,7 @@ class TorchBackend:
         backend._setup(model, device, half, channels_last=False)
         return backend
 
-    def _setup(self, model: torch.nn.Module, device: str, half: bool, channels_last: bool) -> None:
+    def _setup(self, model: YOLOv5, device: str, half: bool, channels_last: bool) -> None:
         self.device = torch.device(device)
         self.half = half
         self.channels_last = channels_last
