@@ -407,6 +407,26 @@ def test_devices_normalised(folder: Path) -> None:
     assert config.devices == ("cuda:2",)
 
 
+def test_devices_auto_stands_alone(folder: Path) -> None:
+    cams = "cameras: [{id: a, url: lobby.mp4}]\n"
+    for spelling in ("auto", "AUTO", "[auto]"):
+        config = parse(folder, f"model: {{weights: model.pt}}\ndevices: {spelling}\n" + cams)
+        assert config.devices == ("auto",) and config.auto_devices
+    assert not parse(folder, "model: {weights: model.pt}\n" + cams).auto_devices
+    msg = error(folder, "model: {weights: model.pt}\ndevices: [cuda:0, auto]\n" + cams)
+    assert msg == ("cams.yaml: devices[1] (line 2): auto stands alone (devices: auto); it cannot be combined "
+                   "with other devices")
+
+
+def test_camera_decode_modes(folder: Path) -> None:
+    text = "model: {weights: model.pt}\ncameras: [{id: a, url: lobby.mp4%s}]\n"
+    assert parse(folder, text % "").cameras[0].decode == "auto"
+    assert parse(folder, text % ", decode: nvdec").cameras[0].decode == "nvdec"
+    assert parse(folder, text % ", decode: cpu").cameras[0].decode == "cpu"
+    msg = error(folder, text % ", decode: gpu")
+    assert msg.startswith("cams.yaml: cameras[0].decode (line 2): ") and "'nvdec'" in msg
+
+
 def test_log_level_case_insensitive(folder: Path) -> None:
     config = parse(folder, "model: {weights: model.pt}\nlog_level: DEBUG\ncameras: [{id: a, url: lobby.mp4}]\n")
     assert config.log_level == "debug"

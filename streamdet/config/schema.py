@@ -84,13 +84,19 @@ class ModelConfig(_Base):
         return v
 
 
+AUTO_DEVICES = ("auto",)
+"""``Config.devices`` when the configuration says ``devices: auto``: the supervisor resolves it at
+start (and at each reload) to one ``cuda:N`` per visible GPU, or ``cpu`` when there is none,
+without initialising CUDA (:func:`streamdet.supervisor.devices.resolve_devices`)."""
+
+
 def _check_device(v: Any) -> str:
     """Accept 'cpu', 'cuda' (meaning cuda:0) or 'cuda:N'; return the canonical spelling."""
     if not isinstance(v, str):
-        raise ValueError("expected 'cpu', 'cuda' or 'cuda:N'")
+        raise ValueError("expected 'cpu', 'cuda' or 'cuda:N' (or devices: auto)")
     m = _DEVICE_RE.match(v.strip().lower())
     if m is None:
-        raise ValueError(f"unknown device {v!r}: expected 'cpu', 'cuda' or 'cuda:N'")
+        raise ValueError(f"unknown device {v!r}: expected 'cpu', 'cuda' or 'cuda:N' (or devices: auto)")
     if m.group(1) == "cpu":
         return "cpu"
     return f"cuda:{int(m.group(2) or 0)}"
@@ -169,6 +175,10 @@ class CameraConfig(_Base):
     rtsp_transport: Literal["tcp", "udp"] = Field("tcp", description="RTSP transport (rtsp/rtsps only).")
     realtime: bool = Field(True, description="Files: pace at their own fps (network sources ignore it).")
     loop: bool = Field(False, description="Files: restart at the end (network sources ignore it).")
+    decode: Literal["auto", "cpu", "nvdec"] = Field(
+        "auto", description="Decoder: nvdec (NVIDIA GPU, CPU fallback), cpu, or auto = nvdec when the camera's "
+        "worker runs on a GPU, else cpu.",
+    )
 
     @field_validator("id", mode="before")
     @classmethod
@@ -318,7 +328,9 @@ class Config(_Base):
     """The whole daemon configuration (picklable: passed to spawned child processes)."""
 
     model: ModelConfig
-    devices: tuple[str, ...] = Field(("cpu",), description="One worker per device.")
+    devices: tuple[str, ...] = Field(
+        ("cpu",), description="One worker per device; ('auto',) = one per visible GPU, else cpu (devices: auto)."
+    )
     publish: PublishConfig = Field(default_factory=PublishConfig)
     cameras: tuple[CameraConfig, ...]
     batching: BatchingConfig = Field(default_factory=BatchingConfig)
@@ -345,7 +357,13 @@ class Config(_Base):
             v = [v]
         if isinstance(v, list | tuple):
             if not v:
-                raise ValueError("must list at least one device, e.g. [cpu]")
+                raise ValueError("must list at least one device, e.g. [cpu], or be auto")
+            autos = [i for i, d in enumerate(v) if isinstance(d, str) and d.strip().lower() == "auto"]
+            if autos and len(v) > 1:
+                raise _cross_error([((autos[0],), "auto stands alone (devices: auto); it cannot be combined "
+                                     "with other devices", None)])
+            if autos:
+                return list(AUTO_DEVICES)
             out: list[Any] = []
             for i, d in enumerate(v):
                 try:
@@ -394,6 +412,11 @@ class Config(_Base):
         if problems:
             raise _cross_error(problems)
         return self
+
+    @property
+    def auto_devices(self) -> bool:
+        """True for ``devices: auto`` (resolved by the supervisor when it plans the workers)."""
+        return self.devices == AUTO_DEVICES
 
     @property
     def enabled_cameras(self) -> tuple[CameraConfig, ...]:

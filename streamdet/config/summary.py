@@ -24,6 +24,14 @@ def _curve(curve: CurveConfig | None) -> str:
     return f", CURVE ({n} client key{'s' if n != 1 else ''})"
 
 
+def _devices(config: Config) -> str:
+    """The devices line: the configured list, or what ``auto`` means (resolved when the daemon starts)."""
+    if config.auto_devices:
+        return "auto (one worker per visible GPU, found without initialising CUDA when the daemon starts; cpu if none)"
+    n = len(config.devices)
+    return f"{', '.join(config.devices)} ({n} worker{'s' if n != 1 else ''})"
+
+
 def summarize(config: Config) -> str:
     """A multi-line human summary (``streamdet check``); URLs are redacted."""
     m = config.model
@@ -36,8 +44,7 @@ def summarize(config: Config) -> str:
         f"            img_size={m.img_size if m.img_size is not None else 'from the checkpoint'} "
         f"conf_thres={m.conf_thres:g} iou_thres={m.iou_thres:g} "
         f"classes={classes} max_det={m.max_det} half={'yes' if m.half else 'no'} backend={m.backend}",
-        f"devices:    {', '.join(config.devices)} ({len(config.devices)} worker"
-        f"{'s' if len(config.devices) != 1 else ''})",
+        f"devices:    {_devices(config)}",
         f"publish:    {config.publish.endpoint} (hwm {config.publish.hwm}, stats every "
         f"{_fmt_s(config.publish.stats_interval_s)}{_curve(config.publish.curve)})",
         "metrics:    " + ("off" if config.metrics.port is None
@@ -52,6 +59,8 @@ def summarize(config: Config) -> str:
             settings.append("loop" if cam.loop else "no loop")
         elif cam.url.lower().startswith(("rtsp://", "rtsps://")):
             settings.append(f"rtsp_transport={cam.rtsp_transport}")
+        if cam.decode != "auto":
+            settings.append(f"decode={cam.decode}")
         state = "" if cam.enabled else "  [disabled]"
         kind = "file" if cam.is_file else "url "
         lines.append(f"  {cam.id:<{width}}  {kind} {cam.redacted_url}  {' '.join(settings)}{state}")
