@@ -1,4 +1,4 @@
-"""One camera or file as the decoder reads it: URL, kind, timeouts and reconnect settings.
+"""One camera or file as the decoder reads it: URL, kind, timeouts, reconnect and decode settings.
 
 Built by the supervisor from the config (picklable, frozen); :mod:`streamdet.pipeline.decode`
 reads it. No av import: the supervisor builds these without loading FFmpeg.
@@ -37,6 +37,17 @@ class CameraSource:
     max_width: int = 1920
     max_height: int = 1080
     threads: int = 0  # FFmpeg decoding threads for this camera; 0 = FFmpeg's choice
+    # the camera's decode setting: "cpu", "nvdec" or "auto" (nvdec when nvdec_device is set)
+    decode: str = "cpu"
+    # CUDA device index for NVDEC, as the decoder process numbers the GPUs (the supervisor chose
+    # the GPU of the camera's worker); None: no GPU for this camera (auto then means cpu, and
+    # nvdec tries CUDA's default device)
+    nvdec_device: str | None = None
+
+    @property
+    def wants_nvdec(self) -> bool:
+        """Whether the decoder tries NVDEC first (it falls back to the CPU when NVDEC fails)."""
+        return self.decode == "nvdec" or (self.decode == "auto" and self.nvdec_device is not None)
 
     @property
     def redacted_url(self) -> str:

@@ -14,7 +14,7 @@ import os
 import signal
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from multiprocessing.context import BaseContext
 from multiprocessing.process import BaseProcess
@@ -29,12 +29,17 @@ BACKOFF_MAX_S = 30.0
 START_FAILURES_FATAL = 3  # consecutive deaths before serving: the child cannot start
 
 
-def child_entry(name: str, log_level: str, target: Callable[..., None], args: tuple[Any, ...]) -> None:
-    """Bootstrap of every child: process name, signals, crash dumps, then the stage's main.
+def child_entry(name: str, log_level: str, target: Callable[..., None], args: tuple[Any, ...],
+                env: Mapping[str, str] | None = None) -> None:
+    """Bootstrap of every child: its environment, process name, signals, crash dumps, then the
+    stage's main.
 
+    ``env`` is applied first, in the child only (a GPU worker's ``CUDA_VISIBLE_DEVICES``): nothing
+    that could initialise CUDA has run yet, and the supervisor's own environment is untouched.
     An unexpected exception ends the child with status 1 after one log line (the traceback at
     debug level): the supervisor reports and restarts it.
     """
+    os.environ.update(env or {})
     import faulthandler
 
     _die_with_parent()
@@ -88,6 +93,7 @@ class Child:
     target: Callable[..., None]
     heartbeat: Any = None  # workers: shared double, wall time (negative while starting)
     phase: Any = None  # workers: shared int, index into worker.PHASES
+    env: dict[str, str] = field(default_factory=dict)  # set in the child before its target runs
     process: BaseProcess | None = None
     stop_flag: StopFlag | None = None
     started_at: float = 0.0  # wall time of the last start
@@ -120,11 +126,13 @@ class Child:
             self.phase.value = 0
         self.served = False
         self.process = ctx.Process(target=child_entry,
-                                   args=(self.name, log_level, self.target, self.build_args(self.stop_flag)),
+                                   args=(self.name, log_level, self.target, self.build_args(self.stop_flag),
+                                         dict(self.env)),
                                    name=self.name, daemon=False)
         self.process.start()
         self.started_at = time.time()
-        log.info("started %s (pid %d)", self.name, self.process.pid)
+        log.info("started %s (pid %d)%s", self.name, self.process.pid,
+                 "".join(f" {k}={v}" for k, v in sorted(self.env.items())))
 
     def request_stop(self, timeout_s: float) -> None:
         """Ask the child to stop; the supervision loop kills it after ``timeout_s``."""

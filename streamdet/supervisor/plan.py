@@ -5,6 +5,9 @@ Pure functions of the configuration and the previous plan, so that a reload can 
 Identities are stable: a decoder is named after its camera (or keeps its group when several
 cameras share a process), a worker after its device, and a camera stays on the worker it was on
 while that device is configured (new cameras go to the worker with the least pixel rate).
+``devices: auto`` is resolved here, by a GPU counter that never initialises CUDA
+(:mod:`streamdet.supervisor.devices`); a GPU worker's plan carries the environment that
+confines its process to its GPU.
 """
 
 from __future__ import annotations
@@ -19,6 +22,15 @@ from streamdet.config import CameraConfig, Config
 from streamdet.config.schema import BatchingConfig, ModelConfig
 from streamdet.cpu_budget import InferencePlan, inference_budget, plan_inference
 from streamdet.pipeline.decode import CameraSource
+from streamdet.supervisor.devices import (
+    GpuCounter,
+    cuda_visible_entry,
+    default_gpu_counter,
+    nvdec_device,
+    resolve_devices,
+    worker_environment,
+    worker_spec_device,
+)
 
 log = logging.getLogger("streamdet.supervisor")
 
@@ -33,7 +45,7 @@ class WorkerPlan:
     """One worker: its cameras, the configuration's frozen sections it runs with, its CPU plan."""
 
     name: str
-    device: str
+    device: str  # as the supervisor numbers the devices: "cpu" or "cuda:N"
     cameras: tuple[str, ...]
     model: ModelConfig
     batching: BatchingConfig
@@ -41,11 +53,23 @@ class WorkerPlan:
     threads: int | None
     lanes: int
     stuck_s: float
+    # GPU workers: the CUDA_VISIBLE_DEVICES entry naming this worker's GPU (None on the CPU)
+    visible_device: str | None = None
+
+    @property
+    def spec_device(self) -> str:
+        """The device as the worker process sees it: ``cuda:0`` (its only GPU) or ``cpu``."""
+        return worker_spec_device(self.device)
+
+    @property
+    def env(self) -> dict[str, str]:
+        """Environment set in the worker process before it imports torch (its GPU alone)."""
+        return worker_environment(self.visible_device)
 
     def restart_key(self) -> tuple[object, ...]:
         """What a change of needs a worker restart: everything but the cameras and the thresholds."""
-        return (self.device, self.model.model_dump(exclude=set(LIVE_MODEL_FIELDS)), self.batching,
-                self.stats_interval_s, self.threads, self.lanes, self.stuck_s)
+        return (self.device, self.visible_device, self.model.model_dump(exclude=set(LIVE_MODEL_FIELDS)),
+                self.batching, self.stats_interval_s, self.threads, self.lanes, self.stuck_s)
 
     def thresholds(self) -> dict[str, object]:
         """The settings a worker applies live."""
@@ -83,7 +107,9 @@ def enabled_cameras(config: Config) -> list[CameraConfig]:
     return [c for c in config.cameras if c.enabled]
 
 
-def camera_source(config: Config, cam: CameraConfig, threads: int) -> CameraSource:
+def camera_source(config: Config, cam: CameraConfig, threads: int, *, worker_device: str = "cpu",
+                  gpus: int = 0) -> CameraSource:
+    """The decoder's view of ``cam``; its NVDEC device follows the GPU of its worker (``worker_device``)."""
     c = config
     return CameraSource(
         camera_id=cam.id, url=str(cam.url), rtsp_transport=cam.rtsp_transport, realtime=cam.realtime,
@@ -91,6 +117,7 @@ def camera_source(config: Config, cam: CameraConfig, threads: int) -> CameraSour
         read_timeout_s=c.decode.read_timeout_s, stall_timeout_s=c.decode.stall_timeout_s,
         backoff_initial_s=c.reconnect.initial_s, backoff_max_s=c.reconnect.max_s, backoff_jitter=c.reconnect.jitter,
         max_width=c.ring.max_width, max_height=c.ring.max_height, threads=threads,
+        decode=cam.decode, nvdec_device=nvdec_device(cam.decode, worker_device, gpus),
     )
 
 
@@ -104,13 +131,25 @@ def decoder_threads(config: Config, cpus: int) -> int:
     return 1 if len(enabled_cameras(config)) >= cpus else 0
 
 
-def inference_plan(config: Config, cpus: int) -> InferencePlan:
-    """Lanes and intra-op threads of each CPU worker: configured, or from the CPU budget."""
+def inference_plan(config: Config, cpus: int, devices: tuple[str, ...] | None = None) -> InferencePlan:
+    """Lanes and intra-op threads of each CPU worker: configured, or from the CPU budget.
+    ``devices``: the resolved worker devices (default: the configured ones)."""
     t = config.threads
     lanes = None if t.lanes == "auto" else int(t.lanes)
     threads = None if t.inference == "auto" else int(t.inference)
-    budget = inference_budget(cpus, max(1, sum(1 for d in config.devices if d == "cpu")))
+    devices = tuple(config.devices) if devices is None else devices
+    budget = inference_budget(cpus, max(1, sum(1 for d in devices if d == "cpu")))
     return plan_inference(budget, lanes, threads)
+
+
+def worker_devices(config: Config, gpus: int) -> tuple[str, ...]:
+    """The devices workers run on: the configured list, or ``devices: auto`` resolved for ``gpus``."""
+    devices = resolve_devices(tuple(config.devices), gpus)
+    if config.auto_devices:
+        log.info("devices: auto -> %s (%d GPU(s) visible)", ", ".join(devices), gpus)
+        if devices == ("cpu",) and config.model.half:
+            log.warning("devices: auto found no GPU, but model.half needs CUDA: the CPU worker will refuse FP16")
+    return devices
 
 
 def pixel_rate(cam: CameraConfig, observed: Mapping[str, float]) -> float:
@@ -160,17 +199,25 @@ def _decoder_groups(config: Config, sources: dict[str, CameraSource],
 
 
 def make_plan(config: Config, cpus: int, previous: DaemonPlan | None = None,
-              observed_pixel_rate: Mapping[str, float] | None = None) -> DaemonPlan:
-    """The decoders and workers ``config`` needs; sticky with respect to ``previous``."""
+              observed_pixel_rate: Mapping[str, float] | None = None, *,
+              gpu_counter: GpuCounter | None = None, environ: Mapping[str, str] | None = None) -> DaemonPlan:
+    """The decoders and workers ``config`` needs; sticky with respect to ``previous``.
+
+    ``gpu_counter`` counts the visible GPUs without initialising CUDA (default: the NVIDIA
+    driver's /proc entries); ``environ`` is the supervisor's environment (default ``os.environ``),
+    whose ``CUDA_VISIBLE_DEVICES`` names the GPUs a worker may be confined to.
+    """
+    gpus = (gpu_counter or default_gpu_counter)()
+    devices = worker_devices(config, gpus)
     cams = enabled_cameras(config)
     threads = decoder_threads(config, cpus)
-    sources = {cam.id: camera_source(config, cam, threads) for cam in cams}
+    placement = place_cameras(cams, devices, previous.worker_of() if previous else {}, observed_pixel_rate)
+    sources = {cam.id: camera_source(config, cam, threads, worker_device=placement[cam.id], gpus=gpus)
+               for cam in cams}
     decoders = _decoder_groups(config, sources, previous.decoders if previous else ())
-    placement = place_cameras(cams, tuple(config.devices), previous.worker_of() if previous else {},
-                              observed_pixel_rate)
-    plan = inference_plan(config, cpus)
+    plan = inference_plan(config, cpus, devices)
     workers = []
-    for device in config.devices:
+    for device in devices:
         mine = tuple(cam.id for cam in cams if placement[cam.id] == device)
         if not mine:
             continue
@@ -179,5 +226,6 @@ def make_plan(config: Config, cpus: int, previous: DaemonPlan | None = None,
             batching=config.batching, stats_interval_s=config.publish.stats_interval_s,
             threads=plan.threads if device == "cpu" else None, lanes=plan.lanes if device == "cpu" else 1,
             stuck_s=max(1.0, config.supervisor.hang_timeout_s / 2),
+            visible_device=cuda_visible_entry(device, environ),
         ))
     return DaemonPlan(decoders, tuple(workers), plan)

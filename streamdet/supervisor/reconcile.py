@@ -85,8 +85,9 @@ class Reconciler:
         gen.value += 1
 
     def _worker_args(self, plan: WorkerPlan, child: Child) -> Callable[[StopFlag], tuple[Any, ...]]:
+        child.env = plan.env  # the worker's GPU alone (it sees it as cuda:0)
         spec = WorkerSpec(
-            name=plan.name, device=plan.device, ring_names={c: self.sup.rings[c].name for c in plan.cameras},
+            name=plan.name, device=plan.spec_device, ring_names={c: self.sup.rings[c].name for c in plan.cameras},
             model=plan.model, batching=plan.batching, publish_endpoint=self.sup.internal_endpoint,
             stats_interval_s=plan.stats_interval_s, threads=plan.threads, lanes=plan.lanes, stuck_s=plan.stuck_s,
         )
