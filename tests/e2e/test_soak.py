@@ -37,7 +37,8 @@ def test_soak(tmp_path: Path) -> None:
     result = json.loads(out.read_text())
     failed = [c for c in result["criteria"] if not c["ok"]]
     assert not failed, "soak criteria failed:\n" + "\n".join(
-        f"{c['name']}: {c['value']} (limit {c['limit']})" for c in failed) + f"\nlog: {result['log']}"
+        f"{c['name']}: {c['value']} (limit {c['limit']})" for c in failed) + (
+        f"\n{result['cpu_cores']['note']}\nlog: {result['log']}")
     assert result["passed"] and proc.returncode == 0
     assert set(result["cameras"]) == {f"cam{i}" for i in range(4)}
     expected_reloads = sum(1 for k in range(1, 1000) if k * reload_every < minutes * 60 - 1)
