@@ -18,6 +18,11 @@ Behaviour of a camera thread:
   ``min(read_timeout_s, stall_timeout_s)``; RTSP also gets FFmpeg's ``timeout`` socket option
   and ``rtsp_transport``, other network protocols ``rw_timeout`` (both the read limit, in
   microseconds). Decode the first video stream, write into the ring, heartbeat.
+- decoder: a source that wants NVDEC (``decode: nvdec``, or ``auto`` for a camera of a GPU
+  worker) is opened with FFmpeg's CUDA hwaccel and its frames come back downloaded as NV12 (the
+  same ring, the same worker path); when NVDEC cannot be used the camera falls back to the CPU
+  for good, the reason logged once and counted in ``hw_fallbacks`` (:mod:`streamdet.pipeline.hwdecode`
+  has the rules); the ring's ``decode_mode`` says which decoder is in use.
 - pixels: yuv420p/yuvj420p/nv12 frames of an even size that fits are copied plane by plane into
   the ring with their colour tags; anything else is converted once to yuv420p
   (:mod:`streamdet.pipeline.frames` has the rule), counted in ``frames_converted`` and logged
@@ -97,6 +102,7 @@ from streamdet.pipeline.frame_pass import FramePass
 from streamdet.pipeline.frames import color_tags as color_tags  # re-exported: moved to frames.py
 from streamdet.pipeline.frames import plane_views, to_ring_format
 from streamdet.pipeline.frames import scaled_size as scaled_size  # re-exported: moved to frames.py
+from streamdet.pipeline.hwdecode import NVDEC_THREADS, NvdecState, is_no_hw_stream
 from streamdet.pipeline.pacing import Schedule
 from streamdet.pipeline.ring import FrameRing, WriteAborted
 from streamdet.pipeline.source import LIVE_SCHEMES as LIVE_SCHEMES  # re-exported: moved to source.py
@@ -146,6 +152,9 @@ class CameraReader:
         self._conversion_logged = False
         self._damage_logged = False
         self._geometry: tuple[int, int] | None = None  # source size of the last frame written
+        self.nvdec = NvdecState(source, ring, self._tag())  # NVDEC while it works, else the CPU
+        self._session_nvdec = False  # the current session decodes with NVDEC
+        self._session_decoded = 0  # frames decoded since the last (re)open
 
     # -- helpers ------------------------------------------------------------------------------
 
@@ -211,7 +220,7 @@ class CameraReader:
         stop) after a permanent failure."""
         s = self.source
         failures = 0
-        opened_before = looping = False
+        opened_before = quiet_reopen = False  # quiet: a looping file's reopen or a move to the CPU
         self.ring.set_lossless(s.lossless)
         try:
             self._beat()
@@ -219,10 +228,10 @@ class CameraReader:
             while not self.stop.is_set():
                 self.ring.set_state("connecting")
                 self._beat()
-                if opened_before and not looping:
+                if opened_before and not quiet_reopen:
                     self.ring.add_counts(reconnects=1)
-                opened_before, looping = True, False
-                self._session_frames = 0
+                opened_before, quiet_reopen = True, False
+                self._session_frames = self._session_decoded = 0
                 try:
                     outcome = self._session()
                 except _Stopped:
@@ -238,9 +247,12 @@ class CameraReader:
                                  self.frames_written)
                         return
                     if outcome == "loop":  # a looping file that cannot seek: reopen now
-                        looping = True
+                        quiet_reopen = True
                         continue
                     failure = Failure("end of stream", permanent=False)
+                if self._nvdec_failed_early(failure):
+                    quiet_reopen = True  # reopened at once, on the CPU
+                    continue
                 if failure.permanent:
                     self._fail_permanently(failure)
                     return
@@ -257,14 +269,56 @@ class CameraReader:
         self.ring.set_state("stopped")
         self._beat()
 
+    def _nvdec_failed_early(self, failure: Failure) -> bool:
+        """A session that opened with NVDEC and ended before decoding any frame: NVDEC is given up
+        (logged once, counted) and the caller reopens at once on the CPU, where a fault of the
+        source itself shows again and is handled as usual."""
+        if not self._session_nvdec or self._opening or self._session_decoded:
+            return False
+        self._session_nvdec = False
+        self.nvdec.fall_back(f"no frame decoded with NVDEC ({failure.reason})")
+        return True
+
+    def _open(self) -> av.container.InputContainer:
+        """Open the source, with NVDEC when this camera uses it and NVDEC takes its video stream
+        (``_session_nvdec`` tells); an NVDEC failure here falls back to the CPU (see hwdecode)."""
+        s = self.source
+        hwaccel = self.nvdec.hwaccel()
+        kwargs: dict[str, Any] = {"container_options": s.open_options(), "timeout": (s.open_timeout_s, s.read_limit_s)}
+        self._session_nvdec = hwaccel is not None
+        if hwaccel is None:
+            return av.open(s.url, mode="r", **kwargs)
+        try:
+            container = av.open(s.url, mode="r", hwaccel=hwaccel, **kwargs)
+        except Exception as exc:
+            reason = self._nvdec_open_failure(exc)
+            if reason is None:
+                raise  # the source's failure: handled as usual, NVDEC kept
+            self._session_nvdec = False
+            self.nvdec.fall_back(reason)
+            return av.open(s.url, mode="r", **kwargs)
+        video = container.streams.video
+        if video and not video[0].codec_context.is_hwaccel:  # this container decodes it in software
+            self._session_nvdec = False
+            self.nvdec.fall_back(f"NVDEC cannot decode this stream's codec ({video[0].codec_context.name})")
+        return container
+
+    def _nvdec_open_failure(self, exc: Exception) -> str | None:
+        """Why an open with NVDEC failed because of NVDEC, or None when the source failed (the
+        CUDA device, checked again, can be opened)."""
+        if is_no_hw_stream(exc):
+            return "no stream of this input can be decoded with NVDEC"
+        problem = self.nvdec.device_problem()
+        if problem is None:
+            return None
+        return f"{problem} (open failed: {type(exc).__name__}: {redact_text(str(exc))})"
+
     def _session(self) -> str:
         """One open of the source: returns 'ended' (file EOF without loop), 'loop' (looping file
         to reopen) or 'eof' (stream ended); raises on errors and stalls, _Stopped on stop."""
-        s = self.source
         self._opening = True
         self._open_started = time.monotonic()
-        container = av.open(s.url, mode="r", container_options=s.open_options(),
-                            timeout=(s.open_timeout_s, s.read_limit_s))
+        container = self._open()
         self._opening = False
         try:
             if self.stop.is_set():
@@ -272,11 +326,13 @@ class CameraReader:
             if not container.streams.video:
                 raise SourceUnusable(f"no video stream (format {container.format.name})")
             stream = container.streams.video[0]
-            stream.codec_context.thread_count = self.source.threads
+            ctx = stream.codec_context
+            self.ring.set_decode_mode("nvdec" if self._session_nvdec else "cpu")
+            ctx.thread_count = NVDEC_THREADS if self._session_nvdec else self.source.threads
             rate = stream.average_rate or stream.guessed_rate or Fraction(25)
             fps = float(rate) if rate and float(rate) > 0 else 25.0
-            log.info("%s: opened %s %dx%d %s @ %.2f fps", self._tag(), stream.codec_context.name,
-                     stream.codec_context.width, stream.codec_context.height, stream.codec_context.pix_fmt, fps)
+            log.info("%s: opened %s %dx%d %s @ %.2f fps, decoding with %s", self._tag(), ctx.name, ctx.width,
+                     ctx.height, ctx.pix_fmt, fps, "NVDEC" if self._session_nvdec else "the CPU")
             return self._stream_frames(container, stream, fps)
         finally:
             container.close()
@@ -308,6 +364,7 @@ class CameraReader:
                 if t is None:
                     t = (index - loop_start) / fps
                 index += 1
+                self._session_decoded += 1
                 self.ring.add_counts(decoded=1)
                 if t < last_t:
                     sched.restart()

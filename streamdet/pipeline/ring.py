@@ -58,6 +58,7 @@ import numpy as np
 from streamdet.pipeline.image import COLOR_MATRICES, COLOR_RANGES, PIX_FMTS
 from streamdet.pipeline.ring_layout import (
     CAMERA_ID_BYTES,
+    DECODE_MODES,
     DECODER_STATES,
     ERROR_BYTES,
     HEADER_BYTES,
@@ -302,6 +303,10 @@ class FrameRing:
         self._hdr["last_error"] = encode_text(text, ERROR_BYTES)
         self._hdr["error_time"] = time.time()
 
+    def set_decode_mode(self, mode: str) -> None:
+        """Record how the decoder decodes the camera now (one of DECODE_MODES: cpu, nvdec)."""
+        self._hdr["decode_mode"] = DECODE_MODES.index(mode)
+
     def heartbeat(self, pid: int | None = None) -> None:
         """Record that the decoder is alive now (wall time), and its pid when given."""
         self._hdr["heartbeat"] = time.time()
@@ -309,13 +314,14 @@ class FrameRing:
             self._hdr["decoder_pid"] = pid
 
     def add_counts(self, *, decoded: int = 0, skipped: int = 0, reconnects: int = 0, behind: int = 0,
-                   converted: int = 0, decode_ns: int = 0) -> None:
+                   converted: int = 0, decode_ns: int = 0, hw_fallbacks: int = 0) -> None:
         """Add to the decoder counters: frames decoded, skipped by max_fps, not written because a
-        paced file was behind, converted/downscaled; reopens; nanoseconds spent decoding."""
+        paced file was behind, converted/downscaled; reopens; nanoseconds spent decoding; times
+        NVDEC was given up for the CPU."""
         h = self._hdr
         for field, value in (("frames_decoded", decoded), ("frames_skipped", skipped), ("reconnects", reconnects),
                              ("frames_behind", behind), ("frames_converted", converted),
-                             ("decode_ns", decode_ns)):
+                             ("decode_ns", decode_ns), ("hw_fallbacks", hw_fallbacks)):
             if value:
                 h[field] += value
 

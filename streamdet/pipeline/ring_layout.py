@@ -22,8 +22,8 @@ import numpy as np
 
 from streamdet.pipeline.image import Image
 
-__all__ = ["ALIGN", "CAMERA_ID_BYTES", "DECODER_STATES", "ERROR_BYTES", "HEADER_BYTES", "HEADER_DTYPE", "MAGIC",
-           "SLOT_DTYPE", "SLOT_HEADER_BYTES", "VERSION", "Frame", "RingStatus", "check_planes",
+__all__ = ["ALIGN", "CAMERA_ID_BYTES", "DECODER_STATES", "DECODE_MODES", "ERROR_BYTES", "HEADER_BYTES",
+           "HEADER_DTYPE", "MAGIC", "SLOT_DTYPE", "SLOT_HEADER_BYTES", "VERSION", "Frame", "RingStatus", "check_planes",
            "encode_text", "frame_nbytes", "image_shape", "packed_size", "ring_status", "round_up", "segment_bytes",
            "slot_bytes_for"]
 
@@ -39,20 +39,25 @@ ERROR_BYTES = 256
 DECODER_STATES: tuple[str, ...] = ("starting", "connecting", "streaming", "backoff", "ended", "failed",
                                    "stopped")
 
+#: How the decoder decodes the camera now, by code (0 = CPU, also before the first open).
+DECODE_MODES: tuple[str, ...] = ("cpu", "nvdec")
+
 #: The ring header at offset 0 (``consumed_seq`` alone on its cache line: the reader writes it).
+#: ``hw_fallbacks`` and ``decode_mode`` sit in bytes that older rings left zero (no version change).
 HEADER_DTYPE = np.dtype({
     "names": ["magic", "version", "header_bytes", "slots", "slot_bytes", "slot_stride", "created",
               "latest_seq", "message_seq", "heartbeat", "state", "decoder_pid", "state_since",
               "reconnects", "frames_decoded", "frames_skipped", "error_time", "lossless", "frames_behind",
-              "frames_converted", "decode_ns", "camera_id", "last_error", "consumed_seq"],
+              "frames_converted", "decode_ns", "hw_fallbacks", "decode_mode", "camera_id", "last_error",
+              "consumed_seq"],
     "formats": ["<u8", "<u4", "<u4", "<u4", "<u8", "<u8", "<f8",
                 "<i8", "<i8", "<f8", "<u4", "<u4", "<f8",
                 "<u8", "<u8", "<u8", "<f8", "<u4", "<u8",
-                "<u8", "<u8", f"S{CAMERA_ID_BYTES}", f"S{ERROR_BYTES}", "<i8"],
+                "<u8", "<u8", "<u8", "<u4", f"S{CAMERA_ID_BYTES}", f"S{ERROR_BYTES}", "<i8"],
     "offsets": [0, 8, 12, 16, 24, 32, 40,
                 64, 72, 80, 88, 92, 96,
                 104, 112, 120, 128, 136, 144,
-                152, 160, 192, 256, 512],
+                152, 160, 168, 176, 192, 256, 512],
     "itemsize": 576,
 })
 
@@ -194,11 +199,14 @@ class RingStatus:
     frames_behind: int = 0
     frames_converted: int = 0
     decode_ns: int = 0
+    hw_fallbacks: int = 0  # times the decoder gave up NVDEC for this camera and decoded on the CPU
+    decode_mode: str = "cpu"  # how the decoder decodes the camera now: "cpu" or "nvdec"
 
 
 def ring_status(h: np.ndarray, camera: str, slots: int, slot_bytes: int) -> RingStatus:
     """Decode a copy ``h`` of a ring header (HEADER_DTYPE) into a :class:`RingStatus`."""
     code = int(h["state"])
+    mode = int(h["decode_mode"])
     return RingStatus(
         camera=camera, slots=slots, slot_bytes=slot_bytes,
         latest_seq=int(h["latest_seq"]), message_seq=int(h["message_seq"]),
@@ -211,5 +219,6 @@ def ring_status(h: np.ndarray, camera: str, slots: int, slot_bytes: int) -> Ring
         error_time=float(h["error_time"]), created=float(h["created"]),
         consumed_seq=int(h["consumed_seq"]), lossless=bool(h["lossless"]),
         frames_behind=int(h["frames_behind"]), frames_converted=int(h["frames_converted"]),
-        decode_ns=int(h["decode_ns"]),
+        decode_ns=int(h["decode_ns"]), hw_fallbacks=int(h["hw_fallbacks"]),
+        decode_mode=DECODE_MODES[mode] if mode < len(DECODE_MODES) else f"unknown({mode})",
     )
