@@ -50,9 +50,9 @@ def _cmd_check(args: argparse.Namespace) -> int:
         ckpt = read_checkpoint(config.model.weights)
     except StreamdetError as exc:
         raise ConfigError(f"model.weights: {exc}") from exc
-    backends = {}
+    backends: dict[str, str] = {}
     for device in config.devices:
-        name = config.model.backend
+        name: str = config.model.backend
         if name == "auto":
             installed = available_backends(device)
             name = installed[0] if installed else "none installed"

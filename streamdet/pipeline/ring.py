@@ -155,7 +155,9 @@ class FrameRing:
         hdr["camera_id"] = cam
         hdr["magic"] = MAGIC  # last: a reader seeing the magic sees a complete header
         del hdr
-        return cls(shm.name, shm.buf, shm, owner=True)
+        buf = shm.buf
+        assert buf is not None  # a segment just created is mapped
+        return cls(shm.name, buf, shm, owner=True)
 
     @classmethod
     def attach(cls, name: str) -> FrameRing:

@@ -119,7 +119,7 @@ def packed_size(image: np.ndarray, pix_fmt: str) -> tuple[int, int]:
 
 def _plane_shapes(width: int, height: int, pix_fmt: str) -> list[list[tuple[int, ...]]]:
     """Accepted shapes of each plane given to ``write_planes``, in packed order."""
-    y = [(height, width)]
+    y: list[tuple[int, ...]] = [(height, width)]
     if pix_fmt == "yuv420p":
         return [y, [(height // 2, width // 2)], [(height // 2, width // 2)]]
     if pix_fmt == "nv12":

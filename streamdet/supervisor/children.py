@@ -16,7 +16,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from multiprocessing.context import BaseContext
+from multiprocessing.context import SpawnContext
 from multiprocessing.process import BaseProcess
 from typing import Any
 
@@ -116,7 +116,7 @@ class Child:
     def stopping(self) -> bool:
         return self.stop_deadline is not None
 
-    def start(self, ctx: BaseContext, log_level: str) -> None:
+    def start(self, ctx: SpawnContext, log_level: str) -> None:
         from streamdet.supervisor.children import child_entry
 
         self.stop_flag = StopFlag(ctx)

@@ -183,10 +183,10 @@ class Reconciler:
         restarted_cams: list[str] = []
         live_fps: list[str] = []
         wanted = {d.name for d in plan.decoders}
-        for child in [c for c in sup.children.values() if c.kind == "decoder" and c.name not in wanted]:
-            self._retire(child)
+        for retired in [c for c in sup.children.values() if c.kind == "decoder" and c.name not in wanted]:
+            self._retire(retired)
         for d in plan.decoders:
-            child = sup.children.get(d.name)
+            child: Child | None = sup.children.get(d.name)
             if child is None or child.retire:
                 if child is not None:  # removed and re-added within one reload cycle: restart instead
                     child.retire = False
@@ -213,12 +213,12 @@ class Reconciler:
         restarted_workers: list[str] = []
         live_workers: list[str] = []
         wanted = {w.name for w in plan.workers}
-        for child in [c for c in sup.children.values() if c.kind == "worker" and c.name not in wanted]:
-            self._retire(child)
-            restarted_workers.append(f"{child.name} (removed)")
+        for retired in [c for c in sup.children.values() if c.kind == "worker" and c.name not in wanted]:
+            self._retire(retired)
+            restarted_workers.append(f"{retired.name} (removed)")
         for w in plan.workers:
             child = sup.children.get(w.name)
-            before = old_workers.get(w.name)
+            before_worker = old_workers.get(w.name)
             if child is None or child.retire:
                 if child is not None:
                     child.retire = False
@@ -230,13 +230,13 @@ class Reconciler:
                     self._new_worker(w)
                     restarted_workers.append(f"{w.name} (new)")
                 continue
-            if rings_changed or before is None or before.restart_key() != w.restart_key():
+            if rings_changed or before_worker is None or before_worker.restart_key() != w.restart_key():
                 self._write_live(w)
                 child.build_args = self._worker_args(w, child)
                 child.cameras = w.cameras
                 self._restart(child)
                 restarted_workers.append(w.name)
-            elif before.cameras != w.cameras or before.thresholds() != w.thresholds():
+            elif before_worker.cameras != w.cameras or before_worker.thresholds() != w.thresholds():
                 self._write_live(w)
                 child.build_args = self._worker_args(w, child)
                 child.cameras = w.cameras
