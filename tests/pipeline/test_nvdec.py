@@ -182,7 +182,7 @@ def test_nvdec_session_without_frames_moves_to_cpu_at_once(clip, undecodable, ma
     caplog.set_level(logging.INFO, logger="streamdet.decode")
     NoFrameOnGpuReader.noise, NoFrameOnGpuReader.modes = undecodable, []
     ring = make_ring()
-    source = CameraSource("cam", str(clip), realtime=realtime, decode="nvdec", nvdec_device="0",
+    source = CameraSource("cam", str(clip), realtime=realtime, loop=True, decode="nvdec", nvdec_device="0",
                           backoff_initial_s=30.0)  # a backoff would time the test out
     t0 = time.monotonic()
     frames = _read_frames(ring, run_reader, source, 20, reader_cls=NoFrameOnGpuReader)
