@@ -30,10 +30,14 @@ if TYPE_CHECKING:
 
 __all__ = ["PREPROCESSORS", "Stages", "build_stages"]
 
-#: Preprocessor implementations by name (a CUDA one joins with the GPU path).
+#: Preprocessor implementations by name: OpenCV on the CPU, or the fused CUDA kernel (CuPy: the
+#: ``gpu`` extra; it also needs a CUDA device, checked when it is built).
 PREPROCESSORS = Registry(
     "preprocessor",
-    {"cpu": ("streamdet.pipeline.preprocess:CpuPreprocessor", None)},
+    {
+        "cpu": ("streamdet.pipeline.preprocess:CpuPreprocessor", None),
+        "cuda": ("streamdet.pipeline.cuda_preprocess:CudaPreprocessor", "gpu", ("cupy",)),
+    },
 )
 
 
