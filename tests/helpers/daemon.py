@@ -15,11 +15,13 @@ process below it, so that after it exits (or is killed) the test can check none 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections import defaultdict
@@ -162,15 +164,18 @@ class Daemon:
     """One ``streamdet run`` subprocess in ``workdir`` (see the module docstring).
 
     ``config_text`` may contain ``{endpoint}``, replaced by this daemon's ipc:// endpoint.
+    ``runtime_dir``: share one between daemons started one after another (default: its own).
     """
 
-    def __init__(self, workdir: Path, config_text: str, name: str = "daemon") -> None:
+    def __init__(self, workdir: Path, config_text: str, name: str = "daemon", runtime_dir: Path | None = None) -> None:
         workdir.mkdir(parents=True, exist_ok=True)
         self.dir = workdir
         self.name = name
         self.endpoint = f"ipc://{workdir}/{name}.sock"
         self.config_path = workdir / f"{name}.yaml"
-        self.runtime_dir = workdir / f"{name}-runtime"
+        # its own by default, short: the internal socket's path lies below it (107 bytes at most)
+        self.runtime_dir = runtime_dir or Path(tempfile.mkdtemp(prefix=f"sd-{name}-"))
+        self._own_runtime_dir = runtime_dir is None
         self.log_path = workdir / f"{name}.log"
         self.stdout_path = workdir / f"{name}.out"
         self.env = streamdet_env(self.runtime_dir)
@@ -228,7 +233,7 @@ class Daemon:
             code = self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
             return None
-        self._stop_watching()
+        self._finished()
         return code
 
     def stop(self, timeout: float = 30.0) -> int | None:
@@ -242,13 +247,18 @@ class Daemon:
         if code is None:
             self.proc.kill()
             self.proc.wait(10)
-        self._stop_watching()
+        self._finished()
         return code
 
-    def _stop_watching(self) -> None:
+    def _finished(self) -> None:
+        """The daemon exited: stop watching; remove its own runtime directory if it is empty
+        (what a daemon leaves there stays for assert_clean to report)."""
         self._watch_stop.set()
-        if self._watcher is not None and self._watcher is not threading.current_thread():
+        if self._watcher is not None:
             self._watcher.join(5)
+        if self._own_runtime_dir:
+            with contextlib.suppress(OSError):
+                self.runtime_dir.rmdir()
 
     # -- log -----------------------------------------------------------------------------------
     def log(self) -> str:
@@ -314,8 +324,8 @@ class Daemon:
 
 def assert_clean(daemon: Daemon, fds_before: int | None = None, grace_s: float = 5.0) -> None:
     """After the daemon exited: no process it started is left, none of its /dev/shm rings, no pid
-    file and no run-* directory in its runtime directory, and (given ``fds_before``) this process
-    has no more file descriptors open than before (subscribers closed first).
+    file and not its run-<pid>-* directory in its runtime directory, and (given ``fds_before``)
+    this process has no more file descriptors open than before (subscribers closed first).
 
     ``grace_s``: multiprocessing's resource tracker exits by itself once the last process holding
     its pipe is gone, and children killed by PR_SET_PDEATHSIG need a moment to be reaped.
@@ -329,7 +339,7 @@ def assert_clean(daemon: Daemon, fds_before: int | None = None, grace_s: float =
     assert segments_of(pid) == [], f"shared memory left: {segments_of(pid)}"
     rdir = daemon.runtime_dir
     assert not (rdir / PID_FILE).exists(), f"pid file left: {rdir / PID_FILE}"
-    leftovers = sorted(p.name for p in rdir.glob("run-*")) if rdir.exists() else []
-    assert not leftovers, f"run directories left in {rdir}: {leftovers}"
+    leftovers = sorted(p.name for p in rdir.glob(f"run-{pid}-*")) if rdir.exists() else []
+    assert not leftovers, f"run directory left in {rdir}: {leftovers}"
     if fds_before is not None:
         assert open_fd_count() <= fds_before, f"file descriptors leaked: {open_fd_count()} open, {fds_before} before"
