@@ -247,17 +247,17 @@ def test_subscribe_main_broken_pipe(feed: FeedThread) -> None:
 def test_subscribe_main_piped_into_head(feed: FeedThread) -> None:
     """``streamdet subscribe | head -n 1``: exits 0 with no traceback once the reader is gone."""
     code = f"import sys; from streamdet.client import subscribe_main; sys.exit(subscribe_main({feed.endpoint!r}, None))"
-    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    try:
-        assert proc.stdout is not None and proc.stderr is not None
-        first = proc.stdout.readline()
-        assert json.loads(first)["type"] == "detections"
-        proc.stdout.close()  # like head exiting
-        rc = proc.wait(timeout=DEADLINE_S)
-        err = proc.stderr.read().decode()
-    finally:
-        proc.kill()
-        proc.wait()
+    with subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE) as proc:
+        try:
+            assert proc.stdout is not None and proc.stderr is not None
+            first = proc.stdout.readline()
+            assert json.loads(first)["type"] == "detections"
+            proc.stdout.close()  # like head exiting
+            rc = proc.wait(timeout=DEADLINE_S)
+            err = proc.stderr.read().decode()
+        finally:
+            proc.kill()
+            proc.wait()
     assert rc == 0, err
     assert err == ""
 

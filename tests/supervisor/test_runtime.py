@@ -40,11 +40,12 @@ def fake_daemon():
             "signal.signal(signal.SIGHUP, lambda *a: print('HUP', flush=True))\n"
             "print('up', flush=True)\n"
             "time.sleep(30)\n")
-    proc = subprocess.Popen([sys.executable, "-c", code, "streamdet"], stdout=subprocess.PIPE, text=True)
-    assert proc.stdout is not None and proc.stdout.readline().strip() == "up"
-    yield proc
-    proc.kill()
-    proc.wait()
+    with subprocess.Popen([sys.executable, "-c", code, "streamdet"], stdout=subprocess.PIPE, text=True) as proc:
+        try:
+            assert proc.stdout is not None and proc.stdout.readline().strip() == "up"
+            yield proc
+        finally:
+            proc.kill()
 
 
 def test_reload_signals_the_daemon_named_in_the_pid_file(tmp_path: Path, fake_daemon) -> None:
