@@ -93,7 +93,7 @@ def test_half_on_cpu_is_refused() -> None:
 
 
 def test_registries_name_what_is_missing() -> None:
-    assert PREPROCESSORS.names() == ["cpu"]
+    assert PREPROCESSORS.names() == ["cpu", "cuda"]
     with pytest.raises(UnknownImplementation, match="cpu"):
         PREPROCESSORS.resolve("tpu")
     fake = Registry("backend", {"tensorrt": ("tensorrt_not_installed_here:Engine", "tensorrt")})
