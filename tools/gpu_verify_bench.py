@@ -1,0 +1,282 @@
+"""Stages ``bandwidth``, ``kernel``, ``inference`` and ``nms`` of tools/gpu_verify.py (torch on the GPU).
+
+Every time is the median of CUDA-event intervals after a warm-up, on random data (never zeros);
+each stage reports what it measured so far (``ctx.partial``) as it goes, so a stage cut off at
+its time limit still returns its first rows.
+"""
+
+from __future__ import annotations
+
+import time
+from multiprocessing import shared_memory
+from typing import Any
+
+import numpy as np
+from gpu_verify_common import Skip, StageContext, cuda_times_ms, not_in_dry_run, require_cuda, require_cupy, summary_ms
+
+FRAME_1080P_NV12 = 1920 * 1080 * 3 // 2
+BATCHES = (1, 8, 32, 64)
+INPUT_HW = (384, 640)  # a 16:9 frame letterboxed to 640
+MODEL_HW = (640, 640)  # the inference sweep's input (the issue's "640")
+
+
+def _gbps(nbytes: int, ms: float | None) -> float | None:
+    return round(nbytes / (ms / 1e3) / 1e9, 2) if ms else None
+
+
+# -- bandwidth -------------------------------------------------------------------------------------
+
+
+def _register(ptr: int, nbytes: int) -> tuple[Any, str]:
+    """Page-lock ``nbytes`` at ``ptr`` (cudaHostRegister): (unregister callable, which API did it)."""
+    try:
+        import cupy
+
+        cupy.cuda.runtime.hostRegister(ptr, nbytes, 0)
+        return (lambda: cupy.cuda.runtime.hostUnregister(ptr)), "cupy.cuda.runtime.hostRegister"
+    except ImportError:
+        pass
+    import torch
+
+    rt = torch.cuda.cudart()
+    err = rt.cudaHostRegister(ptr, nbytes, 0)
+    if int(err) != 0:
+        raise RuntimeError(f"cudaHostRegister failed: {err}")
+    return (lambda: rt.cudaHostUnregister(ptr)), "torch.cuda.cudart().cudaHostRegister"
+
+
+def _copy_rates(torch: Any, host: Any, dev: Any, until: float) -> dict[str, Any]:
+    """H2D of 32 separate 1080p NV12 frames (a batch's slots) and of one 64 MiB chunk from ``host``."""
+    rows: dict[str, Any] = {}
+    frames = host[: 32 * FRAME_1080P_NV12].view(32, FRAME_1080P_NV12)
+    dst = dev[: 32 * FRAME_1080P_NV12].view(32, FRAME_1080P_NV12)
+
+    def batch() -> None:
+        for i in range(32):
+            dst[i].copy_(frames[i], non_blocking=True)
+
+    t = summary_ms(cuda_times_ms(torch, batch, warmup=2, iters=20, until=until))
+    rows["32_frames_3.1MB"] = {**t, "GB_s": _gbps(32 * FRAME_1080P_NV12, t["median_ms"])}
+    chunk = 64 << 20
+    t = summary_ms(cuda_times_ms(torch, lambda: dev[:chunk].copy_(host[:chunk], non_blocking=True), warmup=2,
+                                 iters=20, until=until))
+    rows["chunk_64MiB"] = {**t, "GB_s": _gbps(chunk, t["median_ms"])}
+    return rows
+
+
+def bandwidth_stage(ctx: StageContext) -> dict[str, Any]:
+    torch = require_cuda()
+    not_in_dry_run(ctx)
+    size = 1 << 30  # a 1 GiB shared-memory segment, as ~100 cameras' rings would be
+    dev = torch.empty(size // 8, dtype=torch.uint8, device="cuda:0")
+    n = 128 << 20
+    result: dict[str, Any] = {}
+    until = time.monotonic() + ctx.left() / 4
+    pageable = torch.from_numpy(np.random.default_rng(0).integers(0, 256, n, dtype=np.uint8))
+    result["pageable"] = _copy_rates(torch, pageable, dev, until)
+    ctx.partial(**result)
+    shm = shared_memory.SharedMemory(create=True, size=size)
+    try:
+        arr = np.ndarray((size,), np.uint8, buffer=shm.buf)
+        arr[:n] = pageable.numpy()
+        t0 = time.perf_counter()
+        unregister, api = _register(arr.ctypes.data, size)
+        register_s = time.perf_counter() - t0
+        host = torch.from_numpy(arr)
+        result["registered_shm"] = {"register_s_per_GiB": round(register_s, 3), "api": api,
+                                    "torch_is_pinned": bool(host.is_pinned()),
+                                    **_copy_rates(torch, host, dev, time.monotonic() + ctx.left() / 3)}
+        ctx.partial(**result)
+        t0 = time.perf_counter()
+        unregister()
+        result["registered_shm"]["unregister_s"] = round(time.perf_counter() - t0, 3)
+        del host, arr
+    finally:
+        shm.close()
+        shm.unlink()
+    pinned = torch.empty(n, dtype=torch.uint8, pin_memory=True)
+    pinned.copy_(pageable)
+    result["pinned"] = _copy_rates(torch, pinned, dev, time.monotonic() + ctx.left() - 2)
+    g = {k: v["32_frames_3.1MB"]["GB_s"] for k, v in result.items()}
+    result["headline"] = "32 x 3.1 MB H2D GB/s: " + ", ".join(f"{k} {v}" for k, v in g.items())
+    return result
+
+
+# -- the CUDA preprocessing kernel ----------------------------------------------------------------------
+
+
+def kernel_stage(ctx: StageContext) -> dict[str, Any]:
+    torch = require_cuda()
+    require_cupy()
+    try:
+        from streamdet.pipeline.cuda_preprocess import CudaPreprocessor
+        from streamdet.pipeline.image import Image
+        from streamdet.pipeline.kernel_plan import DeviceFrame
+        from streamdet.pipeline.preprocess import CpuPreprocessor
+    except ImportError as exc:
+        raise Skip(f"the CUDA preprocessor is not in this tree ({exc})") from None
+    not_in_dry_run(ctx)
+    result: dict[str, Any] = {}
+    t0 = time.perf_counter()
+    pre = CudaPreprocessor("cuda:0", dtype="float16")
+    pre.compile()
+    result["compile_s"] = round(time.perf_counter() - t0, 3)
+    rng = np.random.default_rng(0)
+    host = rng.integers(0, 256, (4, 1080 * 3 // 2, 1920), dtype=np.uint8)
+    images = [Image(host[i], "nv12") for i in range(4)]
+    gpu = pre(images, INPUT_HW, np.empty((4, 3, *INPUT_HW), np.uint8))
+    cpu = CpuPreprocessor()(images, INPUT_HW)
+    result["parity_uint8_vs_cpu"] = {"equal": bool(np.array_equal(gpu, cpu)),
+                                     "mismatches": int(np.count_nonzero(gpu != cpu))}
+    frames_dev = torch.randint(0, 256, (max(BATCHES), FRAME_1080P_NV12), dtype=torch.uint8, device="cuda:0")
+    frames = [DeviceFrame(frames_dev[i].data_ptr(), "nv12", 1920, 1080) for i in range(max(BATCHES))]
+    out = torch.empty((max(BATCHES), 3, *INPUT_HW), dtype=torch.float16, device="cuda:0")
+    rows = {}
+    for b in BATCHES:
+        until = time.monotonic() + max(1.0, (ctx.left() - 5) / 6)
+        t = summary_ms(cuda_times_ms(torch, lambda b=b: pre.launch(frames[:b], INPUT_HW, out), warmup=3, iters=50,
+                                     until=until))
+        rows[f"b{b}"] = {**t, "frames_per_s": round(b / (t["median_ms"] / 1e3)) if t["n"] else None,
+                         "read_GB_s": _gbps(b * FRAME_1080P_NV12, t["median_ms"])}
+        ctx.partial(**result, device_frames=rows)
+    result["device_frames"] = rows
+    host_images = [Image(rng.integers(0, 256, (1080 * 3 // 2, 1920), dtype=np.uint8), "nv12") for _ in range(32)]
+    t = summary_ms(cuda_times_ms(torch, lambda: pre(host_images, INPUT_HW, out), warmup=2, iters=10,
+                                 until=time.monotonic() + max(1.0, ctx.left() - 3)))
+    result["host_images_b32"] = {**t, "note": "pageable host frames: CPU copy to staging + H2D + kernel"}
+    b32 = rows.get("b32", {})
+    result["headline"] = (f"compile {result['compile_s']} s; b32 {b32.get('median_ms')} ms "
+                          f"({b32.get('frames_per_s')} frames/s); parity with CPU: "
+                          f"{result['parity_uint8_vs_cpu']['equal']}")
+    return result
+
+
+# -- inference -------------------------------------------------------------------------------------
+
+
+def _variant_fn(torch: Any, model: Any, x: Any, graph: bool) -> Any:
+    if not graph:
+        return lambda: model(x)
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(3):
+            model(x)
+    torch.cuda.current_stream().wait_stream(side)
+    g = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(g):
+        model(x)
+    return g.replay
+
+
+def inference_stage(ctx: StageContext) -> dict[str, Any]:
+    torch = require_cuda()
+    from streamdet.model.yolov5 import ARCHITECTURES, YOLOv5
+
+    not_in_dry_run(ctx)
+    torch.backends.cudnn.benchmark = True
+    torch.manual_seed(0)
+    base = YOLOv5(ARCHITECTURES["yolov5s"]).fuse().eval().to("cuda:0")
+    variants = (("fp32", torch.float32, False, False), ("fp16", torch.float16, False, False),
+                ("fp16_channels_last", torch.float16, True, False),
+                ("fp16_channels_last_graph", torch.float16, True, True))
+    rows: dict[str, dict[str, Any]] = {}
+    configs = len(variants) * len(BATCHES) + 1
+    done = 0
+    with torch.no_grad():
+        for name, dtype, channels_last, graph in variants:
+            model = base.to(dtype=dtype)
+            fmt = torch.channels_last if channels_last else torch.contiguous_format
+            model = model.to(memory_format=fmt)
+            rows[name] = {}
+            for b in BATCHES:
+                cap = max(1.0, (ctx.left() - 8) / max(1, configs - done))
+                x = torch.rand((b, 3, *MODEL_HW), device="cuda:0", dtype=dtype).contiguous(memory_format=fmt)
+                t0 = time.monotonic()
+                try:
+                    fn = _variant_fn(torch, model, x, graph)
+                    t = summary_ms(cuda_times_ms(torch, fn, warmup=5, iters=50, until=t0 + cap))
+                    rows[name][f"b{b}"] = {**t, "img_per_s": round(b / (t["median_ms"] / 1e3)) if t["n"] else None}
+                except Exception as exc:  # one variant failing (e.g. graph capture) must not hide the others
+                    rows[name][f"b{b}"] = {"error": f"{type(exc).__name__}: {exc}"}
+                done += 1
+                ctx.partial(sweep=rows)
+    result: dict[str, Any] = {"sweep": rows, "input": list(MODEL_HW), "model": "yolov5s (random weights, fused)"}
+    result["torch_backend_fp16_b32"] = _torch_backend_b32(torch, ctx)
+    best = rows.get("fp16_channels_last_graph", {}).get("b32", {})
+    fp32 = rows.get("fp32", {}).get("b32", {})
+    result["headline"] = (f"b32: fp32 {fp32.get('img_per_s')} img/s, fp16+cl+graph {best.get('img_per_s')} img/s; "
+                          f"TorchBackend fp16 b32 {result['torch_backend_fp16_b32'].get('img_per_s')} img/s")
+    return result
+
+
+def _torch_backend_b32(torch: Any, ctx: StageContext) -> dict[str, Any]:
+    """The daemon's own backend (uint8 batch from host memory, /255 on the GPU, FP16 forward)."""
+    if ctx.left() < 10:
+        return {"skipped": "out of time"}
+    from streamdet.model.checkpoint import save_checkpoint
+    from streamdet.model.yolov5 import ARCHITECTURES, YOLOv5
+    from streamdet.pipeline.backends.torch_backend import TorchBackend
+
+    weights = ctx.work / "yolov5s_random.pt"
+    if not weights.exists():
+        save_checkpoint(YOLOv5(ARCHITECTURES["yolov5s"]), weights)
+    backend = TorchBackend(weights, device="cuda:0", half=True)
+    batch = np.random.default_rng(0).integers(0, 256, (32, 3, *MODEL_HW), dtype=np.uint8)
+    times = []
+    until = time.monotonic() + min(15.0, ctx.left() - 3)
+    for i in range(25):
+        torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        backend.infer(batch)
+        torch.cuda.synchronize()
+        if i >= 5:
+            times.append((time.perf_counter() - t0) * 1e3)
+        if time.monotonic() > until:
+            break
+    backend.close()
+    t = summary_ms(times)
+    return {**t, "img_per_s": round(32 / (t["median_ms"] / 1e3)) if t["n"] else None,
+            "note": "wall time incl. pageable H2D of the uint8 batch"}
+
+
+# -- NMS -------------------------------------------------------------------------------------------
+
+
+def _predictions(torch: Any, b: int, n: int = 25200, nc: int = 80, candidates: int = 400) -> Any:
+    """(b, n, 5 + nc) on the GPU: mostly background, ``candidates`` confident rows per image."""
+    g = torch.Generator(device="cuda:0").manual_seed(0)
+    pred = torch.rand((b, n, 5 + nc), generator=g, device="cuda:0") * 0.05
+    pred[..., 0:2] = torch.rand((b, n, 2), generator=g, device="cuda:0") * 640
+    pred[..., 2:4] = 10 + torch.rand((b, n, 2), generator=g, device="cuda:0") * 190
+    rows = torch.randint(0, n, (b, candidates), generator=g, device="cuda:0")
+    obj = 0.3 + 0.7 * torch.rand((b, candidates), generator=g, device="cuda:0")
+    pred[torch.arange(b, device="cuda:0")[:, None], rows, 4] = obj
+    cls = torch.randint(0, nc, (b, candidates), generator=g, device="cuda:0")
+    pred[torch.arange(b, device="cuda:0")[:, None], rows, 5 + cls] = 0.9
+    return pred
+
+
+def nms_stage(ctx: StageContext) -> dict[str, Any]:
+    torch = require_cuda()
+    from streamdet.pipeline.postprocess import nms
+
+    not_in_dry_run(ctx)
+    pred = _predictions(torch, 32)
+    t = summary_ms(cuda_times_ms(torch, lambda: nms(pred, 0.25, 0.45), warmup=3, iters=30,
+                                 until=time.monotonic() + max(1.0, ctx.left() / 2)))
+    gpu = nms(pred, 0.25, 0.45)
+    cpu = nms(pred.cpu(), 0.25, 0.45)
+    same_counts = [int(a.shape[0]) == int(b.shape[0]) for a, b in zip(gpu, cpu, strict=True)]
+    close = all(s and torch.allclose(a.cpu(), b, atol=1e-3) for s, a, b in zip(same_counts, gpu, cpu, strict=True))
+    try:
+        import torchvision
+
+        tv = torchvision.__version__
+    except ImportError:
+        tv = None
+    kept = sum(int(d.shape[0]) for d in gpu)
+    result = {"b32": t, "kept_boxes": kept, "d2h_bytes": kept * 6 * 4, "parity_with_cpu": close,
+              "count_mismatches": same_counts.count(False), "torchvision": tv}
+    result["headline"] = f"b32 {t['median_ms']} ms, {kept} boxes kept, GPU == CPU: {close}"
+    return result
