@@ -98,6 +98,8 @@ class RtspServer:
         self.max_seconds = max_seconds
         self.proc: subprocess.Popen | None = None
         self._log = tempfile.TemporaryFile(prefix="rtsp_server_")  # noqa: SIM115 - lives with self
+        # stop() keeps the log (start() may follow); it is closed by close() or when self goes away
+        self._close_log = weakref.finalize(self, self._log.close)
         self._finalizer: weakref.finalize | None = None
         self.paused = False
 
@@ -133,6 +135,8 @@ class RtspServer:
             if self._wait_ready(deadline):
                 break
             _kill(self.proc)
+            if self.proc.stdout is not None:
+                self.proc.stdout.close()
             if time.monotonic() > deadline:
                 raise RuntimeError(f"RTSP server did not start on port {self.port}:\n{self.log_text()[-2000:]}")
             time.sleep(0.5)
@@ -214,8 +218,13 @@ class RtspServer:
             self._finalizer.detach()
         self.paused = False
 
+    def close(self) -> None:
+        """Stop the server for good and close its log; idempotent."""
+        self.stop()
+        self._close_log()
+
     def __enter__(self) -> RtspServer:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
-        self.stop()
+        self.close()
