@@ -412,6 +412,7 @@ def test_devices_auto_stands_alone(folder: Path) -> None:
     for spelling in ("auto", "AUTO", "[auto]"):
         config = parse(folder, f"model: {{weights: model.pt}}\ndevices: {spelling}\n" + cams)
         assert config.devices == ("auto",) and config.auto_devices
+    assert "devices:    auto (one worker per visible GPU" in summarize(config)
     assert not parse(folder, "model: {weights: model.pt}\n" + cams).auto_devices
     msg = error(folder, "model: {weights: model.pt}\ndevices: [cuda:0, auto]\n" + cams)
     assert msg == ("cams.yaml: devices[1] (line 2): auto stands alone (devices: auto); it cannot be combined "
@@ -421,7 +422,9 @@ def test_devices_auto_stands_alone(folder: Path) -> None:
 def test_camera_decode_modes(folder: Path) -> None:
     text = "model: {weights: model.pt}\ncameras: [{id: a, url: lobby.mp4%s}]\n"
     assert parse(folder, text % "").cameras[0].decode == "auto"
-    assert parse(folder, text % ", decode: nvdec").cameras[0].decode == "nvdec"
+    nvdec = parse(folder, text % ", decode: nvdec")
+    assert nvdec.cameras[0].decode == "nvdec" and " decode=nvdec" in summarize(nvdec)
+    assert "decode=" not in summarize(parse(folder, text % ""))  # the default is not repeated
     assert parse(folder, text % ", decode: cpu").cameras[0].decode == "cpu"
     msg = error(folder, text % ", decode: gpu")
     assert msg.startswith("cams.yaml: cameras[0].decode (line 2): ") and "'nvdec'" in msg

@@ -157,6 +157,7 @@ def run_all(args: argparse.Namespace) -> int:
         left = args.budget - (time.monotonic() - t_start)
         allowed = left - 5 if budget == 0 else min(budget, left - 5)
         t0 = time.monotonic()
+        record: dict[str, Any]
         if allowed < minimum and not args.dry_run:
             record = {"stage": name, "status": "skipped", "reason": f"out of time ({left:.0f} s left of the budget)"}
         else:

@@ -188,7 +188,7 @@ def inference_stage(ctx: StageContext) -> dict[str, Any]:
         for name, dtype, channels_last, graph in variants:
             model = base.to(dtype=dtype)
             fmt = torch.channels_last if channels_last else torch.contiguous_format
-            model = model.to(memory_format=fmt)
+            model = model.to(memory_format=fmt)  # type: ignore[call-overload]  # documented, not in the stubs
             rows[name] = {}
             for b in BATCHES:
                 cap = max(1.0, (ctx.left() - 8) / max(1, configs - done))

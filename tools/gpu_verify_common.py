@@ -79,7 +79,7 @@ def cuda_times_ms(torch: Any, fn: Callable[[], Any], *, warmup: int, iters: int,
     for _ in range(warmup):
         fn()
     torch.cuda.synchronize()
-    times = []
+    times: list[float] = []
     for _ in range(iters):
         if time.monotonic() > until and times:
             break

@@ -147,9 +147,11 @@ def gpu_tests_stage(ctx: StageContext) -> dict[str, Any]:
     try:
         out = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, env=env, timeout=max(10.0, ctx.left() - 5))
         text, rc = out.stdout + out.stderr, out.returncode
-    except subprocess.TimeoutExpired as exc:
-        text, rc = f"{exc.stdout or ''}{exc.stderr or ''}\n<timed out>", -1
-    (ctx.out / "gpu_tests.log").write_text(text if isinstance(text, str) else text.decode(errors="replace"))
+    except subprocess.TimeoutExpired as exc:  # its output is bytes whatever text= says
+        parts = (exc.stdout, exc.stderr)
+        text = "".join(o.decode(errors="replace") if isinstance(o, bytes) else (o or "") for o in parts)
+        text, rc = text + "\n<timed out>", -1
+    (ctx.out / "gpu_tests.log").write_text(text)
     lines = [m.group(1) for m in _SUMMARY.finditer(text)]
     failed = [line for line in text.splitlines() if line.startswith(("FAILED", "ERROR"))]
     result = {"rc": rc, "summary": lines[-1] if lines else None, "failed": failed[:30], "log": "gpu_tests.log"}

@@ -43,13 +43,13 @@ _NO_HW_STREAM = "Hardware accelerated decode requested but no stream is compatib
 
 #: Options of FFmpeg's CUDA device: the device's primary context, shared by every NVDEC session
 #: of the process (one context per session would cost device memory and start-up time each).
-CUDA_DEVICE_OPTIONS = {"primary_ctx": "1"}
+CUDA_DEVICE_OPTIONS: dict[str, object] = {"primary_ctx": "1"}
 
 
 def nvdec_hwaccel(device: str | None) -> HWAccel:
     """PyAV's hwaccel for NVDEC on CUDA ``device``: frames downloaded to host memory, no silent
     software fallback inside FFmpeg (a failure must reach :class:`NvdecState`)."""
-    return HWAccel("cuda", device=device, allow_software_fallback=False, options=CUDA_DEVICE_OPTIONS)
+    return HWAccel("cuda", device=device, allow_software_fallback=False, options=dict(CUDA_DEVICE_OPTIONS))
 
 
 def nvdec_problem(device: str | None) -> str | None:
