@@ -1,6 +1,6 @@
 """Faults injected into a running ``streamdet run`` (one daemon, faults one after another).
 
-Cameras: ``a``, ``b``, ``c`` (320x240 noise files paced at 25 fps, looping), ``res`` (a looping stream
+Cameras: ``a``, ``b``, ``c`` (320x240 noise files paced at 10 fps, looping), ``res`` (a looping stream
 whose resolution changes every 25 frames) and ``down`` (an RTSP URL nobody listens on). In
 order: the unreachable camera backs off while the others serve; the resolution changes; a
 decoder is SIGKILLed, then one is SIGSTOPped; the worker is SIGKILLed, then SIGSTOPped; a
@@ -59,12 +59,14 @@ class Run:
 
 
 def config_text(d: Path) -> str:
-    clips = {cam: make_test_clip(d / f"{cam}.mp4", 320, 240, frames=50, fps=25, pattern="noise") for cam in STEADY}
+    clips = {cam: make_test_clip(d / f"{cam}.mp4", 320, 240, frames=20, fps=10, pattern="noise") for cam in STEADY}
     res = two_resolution_clip(d / "res.ts", ((160, 120, RES_PART), (320, 240, RES_PART)))
     cams = "".join(f'  - {{id: {cam}, url: "{path}", loop: true}}\n' for cam, path in clips.items())
-    # noise and conf_thres 0.001: max_det (300) low-score boxes a frame, so messages are large (the
+    # noise and conf_thres 0.001: dozens of low-score boxes a frame, so messages are large (the
     # slow-subscriber test needs volume); hwm 50: the daemon's queue per subscriber; img_size 256
-    # (trained at 416): inference about 2.5x cheaper, so the two CPUs keep every camera flowing
+    # (trained at 416): inference about 2.5x cheaper, so the two CPUs keep every camera flowing.
+    # 10 fps: the worker takes about 5 frames a second per camera anyway, and a noise frame costs
+    # 3 ms to decode (a gradient one 0.4 ms)
     return f"""
 model: {{weights: "{WEIGHTS}", backend: torch, img_size: 256, conf_thres: 0.001}}
 devices: [cpu]
@@ -246,18 +248,20 @@ def test_subscriber_that_never_reads(run: Run) -> None:
     try:
         slow.setsockopt(zmq.RCVHWM, 1)
         slow.connect(d.endpoint)
-        for cam in STEADY:  # the big messages only (noise clips: 300 boxes each)
+        for cam in STEADY:  # the big messages only (noise clips: dozens of boxes each)
             slow.setsockopt(zmq.SUBSCRIBE, f"det/{cam}/".encode())
         rss = [rss_kib(d.pid)]
         start = time.monotonic()
         while time.monotonic() - start < 20.0:
             time.sleep(1.0)
             rss.append(rss_kib(d.pid))
-        end = time.monotonic()
+        end, end_wall = time.monotonic(), time.time()
+        # what was waiting for it: the messages published up to now (more arrive while it reads)
         slow_got = 0
-        while slow.poll(500):
-            slow.recv_multipart()
-            slow_got += 1
+        drain_until = time.monotonic() + 10.0
+        while time.monotonic() < drain_until and slow.poll(500):
+            _, payload = slow.recv_multipart()
+            slow_got += json.loads(payload)["ts_publish"] <= end_wall
     finally:
         slow.close(linger=0)
         ctx.term()
@@ -276,13 +280,19 @@ def test_subscriber_that_never_reads(run: Run) -> None:
     in_kernel = int(Path("/proc/sys/net/core/wmem_default").read_text()) // smallest
     bound = HWM + 1 + in_kernel + 4
     growth = (max(rss) - rss[0]) / 1024
+    largest = max(wire_bytes(r) for r in big)
+    # the daemon's memory for the stuck subscriber: at most hwm messages, plus allocator noise
+    # (measured growth over these 20 s: 0.3 to 0.4 MiB)
+    rss_bound = HWM * largest / 2**20 + 2.0
     report("subscriber never reads", published=len(big), mib_published=volume / 2**20, smallest_bytes=smallest,
-           slow_received=slow_got, bound=bound, rss_start_mib=rss[0] / 1024, rss_growth_mib=growth)
+           slow_received=slow_got, bound=bound, rss_start_mib=rss[0] / 1024, rss_growth_mib=growth,
+           rss_bound_mib=rss_bound)
     assert len(big) > 2 * bound, "too few messages to tell a bounded queue from an unbounded one"
+    # the proof that the daemon dropped instead of queueing: far fewer were waiting than published
     assert 0 < slow_got <= bound, f"the stuck subscriber had {slow_got} messages waiting (at most {bound} expected)"
-    # had the daemon kept everything for it, its RSS would grow by about `volume` (measured ~8 MiB);
-    # bounded, by at most hwm messages (~1.3 MiB); 4 MiB leaves room for allocator noise
-    assert growth < 4.0, f"supervisor RSS grew by {growth:.1f} MiB while a subscriber did not read"
+    # a coarse guard against runaway growth (20 s publish only a few MiB here, so the count above,
+    # not RSS, shows the bound)
+    assert growth < rss_bound, f"supervisor RSS grew by {growth:.1f} MiB while a subscriber did not read"
 
 
 def test_sigterm_stops_cleanly(run: Run) -> None:

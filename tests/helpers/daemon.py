@@ -204,7 +204,7 @@ class Daemon:
         assert self.proc is not None
         while not self._watch_stop.is_set() and self.proc.poll() is None:
             self.seen.update(descendants(self.proc.pid))
-            self._watch_stop.wait(0.2)
+            self._watch_stop.wait(0.5)
 
     @property
     def pid(self) -> int:
@@ -315,9 +315,9 @@ class Daemon:
                 new = set(children(self.pid)) - known
                 if new:
                     pid, started_s = min(new), now
-            time.sleep(0.05)
+            time.sleep(0.1)
         if pid is not None and wait_for(lambda: getattr(proc_info(pid), "comm", None) == name,
-                                        max(0.0, end + 30 - time.monotonic()), 0.05):
+                                        max(0.0, end + 30 - time.monotonic()), 0.1):
             named_s = time.monotonic() - since
         return Replacement(pid, gone_s, started_s, named_s)
 
