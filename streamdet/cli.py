@@ -44,14 +44,17 @@ def _cmd_check(args: argparse.Namespace) -> int:
     from streamdet.model.input_size import choose_img_size
     from streamdet.pipeline.backends import BACKENDS, available_backends
     from streamdet.preflight import device_problems, probe_file_cameras, ring_bytes, shm_warning, visible_gpus
+    from streamdet.supervisor.devices import resolve_devices
 
     config = load_config(args.config)
     try:
         ckpt = read_checkpoint(config.model.weights)
     except StreamdetError as exc:
         raise ConfigError(f"model.weights: {exc}") from exc
+    gpus = visible_gpus()
+    devices = resolve_devices(tuple(config.devices), gpus)
     backends: dict[str, str] = {}
-    for device in config.devices:
+    for device in devices:
         name: str = config.model.backend
         if name == "auto":
             installed = available_backends(device)
@@ -62,7 +65,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
             except StreamdetError as exc:
                 raise ConfigError(f"model.backend: {exc}") from exc
         backends[device] = name
-    problems = device_problems(tuple(config.devices), visible_gpus()) + check_curve(config)
+    problems = device_problems(devices, gpus) + check_curve(config)
     if problems:
         raise ConfigError("; ".join(problems))
     input_size = choose_img_size(config.model.img_size, ckpt.trained_img_size)
@@ -77,6 +80,8 @@ def _cmd_check(args: argparse.Namespace) -> int:
     print(f"model input: {input_size.describe()}")
     if input_size.warning:
         print(f"warning: {input_size.warning}")
+    if devices != tuple(config.devices):
+        print(f"devices: auto -> {', '.join(devices)} ({gpus} GPU(s) visible)")
     print("inference: " + ", ".join(f"{device} -> {name}" for device, name in backends.items()))
     print(f"model: {ckpt.nc} classes ({', '.join(ckpt.names[:10])}{', ...' if ckpt.nc > 10 else ''})")
     print("configuration OK")

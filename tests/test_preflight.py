@@ -98,3 +98,14 @@ def test_check_reports_shared_memory_and_probes_file_cameras(tmp_path: Path, cap
     assert any(line.startswith("camera bad: warning: cannot read the file") for line in out)
     assert main(["check", "--no-probe", str(cfg)]) == 0
     assert not any(line.startswith("camera ") for line in capsys.readouterr().out.splitlines())
+
+
+def test_check_resolves_devices_auto_without_cuda(tmp_path: Path, monkeypatch, capsys) -> None:
+    monkeypatch.setattr(preflight, "NVIDIA_PROC", _fake_driver(tmp_path, 0))
+    (tmp_path / "clip.mp4").write_bytes(b"\0")
+    cfg = tmp_path / "cameras.yaml"
+    cfg.write_text(f'model: {{weights: "{DEMO}", backend: torch}}\ndevices: auto\n'
+                   "cameras: [{id: a, url: clip.mp4}]\n")
+    assert main(["check", "--no-probe", str(cfg)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert "devices: auto -> cpu (0 GPU(s) visible)" in out and "inference: cpu -> torch" in out
