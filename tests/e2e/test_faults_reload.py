@@ -19,6 +19,7 @@ from pathlib import Path
 
 import av
 import cv2
+import numpy as np
 import pytest
 
 from streamdet.supervisor.runtime import ring_name, segments_of
@@ -50,7 +51,8 @@ def scaled_clip(src: Path, dst: Path, width: int, height: int, frames: int = 50,
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
         stream.options = {"preset": "veryfast", "g": str(fps), "bf": "0", "threads": "1"}
         for _, frame in zip(range(frames), inp.decode(video=0), strict=False):
-            img = cv2.resize(frame.to_ndarray(format="bgr24"), (width, height), interpolation=cv2.INTER_AREA)
+            img = cv2.resize(frame.to_ndarray(format="bgr24"), (width, height),
+                             interpolation=cv2.INTER_AREA).astype(np.uint8)
             for packet in stream.encode(av.VideoFrame.from_ndarray(img, format="bgr24")):
                 out.mux(packet)
         for packet in stream.encode(None):

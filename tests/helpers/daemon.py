@@ -219,7 +219,8 @@ class Daemon:
         t0 = time.monotonic()
         ok = wait_for(lambda: READY_LINE in self.log() or not self.running(), timeout, 0.2)
         if not (ok and READY_LINE in self.log()):
-            why = f"exited with status {self.proc.poll()}" if not self.running() else f"not ready after {timeout:.0f} s"
+            code = self.proc.poll() if self.proc is not None else None
+            why = f"not ready after {timeout:.0f} s" if self.running() else f"exited with status {code}"
             raise AssertionError(f"{self.name} {why}:\n{self.tail()}")
         return time.monotonic() - t0
 
