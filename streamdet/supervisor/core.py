@@ -46,7 +46,7 @@ from streamdet.pipeline.ring import FrameRing
 from streamdet.supervisor.children import START_FAILURES_FATAL, Child
 from streamdet.supervisor.plan import DaemonPlan, make_plan
 from streamdet.supervisor.reconcile import Reconciler
-from streamdet.supervisor.runtime import PidFile, cleanup_stale_segments, runtime_dir
+from streamdet.supervisor.runtime import PidFile, cleanup_stale_run_dirs, cleanup_stale_segments, runtime_dir
 from streamdet.systemd import SystemdNotifier
 
 log = logging.getLogger("streamdet.supervisor")
@@ -320,6 +320,9 @@ class Supervisor:
         rdir = runtime_dir()
         self._pidfile = PidFile(rdir)
         self._pidfile.acquire()
+        stale = cleanup_stale_run_dirs(rdir)
+        if stale:
+            log.info("removed %d run directories of a dead streamdet in %s", len(stale), rdir)
         self._workdir = Path(tempfile.mkdtemp(prefix=f"run-{os.getpid()}-", dir=rdir))
         from streamdet.stopflag import StopFlag
 

@@ -73,6 +73,23 @@ def cleanup_stale_segments(shm_dir: Path = Path("/dev/shm")) -> list[str]:
     return removed
 
 
+def cleanup_stale_run_dirs(directory: Path) -> list[str]:
+    """Remove the private ``run-<pid>-*`` directories (sockets, live settings) of streamdet
+    daemons that died without cleaning up (SIGKILL, power loss); returns their names."""
+    import shutil
+
+    removed: list[str] = []
+    if not directory.is_dir():
+        return removed
+    for entry in directory.glob("run-*-*"):
+        pid = entry.name.split("-")[1]
+        if not entry.is_dir() or not pid.isdigit() or _pid_alive(int(pid)):
+            continue
+        shutil.rmtree(entry, ignore_errors=True)
+        removed.append(entry.name)
+    return removed
+
+
 def segments_of(pid: int, shm_dir: Path = Path("/dev/shm")) -> list[str]:
     """The ring names in ``shm_dir`` that belong to supervisor ``pid`` (tests, leak checks)."""
     if not shm_dir.is_dir():

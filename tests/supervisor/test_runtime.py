@@ -33,6 +33,19 @@ def test_cleanup_stale_segments_by_camera_id(tmp_path: Path) -> None:
     assert not stale.exists() and live.exists() and other.exists()
 
 
+def test_cleanup_stale_run_dirs(tmp_path: Path) -> None:
+    from streamdet.supervisor.runtime import cleanup_stale_run_dirs
+
+    dead = tmp_path / f"run-{2**22 + 12345}-abc"
+    mine = tmp_path / f"run-{os.getpid()}-xyz"
+    for d in (dead, mine):
+        d.mkdir()
+        (d / "publish.sock").write_bytes(b"")
+    (tmp_path / "streamdet.pid").write_text("1\n")
+    assert cleanup_stale_run_dirs(tmp_path) == [dead.name]
+    assert not dead.exists() and mine.exists() and (tmp_path / "streamdet.pid").exists()
+
+
 @pytest.fixture
 def fake_daemon():
     """A process whose command line says streamdet, that records the SIGHUPs it receives."""
