@@ -36,6 +36,10 @@ from tests.helpers.daemon import (
 )
 from tests.helpers.procfs import open_fd_count
 
+# a camera untouched by a fault must not see a restart-sized gap (a restart takes 5-15 s here); quiet
+# machines measured 0.25-0.33 s, loaded ones up to 2.2 s
+MAX_GAP_S = 3.0
+
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parents[2]
@@ -208,7 +212,7 @@ def test_unchanged_camera_ran_through_every_reload(run: Run) -> None:
     recs = run.messages.dets("a", run.start)
     gap, at = longest_gap(recs, run.start, time.monotonic())
     report("camera a through all reloads", messages=len(recs), max_gap_s=gap)
-    assert gap <= 2.0, f"camera a: {gap:.2f} s without a message at {at - run.start:.1f} s"
+    assert gap <= MAX_GAP_S, f"camera a: {gap:.2f} s without a message at {at - run.start:.1f} s"
     assert seq_breaks(recs) == [], seq_breaks(recs)
     assert run.daemon.log().count("reloaded ") == 3 and run.daemon.log().count("reload rejected") == 2
 

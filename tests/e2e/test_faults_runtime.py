@@ -40,6 +40,10 @@ from tests.helpers.media import make_test_clip
 from tests.helpers.procfs import open_fd_count, rss_kib
 from tests.helpers.rtsp import free_port
 
+# a camera untouched by a fault must not see a restart-sized gap (a restart takes 5-15 s here); quiet
+# machines measured 0.25-0.33 s, loaded ones up to 2.2 s
+MAX_GAP_S = 3.0
+
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parents[2]
@@ -106,7 +110,7 @@ def assert_undisturbed(run: Run, cameras: tuple[str, ...], start: float, end: fl
         recs = run.messages.dets(cam, start, end)
         gap, at = longest_gap(recs, start, end)
         report(what, camera=cam, messages=len(recs), max_gap_s=gap, gap_from_s=at - t_fault)
-        assert gap <= 2.0, f"{cam}: {gap:.2f} s without a message during {what}, from {at - t_fault:.1f} s"
+        assert gap <= MAX_GAP_S, f"{cam}: {gap:.2f} s without a message during {what}, from {at - t_fault:.1f} s"
         assert seq_breaks(recs) == [], f"{cam}: seq not consecutive during {what}: {seq_breaks(recs)}"
 
 
