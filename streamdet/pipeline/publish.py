@@ -13,7 +13,9 @@ messages for any subscriber that is slower than the stream (subscribers see gaps
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import threading
 from collections.abc import Callable, Mapping
 from types import TracebackType
@@ -105,6 +107,13 @@ class Publisher:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.close()
+
+
+def _remove_ipc_file(endpoint: str) -> None:
+    """libzmq leaves an ipc:// socket file behind when the socket closes: remove ours."""
+    if endpoint.startswith("ipc://") and not endpoint.startswith("ipc://@"):
+        with contextlib.suppress(OSError):
+            os.unlink(endpoint[len("ipc://"):])
 
 
 class PublishProxy:
@@ -278,6 +287,7 @@ class PublishProxy:
             log.error("publish proxy threads did not stop within %.0f s; leaving their sockets open", _STOP_TIMEOUT_S)
             return
         holder.close()  # an own context: returns once every socket is closed, both endpoints unbound
+        _remove_ipc_file(self.bound_endpoint or self.public_endpoint)
 
     def __enter__(self) -> PublishProxy:
         return self.start()

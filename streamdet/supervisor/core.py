@@ -185,9 +185,10 @@ class Supervisor:
     def _on_death(self, child: Child, code: int | None) -> bool:
         """A child exited unasked; returns False when the daemon must stop."""
         what = f"died (signal {-code})" if code is not None and code < 0 else f"exited with status {code}"
-        if child.kind == "worker" and code == EXIT_CANNOT_START:
-            return self._give_up(child, 2,
-                                 f"{child.name} cannot start (see the error above); stopping with exit status 2")
+        if child.kind == "worker" and code == EXIT_CANNOT_START:  # it logged the one error line naming why
+            log.info("%s cannot start; stopping with exit status 2", child.name)
+            self._exit_status = 2
+            return False
         if not child.served:
             child.start_failures += 1
             if child.start_failures >= START_FAILURES_FATAL:

@@ -30,10 +30,12 @@ def test_worker_crash_loop_exits_1_and_unlinks_rings(tmp_path: Path, fixtures_di
 
 
 def test_worker_that_cannot_start_exits_2_at_once(tmp_path: Path, fixtures_dir: Path, monkeypatch, caplog) -> None:
+    caplog.set_level(logging.INFO)
     path = write_config(tmp_path, fixtures_dir, cameras=ONE_CAMERA)
     sup = fake_supervisor(path, monkeypatch, worker=fakes.cannot_start)
     assert sup.run() == 2
     assert "worker-cpu cannot start" in caplog.text
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]  # the worker's own line is the one error
     assert sup.children["worker-cpu"].restart_count == 0
     assert segments_of(os.getpid()) == []
 
