@@ -20,4 +20,15 @@ stages.py puts 3-5 together (the one inference path, also behind ``streamdet.Det
 worker.py runs them per batch (phases loading, warming_up, serving; live settings through
 ``WorkerControl``), pipelined.py in three threads; registry.py picks implementations by name;
 image.py is the picture type passed between stages.
+
+GPU path (issue 8; none of it has run on a GPU yet, see docs/gpu-verification.md; the CUDA
+preprocessor and the pinned copier are not used by the worker yet):
+
+    hwdecode.py          1  NVDEC through PyAV's CUDA hwaccel, falling back to the CPU for good
+    ring_slots.py        2  seqlock slot reader: pick a slot, copy it elsewhere, validate after
+    pinned.py            2  page-locked rings: DMA of the chosen slots to device arenas, torn count
+    cuda_preprocess.py   3  CudaPreprocessor ("cuda"): the fused kernel via CuPy, on a torch stream
+    cuda_kernel.py       3  the kernel's CUDA C++ source (YUV/BGR -> letterboxed RGB CHW)
+    kernel_plan.py       3  one launch's host-side plan: frame descriptors, axis tables, grid
+    kernel_reference.py  3  numpy emulation of the kernel, which CI checks against the CPU path
 """
