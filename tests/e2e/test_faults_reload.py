@@ -44,7 +44,6 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parents[2]
 WEIGHTS = REPO / "configs" / "demo" / "shapes_yolov5n.pt"
-DEMO = REPO / "configs" / "demo"
 SETTLE_S = 1.5  # after the reload's log line: frames already in the worker's pipeline drain
 
 
@@ -91,11 +90,16 @@ class Run:
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
+    from streamdet.datasets.shapes import write_clip
+
     d = tmp_path_factory.mktemp("faults_reload")
+    # the demo's two looks (its seeds), rendered here: a fresh clone has no demo clips yet
+    src_a = write_clip(d / "src_a.mp4", width=1280, height=720, frames=50, seed=9101)
+    src_b = write_clip(d / "src_b.mp4", width=1280, height=720, frames=50, seed=9102)
     clips = {
-        "shapes_a": scaled_clip(DEMO / "shapes_a.mp4", d / "shapes_a.mp4", 320, 180),
-        "shapes_b": scaled_clip(DEMO / "shapes_b.mp4", d / "shapes_b.mp4", 320, 180),
-        "shapes_b_small": scaled_clip(DEMO / "shapes_b.mp4", d / "shapes_b_small.mp4", 256, 144),
+        "shapes_a": scaled_clip(src_a, d / "shapes_a.mp4", 320, 180),
+        "shapes_b": scaled_clip(src_b, d / "shapes_b.mp4", 320, 180),
+        "shapes_b_small": scaled_clip(src_b, d / "shapes_b_small.mp4", 256, 144),
     }
     fds = open_fd_count()
     daemon = Daemon(d, config(clips, FIRST, 0.05)).start()
