@@ -106,7 +106,7 @@ from streamdet.pipeline.hwdecode import NVDEC_THREADS, NvdecState, is_no_hw_stre
 from streamdet.pipeline.pacing import Schedule
 from streamdet.pipeline.ring import FrameRing, WriteAborted
 from streamdet.pipeline.source import LIVE_SCHEMES as LIVE_SCHEMES  # re-exported: moved to source.py
-from streamdet.pipeline.source import CameraSource
+from streamdet.pipeline.source import CameraSource, SourceSections
 from streamdet.pipeline.source_faults import Failure, SourceDamaged, SourceUnusable, classify_failure
 from streamdet.redact import redact_text
 
@@ -451,7 +451,7 @@ class DecoderSpec:
     start gate file cameras wait for (event-like, e.g. a StopFlag the supervisor sets once the
     workers are ready; None = no gate)."""
 
-    sources: list[CameraSource]
+    sources: list[SourceSections | CameraSource]  # the supervisor hands over configuration sections
     ring_names: dict[str, str]
     start_gate: _EventLike | None = None
     # camera -> shared double the supervisor sets on reload: the camera's max_fps (0 = no limit),
@@ -526,8 +526,9 @@ def decoder_main(spec: DecoderSpec, stop_event: _EventLike) -> None:
     thread and ends with the process, or by its read timeout).
     """
     live = spec.live_max_fps or {}
+    sources = [s.source() if isinstance(s, SourceSections) else s for s in spec.sources]
     cams = [_CameraThread(src, spec.ring_names[src.camera_id], live_max_fps=live.get(src.camera_id))
-            for src in spec.sources]
+            for src in sources]
     log.info("decoder started (pid %d): cameras %s", os.getpid(), ", ".join(c.source.camera_id for c in cams))
 
     def start(cam: _CameraThread) -> None:

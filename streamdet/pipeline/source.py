@@ -7,11 +7,12 @@ reads it. No av import: the supervisor builds these without loading FFmpeg.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 from streamdet.redact import redact_url
 
-__all__ = ["LIVE_SCHEMES", "CameraSource"]
+__all__ = ["LIVE_SCHEMES", "CameraSource", "SourceSections"]
 
 #: URL schemes read as live network streams (never paced, EOF = failure).
 LIVE_SCHEMES = frozenset({"rtsp", "rtsps", "rtmp", "rtmps", "rtp", "udp", "tcp", "srt", "http", "https"})
@@ -85,3 +86,76 @@ class CameraSource:
         if self.scheme in _SOCKET_TIMEOUT_SCHEMES:
             return {"rw_timeout": timeout_us}
         return {}
+
+
+class CameraSection(Protocol):
+    """What a decoder reads of one entry of the configuration's ``cameras`` (streamdet.config's
+    CameraConfig; described here so that pipeline/ does not import the configuration package)."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def url(self) -> Any: ...
+    @property
+    def rtsp_transport(self) -> str: ...
+    @property
+    def realtime(self) -> bool: ...
+    @property
+    def loop(self) -> bool: ...
+    @property
+    def max_fps(self) -> float | None: ...
+    @property
+    def decode(self) -> str: ...
+
+
+class DecodeSection(Protocol):
+    @property
+    def open_timeout_s(self) -> float: ...
+    @property
+    def read_timeout_s(self) -> float: ...
+    @property
+    def stall_timeout_s(self) -> float: ...
+
+
+class ReconnectSection(Protocol):
+    @property
+    def initial_s(self) -> float: ...
+    @property
+    def max_s(self) -> float: ...
+    @property
+    def jitter(self) -> float: ...
+
+
+class RingSection(Protocol):
+    @property
+    def max_width(self) -> int: ...
+    @property
+    def max_height(self) -> int: ...
+
+
+@dataclass(frozen=True)
+class SourceSections:
+    """What the supervisor hands a decoder process for one camera: the configuration's own frozen
+    sections, plus what the supervisor decided (FFmpeg threads, the NVDEC GPU). :meth:`source`
+    is the one place where they become a :class:`CameraSource`."""
+
+    camera: CameraSection
+    decode: DecodeSection
+    reconnect: ReconnectSection
+    ring: RingSection
+    threads: int = 0
+    nvdec_device: str | None = None
+
+    @property
+    def camera_id(self) -> str:
+        return self.camera.id
+
+    def source(self) -> CameraSource:
+        c, d, r = self.camera, self.decode, self.reconnect
+        return CameraSource(
+            camera_id=c.id, url=str(c.url), rtsp_transport=c.rtsp_transport, realtime=c.realtime, loop=c.loop,
+            max_fps=c.max_fps, open_timeout_s=d.open_timeout_s, read_timeout_s=d.read_timeout_s,
+            stall_timeout_s=d.stall_timeout_s, backoff_initial_s=r.initial_s, backoff_max_s=r.max_s,
+            backoff_jitter=r.jitter, max_width=self.ring.max_width, max_height=self.ring.max_height,
+            threads=self.threads, decode=c.decode, nvdec_device=self.nvdec_device,
+        )

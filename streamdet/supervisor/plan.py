@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from streamdet.config import CameraConfig, Config
 from streamdet.config.schema import BatchingConfig, ModelConfig
 from streamdet.cpu_budget import InferencePlan, inference_budget, plan_inference
-from streamdet.pipeline.decode import CameraSource
+from streamdet.pipeline.source import CameraSource, SourceSections
 from streamdet.supervisor.devices import (
     GpuCounter,
     cuda_visible_entry,
@@ -80,12 +80,18 @@ class WorkerPlan:
 
 @dataclass(frozen=True)
 class DecoderPlan:
+    """One decoder process: the configuration sections of each of its cameras."""
+
     name: str
-    sources: tuple[CameraSource, ...]
+    sections: tuple[SourceSections, ...]
+
+    @property
+    def sources(self) -> tuple[CameraSource, ...]:
+        return tuple(s.source() for s in self.sections)
 
     @property
     def cameras(self) -> tuple[str, ...]:
-        return tuple(s.camera_id for s in self.sources)
+        return tuple(s.camera_id for s in self.sections)
 
     def restart_key(self) -> tuple[CameraSource, ...]:
         """What a change of needs a restart: everything but ``max_fps`` (applied live)."""
@@ -108,17 +114,10 @@ def enabled_cameras(config: Config) -> list[CameraConfig]:
 
 
 def camera_source(config: Config, cam: CameraConfig, threads: int, *, worker_device: str = "cpu",
-                  gpus: int = 0) -> CameraSource:
+                  gpus: int = 0) -> SourceSections:
     """The decoder's view of ``cam``; its NVDEC device follows the GPU of its worker (``worker_device``)."""
-    c = config
-    return CameraSource(
-        camera_id=cam.id, url=str(cam.url), rtsp_transport=cam.rtsp_transport, realtime=cam.realtime,
-        loop=cam.loop, max_fps=cam.max_fps, open_timeout_s=c.decode.open_timeout_s,
-        read_timeout_s=c.decode.read_timeout_s, stall_timeout_s=c.decode.stall_timeout_s,
-        backoff_initial_s=c.reconnect.initial_s, backoff_max_s=c.reconnect.max_s, backoff_jitter=c.reconnect.jitter,
-        max_width=c.ring.max_width, max_height=c.ring.max_height, threads=threads,
-        decode=cam.decode, nvdec_device=nvdec_device(cam.decode, worker_device, gpus),
-    )
+    return SourceSections(camera=cam, decode=config.decode, reconnect=config.reconnect, ring=config.ring,
+                          threads=threads, nvdec_device=nvdec_device(cam.decode, worker_device, gpus))
 
 
 def decoder_threads(config: Config, cpus: int) -> int:
@@ -178,7 +177,7 @@ def place_cameras(cameras: list[CameraConfig], devices: tuple[str, ...], previou
     return placement
 
 
-def _decoder_groups(config: Config, sources: dict[str, CameraSource],
+def _decoder_groups(config: Config, sources: dict[str, SourceSections],
                     previous: tuple[DecoderPlan, ...]) -> tuple[DecoderPlan, ...]:
     per = max(1, config.decode.cameras_per_process)
     if per == 1:

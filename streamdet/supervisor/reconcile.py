@@ -65,7 +65,7 @@ class Reconciler:
 
     # -- children --------------------------------------------------------------------------
     def _decoder_args(self, plan: DecoderPlan) -> Callable[[StopFlag], tuple[Any, ...]]:
-        spec = DecoderSpec(sources=list(plan.sources), ring_names={c: self.sup.rings[c].name for c in plan.cameras},
+        spec = DecoderSpec(sources=list(plan.sections), ring_names={c: self.sup.rings[c].name for c in plan.cameras},
                            start_gate=self.sup.start_gate,
                            live_max_fps={c: self.max_fps[c] for c in plan.cameras})
         return lambda stop: (spec, stop)

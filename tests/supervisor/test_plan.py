@@ -74,3 +74,15 @@ def test_worker_plan_splits_live_settings_from_restart_settings(tmp_path: Path) 
     size = make_plan(_config(tmp_path, ["a"]).model_copy(
         update={"model": _config(tmp_path, ["a"]).model.model_copy(update={"img_size": 320})}), cpus=2).workers[0]
     assert base.restart_key() != size.restart_key()
+
+
+def test_children_get_the_configurations_own_frozen_sections(tmp_path: Path) -> None:
+    cfg = _config(tmp_path, ["a"], "decode: {read_timeout_s: 4}\nreconnect: {initial_s: 0.5}")
+    plan = make_plan(cfg, cpus=2)
+    (sections,) = plan.decoders[0].sections
+    assert sections.camera is cfg.cameras[0] and sections.decode is cfg.decode
+    assert sections.reconnect is cfg.reconnect and sections.ring is cfg.ring
+    src = sections.source()  # what the decoder process reads the camera with
+    assert (src.camera_id, src.read_timeout_s, src.backoff_initial_s, src.max_width) == ("a", 4, 0.5, 1920)
+    (worker,) = plan.workers
+    assert worker.model is cfg.model and worker.batching is cfg.batching
