@@ -22,8 +22,6 @@ __all__ = [
     "clip_boxes",
     "detection_records",
     "nms",
-    "nms_batch",
-    "nms_packed",
     "scale_boxes",
     "xywh2xyxy",
 ]
@@ -72,12 +70,7 @@ def _overlaps(a: torch.Tensor, area_a: torch.Tensor, b: torch.Tensor, area_b: to
 
 
 def batched_greedy_nms(
-    boxes: torch.Tensor,
-    scores: torch.Tensor,
-    iou_thres: float,
-    *,
-    max_keep: int | None = None,
-    groups: torch.Tensor | None = None,
+    boxes: torch.Tensor, scores: torch.Tensor, iou_thres: float, *, max_keep: int | None = None
 ) -> torch.Tensor:
     """Greedy NMS with ``torchvision.ops.nms`` semantics; int64 keep indices by decreasing score.
 
@@ -86,12 +79,7 @@ def batched_greedy_nms(
     iteration (keep[j] = no kept i < j overlaps j; converges to the unique greedy answer). Memory
     is O(block^2 + block * kept), so 30000 candidates are fine, and there is no per-box Python loop.
     ``max_keep`` stops once that many boxes are kept (the result equals a truncated full run).
-    ``groups`` (n ints, e.g. the image index) restricts suppression to boxes of the same group:
-    one call then equals a separate run per group, merged in score order (no coordinate offset,
-    so no rounding); it cannot be combined with ``max_keep``.
     """
-    if groups is not None and max_keep is not None:
-        raise ValueError("max_keep cannot be combined with groups (the limit would not be per group)")
     dev = boxes.device
     n = boxes.shape[0]
     empty = torch.empty(0, dtype=torch.int64, device=dev)
@@ -100,7 +88,6 @@ def batched_greedy_nms(
     work = boxes.dtype if boxes.dtype in (torch.float32, torch.float64) else torch.float32
     order = torch.sort(scores, descending=True, stable=True).indices
     b = boxes[order].to(work)
-    g = None if groups is None else groups[order]
     area = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
     thr = _strict_threshold(iou_thres, work)
     block = _CPU_BLOCK if dev.type == "cpu" else _GPU_BLOCK
@@ -113,16 +100,11 @@ def batched_greedy_nms(
             if pos.numel() == 0:
                 break
             kc = kept[k0 : k0 + block]
-            hit = _overlaps(b[kc], area[kc], b[pos], area[pos], thr)
-            if g is not None:
-                hit &= g[kc][:, None] == g[pos][None, :]
-            pos = pos[~hit.any(0)]
+            pos = pos[~_overlaps(b[kc], area[kc], b[pos], area[pos], thr).any(0)]
         if pos.numel() == 0:
             continue
         bp, ap = b[pos], area[pos]
         over = _overlaps(bp, ap, bp, ap, thr).triu_(1)  # over[i, j]: earlier i would suppress j
-        if g is not None:
-            over &= g[pos][:, None] == g[pos][None, :]
         keep = torch.ones(pos.numel(), dtype=torch.bool, device=dev)
         while True:
             new = ~(over & keep[:, None]).any(0)
@@ -157,73 +139,6 @@ def _check_pred(pred: torch.Tensor | Sequence[torch.Tensor], conf_thres: float, 
     if pred.ndim != 3 or pred.shape[2] < 6:
         raise ValueError(f"pred must be (B, N, 5+nc) with nc >= 1, got {tuple(pred.shape)}")
     return pred
-
-
-def _rank_in_group(groups: torch.Tensor) -> torch.Tensor:
-    """Position of each element within its run of equal values (groups must be sorted)."""
-    idx = torch.arange(groups.numel(), device=groups.device)
-    new_run = torch.ones_like(groups, dtype=torch.bool)
-    new_run[1:] = groups[1:] != groups[:-1]
-    run_start = torch.cummax(torch.where(new_run, idx, torch.zeros_like(idx)), 0).values
-    return idx - run_start
-
-
-def nms_packed(
-    pred: torch.Tensor | Sequence[torch.Tensor],
-    conf_thres: float = 0.25,
-    iou_thres: float = 0.45,
-    classes: Sequence[int] | None = None,
-    agnostic: bool = False,
-    max_det: int = 300,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """:func:`nms` for the whole batch in one pass: (dets (M, 6), image index (M,) int64), by image.
-
-    Same filters, candidate cap (MAX_NMS per image), class offsets, decisions and order as
-    :func:`nms` with our kernel; the images are kept apart by the kernel's ``groups`` (no
-    coordinate offset, which would round the boxes). Rows are grouped by image, each image's in
-    :func:`nms`'s order, so a caller can copy them to the host once and split there.
-    """
-    pred = _check_pred(pred, conf_thres, iou_thres)
-    work = torch.float64 if pred.dtype == torch.float64 else torch.float32
-    dev = pred.device
-    hit = pred[..., 4].to(work) > conf_thres
-    img = hit.nonzero()[:, 0]  # row-major: image by image, rows in their original order
-    x = pred[hit].to(work)
-    cls_conf = x[:, 5:] * x[:, 4:5]
-    conf, j = cls_conf.max(1, keepdim=True)
-    sel = conf[:, 0] > conf_thres
-    det, img = torch.cat((xywh2xyxy(x[:, :4]), conf, j.to(work)), 1)[sel], img[sel]
-    if classes is not None:
-        cls_filter = torch.as_tensor(list(classes), dtype=work, device=dev)
-        sel = (det[:, 5:6] == cls_filter).any(1)
-        det, img = det[sel], img[sel]
-    if det.shape[0]:
-        # per image: stable by decreasing conf, first MAX_NMS (the two stable sorts keep ties in row order)
-        order = torch.sort(det[:, 4], descending=True, stable=True).indices
-        order = order[torch.sort(img[order], stable=True).indices]
-        order = order[_rank_in_group(img[order]) < MAX_NMS]
-        det, img = det[order], img[order]
-        boxes = det[:, :4] if agnostic else det[:, :4] + det[:, 5:6] * MAX_WH
-        keep = batched_greedy_nms(boxes, det[:, 4], iou_thres, groups=img)  # global score order
-        keep = keep[torch.sort(img[keep], stable=True).indices]  # by image, score order inside
-        keep = keep[_rank_in_group(img[keep]) < max_det]
-        det, img = det[keep], img[keep]
-    return det.to(pred.dtype), img
-
-
-def nms_batch(
-    pred: torch.Tensor | Sequence[torch.Tensor],
-    conf_thres: float = 0.25,
-    iou_thres: float = 0.45,
-    classes: Sequence[int] | None = None,
-    agnostic: bool = False,
-    max_det: int = 300,
-) -> list[torch.Tensor]:
-    """:func:`nms_packed` split into one (n, 6) tensor per image, like :func:`nms` returns."""
-    pred = _check_pred(pred, conf_thres, iou_thres)
-    det, img = nms_packed(pred, conf_thres, iou_thres, classes, agnostic, max_det)
-    counts = torch.bincount(img, minlength=pred.shape[0]).tolist()
-    return list(det.split(counts))
 
 
 def nms(
@@ -300,7 +215,7 @@ class Postprocessor:
     NMS (official semantics, see :func:`nms`) on the whole batch, then each frame's
     :class:`~streamdet.pipeline.transform.Transform` inverse (letterbox and the decoder's
     downscale undone in one step), then one copy to host memory per frame. Predictions on a
-    GPU take the whole-batch path (:func:`nms_packed`, one device-to-host copy per batch);
+    GPU take the whole-batch path (:func:`~streamdet.pipeline.batch_nms.nms_packed`, one device-to-host copy per batch);
     ``batched=True`` uses it on CPU too (same output).
     """
 
@@ -337,6 +252,8 @@ class Postprocessor:
         The inverse runs on CPU tensors exactly as the per-frame path does, so the result is the
         same bit for bit whatever the device (CUDA's scalar division would differ by an ulp).
         """
+        from streamdet.pipeline.batch_nms import nms_packed  # lazy: batch_nms imports this module
+
         det, img = nms_packed(pred, conf_thres=self.conf_thres, iou_thres=self.iou_thres,
                               classes=self.classes, max_det=self.max_det)
         packed = torch.cat((det.float(), img[:, None].float()), 1).cpu()  # the one copy (img < 2**24)
