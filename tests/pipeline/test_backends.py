@@ -125,8 +125,10 @@ def test_contract_declared(backends: Backends, name: str) -> None:
     be = backends.get(name, DEMO)
     assert isinstance(be, Backend)
     assert be.name == name
+    tensor_dtype = "float32" if name == "torch" else None  # only torch takes a normalised tensor
     assert be.contract == InputContract(layout="NCHW", dtype="uint8", device="cpu", dynamic_shape=True,
-                                        fixed_hw=None, max_batch=None, compute_dtype="float32")
+                                        fixed_hw=None, max_batch=None, compute_dtype="float32",
+                                        tensor_dtype=tensor_dtype)
     assert be.names == ["circle", "square", "triangle"]
     assert be.stride == 32
 
@@ -209,6 +211,45 @@ def test_torch_normalisation_is_bit_exact(backends: Backends) -> None:
     plain = TorchBackend(DEMO, channels_last=False)
     assert torch.equal(plain.infer(batch), backends.reference(DEMO, batch))
     assert backends.get("torch", DEMO).channels_last  # CPU default (measured faster)
+
+
+@pytest.mark.parametrize("channels_last", [True, False])
+def test_torch_takes_a_normalised_tensor(channels_last: bool) -> None:
+    """A float32 tensor equal to to_model_input's gives the same predictions, in either memory format."""
+    from streamdet.pipeline.backends.torch_backend import TorchBackend
+
+    be = TorchBackend(DEMO, channels_last=channels_last)
+    batch = shapes_batch()
+    want = be.infer(batch)
+    t = to_model_input(batch, "cpu")
+    assert torch.equal(be.infer(t), want)
+    assert torch.equal(be.infer(t.contiguous(memory_format=torch.channels_last)), want)
+    assert torch.equal(t, to_model_input(batch, "cpu"))  # the caller's tensor is not changed
+
+
+def test_torch_rejects_bad_tensors() -> None:
+    from streamdet.pipeline.backends import check_tensor_batch
+    from streamdet.pipeline.backends.torch_backend import TorchBackend
+
+    be = TorchBackend(DEMO)
+    good = torch.zeros(2, 3, 64, 96)
+    for bad, match in [
+        (good.double(), "float32 tensor"),
+        (good.half(), "float32 tensor"),
+        (good.to(torch.uint8), "float32 tensor"),
+        (torch.zeros(2, 3, 64, 96, device="meta"), "move it there"),
+        (torch.zeros(2, 4, 64, 96), "3, H, W"),
+        (torch.zeros(3, 64, 96), "3, H, W"),
+        (torch.zeros(2, 3, 64, 100), "multiples of 32"),
+        (torch.zeros(0, 3, 64, 96), "B >= 1"),
+        (torch.zeros(2, 3, 64, 192)[..., ::2], "contiguous or channels_last"),
+    ]:
+        with pytest.raises(ValueError, match=match):
+            be.infer(bad)
+    check_tensor_batch(good, 32, "cpu", "float32")
+    check_tensor_batch(good.half(), 32, "cpu", "float16")
+    with pytest.raises(ValueError, match="on cpu, the model on cuda:1"):
+        check_tensor_batch(good, 32, "cuda:1", "float32")
 
 
 def test_torch_from_module_leaves_the_module_alone() -> None:
@@ -399,6 +440,12 @@ def test_torch_cuda_half() -> None:
     assert pred.dtype == torch.float32 and pred.device.type == "cuda"
     refs = nms(load_model(DEMO)(to_model_input(batch, "cpu")).detach())
     assert [len(d) for d in nms(pred.cpu())] == [len(r) for r in refs]
+    assert be.contract.tensor_dtype == "float16"
+    assert torch.equal(be.infer(to_model_input(batch, "cuda:0", half=True)), pred)  # the device tensor path
+    with pytest.raises(ValueError, match="float16"):
+        be.infer(to_model_input(batch, "cuda:0"))
+    with pytest.raises(ValueError, match="move it there"):
+        be.infer(to_model_input(batch, "cpu", half=False).half())
 
 
 # --- backend-specific settings ----------------------------------------------------------------------

@@ -42,6 +42,7 @@ __all__ = [
     "InputContract",
     "available_backends",
     "check_batch",
+    "check_tensor_batch",
     "check_device",
     "create_backend",
     "device_type",
@@ -56,6 +57,9 @@ class InputContract:
     ``dtype`` is what ``infer`` is fed (always ``"uint8"`` today: the cast and ``/255`` happen
     inside the backend); ``compute_dtype`` is the precision the network runs in. ``fixed_hw`` /
     ``max_batch`` are None when any multiple of the stride / any batch size is accepted.
+    ``tensor_dtype`` is set when ``infer`` also takes an already normalised (0..1) float
+    (B, 3, H, W) torch tensor of that dtype on ``device`` (the CUDA preprocessor's output, which
+    then skips the uint8 upload and ``/255``); None when only uint8 numpy batches are accepted.
     """
 
     layout: Literal["NCHW"] = "NCHW"
@@ -66,6 +70,7 @@ class InputContract:
     max_batch: int | None = None
     compute_dtype: Literal["float32", "float16"] = "float32"
     channels: int = 3
+    tensor_dtype: Literal["float32", "float16"] | None = None
 
 
 @runtime_checkable
@@ -191,3 +196,30 @@ def check_batch(batch: np.ndarray, stride: int) -> None:
         raise ValueError(f"batch shape {batch.shape}: need B >= 1 and H, W positive multiples of {stride}")
     if not batch.flags.c_contiguous:
         raise ValueError("batch must be C-contiguous")
+
+
+def check_tensor_batch(batch: torch.Tensor, stride: int, device: str, dtype: str) -> None:
+    """Raise ValueError unless ``batch`` is a dense ``dtype`` (B, 3, H, W) tensor on ``device``, H, W stride multiples.
+
+    ``device`` is ``cpu``, ``cuda`` (any CUDA device) or ``cuda:N``; ``dtype`` is ``float32`` or
+    ``float16``. Dense means contiguous or channels_last (either is accepted; the backend converts).
+    """
+    if batch.ndim != 4 or batch.shape[1] != 3:
+        raise ValueError(f"expected a (B, 3, H, W) tensor, got shape {tuple(batch.shape)}")
+    if str(batch.dtype) != f"torch.{dtype}":
+        raise ValueError(f"expected a {dtype} tensor (normalised 0..1), got {str(batch.dtype).removeprefix('torch.')}")
+    kind, _, index = device.partition(":")
+    if batch.device.type != kind or (index and str(batch.device.index) != index):
+        raise ValueError(f"batch is on {batch.device}, the model on {device}: move it there first")
+    b, _, h, w = batch.shape
+    if b < 1 or h < stride or w < stride or h % stride or w % stride:
+        raise ValueError(f"batch shape {tuple(batch.shape)}: need B >= 1 and H, W positive multiples of {stride}")
+    if not (batch.is_contiguous() or batch.is_contiguous(memory_format=_channels_last())):
+        raise ValueError("batch tensor must be contiguous or channels_last")
+
+
+def _channels_last() -> torch.memory_format:
+    """torch.channels_last, imported only when a tensor is checked (this module imports no torch)."""
+    import torch
+
+    return torch.channels_last

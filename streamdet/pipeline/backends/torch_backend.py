@@ -20,7 +20,7 @@ import torch
 
 from streamdet.model.checkpoint import load_model
 from streamdet.model.yolov5 import YOLOv5
-from streamdet.pipeline.backends import InputContract, check_batch, check_device
+from streamdet.pipeline.backends import InputContract, check_batch, check_device, check_tensor_batch
 from streamdet.pipeline.preprocess import to_model_input
 
 
@@ -77,21 +77,31 @@ class TorchBackend:
         self.model: torch.nn.Module | None = model
         self.names: list[str] = list(model.names)
         self.stride: int = int(max(float(s) for s in model.stride))
-        self.contract = InputContract(device=str(self.device), compute_dtype="float16" if half else "float32")
+        dtype = "float16" if half else "float32"
+        self.contract = InputContract(device=str(self.device), compute_dtype=dtype, tensor_dtype=dtype)
         self._lock = threading.Lock()
 
-    def infer(self, batch: np.ndarray) -> torch.Tensor:
-        """uint8 (B, 3, H, W) RGB -> float32 (B, N, 5+nc) on the backend's device."""
-        check_batch(batch, self.stride)
+    def infer(self, batch: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """uint8 (B, 3, H, W) RGB -> float32 (B, N, 5+nc) on the backend's device.
+
+        Also takes a normalised (0..1) RGB tensor already on the device in the model's dtype
+        (``contract.tensor_dtype``; the CUDA preprocessor's output), used as it is: no copy, no
+        cast, no ``/255`` (only a memory-format change when it is not in the model's format).
+        """
+        if isinstance(batch, torch.Tensor):
+            check_tensor_batch(batch, self.stride, str(self.device), "float16" if self.half else "float32")
+        else:
+            check_batch(batch, self.stride)
         with self._lock, torch.inference_mode():
             model = self.model
             if model is None:
                 raise RuntimeError("TorchBackend is closed")
             if model.training:
                 raise RuntimeError("the model is in training mode; call model.eval() before inference")
-            t = to_model_input(batch, self.device, self.half)
-            if self.channels_last:
-                t = t.contiguous(memory_format=torch.channels_last)
+            t = batch if isinstance(batch, torch.Tensor) else to_model_input(batch, self.device, self.half)
+            # a no-op when t is already in the model's memory format (always, for uint8 input)
+            fmt = torch.channels_last if self.channels_last else torch.contiguous_format
+            t = t.contiguous(memory_format=fmt)
             pred = model(t)
             return pred.float() if self.half else pred
 
