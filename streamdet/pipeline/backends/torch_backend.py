@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import threading
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
@@ -77,7 +78,7 @@ class TorchBackend:
         self.model: torch.nn.Module | None = model
         self.names: list[str] = list(model.names)
         self.stride: int = int(max(float(s) for s in model.stride))
-        dtype = "float16" if half else "float32"
+        dtype: Literal["float32", "float16"] = "float16" if half else "float32"
         self.contract = InputContract(device=str(self.device), compute_dtype=dtype, tensor_dtype=dtype)
         self._lock = threading.Lock()
 
