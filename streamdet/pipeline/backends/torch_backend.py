@@ -3,7 +3,8 @@
 The reference implementation every other backend is checked against. ``infer`` moves the
 uint8 batch to the device and normalises there (``t.float(); t /= 255``, bit-exact with
 :func:`~streamdet.pipeline.preprocess.to_model_input`), so only 1 byte per pixel crosses to
-a GPU. On CPU the model and input run in ``channels_last`` memory format: measured on the
+a GPU; a normalised float tensor already on the device (the CUDA preprocessor's output) is
+taken as it is. On CPU the model and input run in ``channels_last`` memory format: measured on the
 development machine (2 cores, AVX2, demo yolov5n, batch 4, median of 15 runs) it takes ~108 ms
 instead of ~154 ms at 256x416 and ~215 ms instead of ~290 ms at 384x640 (oneDNN's NHWC
 convolutions avoid layout reorders between layers). Its results differ from the plain layout by
