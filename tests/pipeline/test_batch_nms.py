@@ -124,3 +124,24 @@ def test_nms_batch_and_postprocessor_cuda_match_cpu() -> None:
     transforms = [Transform((720, 1280), (720, 1280), (640, 640))] * 5
     for g, w in zip(Postprocessor()(pred.cuda(), transforms), Postprocessor()(pred, transforms), strict=True):
         np.testing.assert_allclose(g, w, rtol=0, atol=1e-3)
+
+
+def test_postprocessor_batched_path_copies_to_the_host_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    from streamdet.pipeline.postprocess import Postprocessor
+    from streamdet.pipeline.transform import Transform
+
+    pred = random_batch(7, b=6)
+    transforms = [Transform((720, 1280), (720, 1280), (640, 640))] * 6
+    copies: list[tuple[int, ...]] = []
+    real_cpu = torch.Tensor.cpu
+
+    def counting_cpu(self: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+        copies.append(tuple(self.shape))
+        return real_cpu(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.Tensor, "cpu", counting_cpu)
+    out = Postprocessor(conf_thres=0.01, batched=True)(pred, transforms)
+    assert len(copies) == 1 and copies[0] == (sum(len(d) for d in out), 7)  # dets + image column, once
+    copies.clear()
+    Postprocessor(conf_thres=0.01)(pred, transforms)
+    assert len(copies) == 6  # the per-frame path: one per frame
