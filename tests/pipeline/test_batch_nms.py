@@ -17,11 +17,16 @@ __all__ = ["backend"]  # the fixture, re-exported for pytest
 # ----------------------------------------------------------------------------- whole-batch NMS
 
 
-def random_batch(seed: int, b: int, n: int = 300, nc: int = 3) -> torch.Tensor:
-    """(b, n, 5+nc): independent images, plus exact duplicates, tied scores and a copied image."""
+def random_batch(seed: int, b: int, n: int = 300, nc: int = 3, ties: bool = True) -> torch.Tensor:
+    """(b, n, 5+nc): independent images, plus exact duplicates, tied scores and a copied image.
+
+    torchvision's sort is not stable, so its order of equal scores on different boxes is its
+    own: ``ties=False`` leaves those out when it is the reference.
+    """
     pred = torch.cat([random_pred(seed * 100 + i, n, nc, zero_area=0.03 * (seed % 2)) for i in range(b)])
     pred[:, 1::7] = pred[:, 0:-1:7]  # duplicate rows (same box, same score)
-    pred[:, 2:-1:11, 4:] = pred[:, 3::11, 4:]  # tied scores on other boxes
+    if ties:
+        pred[:, 2:-1:11, 4:] = pred[:, 3::11, 4:]  # tied scores on other boxes
     if b > 2:
         pred[2] = pred[0]  # the same image twice: nothing may suppress across images
     return pred
@@ -40,7 +45,7 @@ NMS_CASES = [
 
 @pytest.mark.parametrize("seed", range(8))
 def test_nms_batch_equals_per_image_nms(backend: str, seed: int) -> None:
-    pred = random_batch(seed, b=1 + seed % 5)
+    pred = random_batch(seed, b=1 + seed % 5, ties=backend == "own")
     if seed == 3:
         pred[1, :, 4] = 0.0  # an image without candidates
     for kw in NMS_CASES:
@@ -116,7 +121,7 @@ def test_nms_batch_and_postprocessor_cuda_match_cpu() -> None:
     from streamdet.pipeline.postprocess import Postprocessor
     from streamdet.pipeline.transform import Transform
 
-    pred = random_batch(6, b=5)
+    pred = random_batch(6, b=5, ties=False)  # the CPU reference may be torchvision's (unstable on ties)
     for kw in NMS_CASES:
         for g, w in zip(bn.nms_batch(pred.cuda(), **kw), nms(pred, **kw), strict=True):
             assert g.device.type == "cuda"
