@@ -7,7 +7,9 @@ ready for a single device-to-host copy.
 
 Images are kept apart by a group id (the image index) inside the kernel rather than by a
 coordinate offset: an offset of ``image * big`` would round float32 boxes and change IoUs, so
-the answer would no longer be exactly the per-image one.
+the answer would no longer be exactly the per-image one. For the same reason this path always
+uses our kernel, never torchvision (whose ``batched_nms`` separates groups by such offsets);
+our kernel makes the same decisions as ``torchvision.ops.nms`` (tests/pipeline/test_postprocess.py).
 """
 
 from __future__ import annotations
