@@ -22,7 +22,7 @@ worker.py runs them per batch (phases loading, warming_up, serving; live setting
 image.py is the picture type passed between stages.
 
 GPU path (issue 8; none of it has run on a GPU yet, see docs/gpu-verification.md; the CUDA
-preprocessor and the pinned copier are not used by the worker yet):
+preprocessor, the pinned copier and CUDA graphs are not used by the worker yet):
 
     hwdecode.py          1  NVDEC through PyAV's CUDA hwaccel, falling back to the CPU for good
     ring_slots.py        2  seqlock slot reader: pick a slot, copy it elsewhere, validate after
@@ -31,4 +31,6 @@ preprocessor and the pinned copier are not used by the worker yet):
     cuda_kernel.py       3  the kernel's CUDA C++ source (YUV/BGR -> letterboxed RGB CHW)
     kernel_plan.py       3  one launch's host-side plan: frame descriptors, axis tables, grid
     kernel_reference.py  3  numpy emulation of the kernel, which CI checks against the CPU path
+    backends/cuda_graphs.py 4  one CUDA graph per batch size for the torch backend, eager fallback
+    batch_nms.py         5  whole-batch NMS in one pass and one device-to-host copy (CUDA predictions)
 """
