@@ -51,9 +51,14 @@ class DaemonProcess:
 
     def start(self) -> DaemonProcess:
         """Spawn the daemon (stdout and stderr to the log file)."""
+        # a runtime directory of its own (pid file, sockets): a production daemon may run beside it
+        runtime = self.log_path.parent / f"{self.log_path.stem}.run"
+        runtime.mkdir(parents=True, exist_ok=True)
+        env = {**os.environ, "RUNTIME_DIRECTORY": str(runtime)}  # (a long path: the daemon then keeps
+        # its sockets under /tmp instead)
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen(self.command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                         start_new_session=True)
+                                         start_new_session=True, env=env)
         return self
 
     def log_tail(self, lines: int = 25) -> str:

@@ -52,6 +52,7 @@ from streamdet.systemd import SystemdNotifier
 log = logging.getLogger("streamdet.supervisor")
 
 TICK_S = 0.2
+IPC_PATH_MAX = 100  # sockaddr_un.sun_path holds 107 bytes; keep a margin
 EXIT_CANNOT_START = 78  # streamdet.pipeline.worker.EXIT_CANNOT_START (not imported: that module is the worker's)
 SERVING = 2  # streamdet.pipeline.worker.PHASES.index("serving")
 HEALTHY_BEAT_S = 5.0  # a child whose last heartbeat is older than this (or hang_timeout_s) is not healthy
@@ -325,6 +326,10 @@ class Supervisor:
         if stale:
             log.info("removed %d run directories of a dead streamdet in %s", len(stale), rdir)
         self._workdir = Path(tempfile.mkdtemp(prefix=f"run-{os.getpid()}-", dir=rdir))
+        if len(f"{self._workdir}/publish.sock") > IPC_PATH_MAX:  # a Unix socket path's limit
+            self._workdir.rmdir()
+            self._workdir = Path(tempfile.mkdtemp(prefix=f"streamdet-run-{os.getpid()}-"))
+            log.info("runtime directory %s is too long for a socket path; using %s", rdir, self._workdir)
         from streamdet.stopflag import StopFlag
 
         self.start_gate = StopFlag(self.ctx)

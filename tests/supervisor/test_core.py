@@ -141,3 +141,17 @@ def test_stale_pid_file_and_second_daemon(tmp_path: Path, fixtures_dir: Path, mo
         assert (tmp_path / "rt" / "streamdet.pid").read_text().strip() == str(os.getpid())
     assert not (tmp_path / "rt" / "streamdet.pid").exists()
     assert [p.name for p in (tmp_path / "rt").iterdir()] == []  # private run directory removed too
+
+
+def test_a_runtime_directory_too_long_for_a_socket_path_still_works(tmp_path: Path, fixtures_dir: Path,
+                                                                     monkeypatch) -> None:
+    long_dir = tmp_path / ("x" * 60) / ("y" * 60)
+    monkeypatch.setenv("RUNTIME_DIRECTORY", str(long_dir))
+    path = write_config(tmp_path, fixtures_dir, cameras=ONE_CAMERA)
+    sup = fake_supervisor(path, monkeypatch)
+    with Running(sup) as run:
+        run.wait(lambda: sup._ready, 30, "ready")
+        assert len(sup.internal_endpoint) <= len("ipc://") + 100 and not str(sup.workdir).startswith(str(long_dir))
+        assert (long_dir / "streamdet.pid").exists()
+        workdir = sup.workdir
+    assert run.result == [0] and not workdir.exists()
