@@ -151,6 +151,8 @@ def test_resolution_change_midstream_writes_each_size(media, make_ring, run_read
         r = run_reader(CameraSource("cam", str(media["two_sizes"]), realtime=False), ring)
         wait_for(lambda: ring.status().state == "ended", 15, "the end of the file")
         r.thread.join(5)
+        # the decoder may end before the collector has read the last slots it wrote
+        wait_for(lambda: len(reader.frames) >= ring.status().latest_seq, 5, "the collector to catch up")
         frames = list(reader.frames)
     assert [number(f) for f in frames] == [f.frame_index for f in frames] == list(range(20))
     sizes = [(f.width, f.height, f.src_width, f.src_height, f.image.shape) for f in frames]
