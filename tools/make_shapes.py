@@ -4,6 +4,11 @@
     python tools/make_shapes.py clip OUT.mp4 [--width 1280 --height 720 --frames 250 --fps 25 --seed 0 --crf 23]
     python tools/make_shapes.py images OUT_DIR --count N [--seed 0] [--size WxH ...] [--workers K]
 
+``--variation wide|heldout`` (both commands) draws each picture's look from a preset of
+:data:`streamdet.datasets.shapes_look.VARIATIONS` (textures, gradients, tints, hard or soft edges,
+and for stills H.264 compression); without it the fixed generator runs, byte-identical to the
+original demo data.
+
 A thin wrapper over :mod:`streamdet.datasets.shapes`. Output is deterministic per seed: still image
 ``i`` is seeded by ``(seed, i)``, so the number of workers does not change a single byte.
 """
@@ -18,6 +23,7 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 from streamdet.datasets import shapes
+from streamdet.datasets.shapes_look import VARIATIONS
 from streamdet.progress import Progress
 
 CHUNK = 16  # images per worker task
@@ -35,24 +41,37 @@ def parse_size(text: str) -> tuple[int, int]:
     return size
 
 
-def _write_chunk(out_dir: str, start: int, n: int, seed: int, sizes: list[tuple[int, int]]) -> int:
-    shapes.write_images(out_dir, n, seed=seed, sizes=sizes, start=start)
+def _write_chunk(
+    out_dir: str, start: int, n: int, seed: int, sizes: list[tuple[int, int]], variation: str | None
+) -> int:
+    look = VARIATIONS[variation] if variation else None
+    shapes.write_images(out_dir, n, seed=seed, sizes=sizes, start=start, variation=look)
     return n
 
 
 def make_images(
-    out_dir: Path, count: int, *, seed: int, sizes: list[tuple[int, int]], workers: int, progress: bool
+    out_dir: Path,
+    count: int,
+    *,
+    seed: int,
+    sizes: list[tuple[int, int]],
+    workers: int,
+    progress: bool,
+    variation: str | None = None,
 ) -> None:
     """Write ``count`` still images with ``workers`` processes (1 = in this process)."""
     bar = Progress(count, "images") if progress else None
     done = 0
     try:
         if workers <= 1:
-            shapes.write_images(out_dir, count, seed=seed, sizes=sizes, progress=bar.set if bar else None)
+            look = VARIATIONS[variation] if variation else None
+            shapes.write_images(
+                out_dir, count, seed=seed, sizes=sizes, progress=bar.set if bar else None, variation=look
+            )
             return
         with ProcessPoolExecutor(max_workers=workers) as pool:
             futures = [
-                pool.submit(_write_chunk, str(out_dir), s, min(CHUNK, count - s), seed, sizes)
+                pool.submit(_write_chunk, str(out_dir), s, min(CHUNK, count - s), seed, sizes, variation)
                 for s in range(0, count, CHUNK)
             ]
             for fut in as_completed(futures):
@@ -76,6 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fps", type=int, default=25)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--crf", type=int, default=23, help="x264 constant quality, 20-28 (default 23)")
+    p.add_argument("--variation", choices=sorted(VARIATIONS), help="draw the clip's look from this preset")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
     p = sub.add_parser("images", help="still images in YOLO layout (OUT_DIR/images, OUT_DIR/labels)")
@@ -90,6 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="image size (repeatable; drawn uniformly per image). Default: 1280x720, 1920x1080, 640x480",
     )
     p.add_argument("--workers", type=int, default=1, help=f"processes (default 1; this machine has {os.cpu_count()})")
+    p.add_argument("--variation", choices=sorted(VARIATIONS), help="draw each image's look from this preset")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
 
@@ -110,6 +131,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     seed=args.seed,
                     crf=args.crf,
                     progress=bar.set if bar else None,
+                    variation=VARIATIONS[args.variation] if args.variation else None,
                 )
             finally:
                 if bar is not None:
@@ -120,7 +142,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                 raise ValueError(f"--count must be >= 1, got {args.count}")
             sizes = args.size or list(shapes.DEFAULT_SIZES)
             make_images(
-                args.out, args.count, seed=args.seed, sizes=sizes, workers=args.workers, progress=not args.quiet
+                args.out,
+                args.count,
+                seed=args.seed,
+                sizes=sizes,
+                workers=args.workers,
+                progress=not args.quiet,
+                variation=args.variation,
             )
             print(f"wrote {args.count} images to {args.out / 'images'} and labels to {args.out / 'labels'}")
     except (ValueError, OSError) as exc:

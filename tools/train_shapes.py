@@ -16,18 +16,27 @@ from pathlib import Path
 
 from streamdet.training.augment import AugmentConfig
 from streamdet.training.loss import LossGains
-from streamdet.training.trainer import TrainConfig, train
+from streamdet.training.trainer import TrainConfig, resume_config, train
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line options; defaults are the ones the demo model was trained with."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--data", required=True, help="YOLO-layout training directory (images/, labels/)")
+    p.add_argument("--data", help="YOLO-layout training directory (images/, labels/)")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue the interrupted run in RUN_DIR (its options)")
+    p.add_argument("--weights", default=None, help="start from this checkpoint's weights (fine-tuning)")
     p.add_argument("--val", default=None, help="YOLO-layout validation directory (mAP each epoch)")
     p.add_argument("--arch", default="yolov5n", help="architecture name, or a .json/.yaml architecture dict")
     p.add_argument("--width", type=float, default=None, help="override width_multiple")
     p.add_argument("--depth", type=float, default=None, help="override depth_multiple")
-    p.add_argument("--img-size", type=int, default=416)
+    p.add_argument("--img-size", type=int, default=416, help="the input size validated and recorded")
+    p.add_argument(
+        "--multi-scale",
+        type=int,
+        nargs=2,
+        metavar=("LOW", "HIGH"),
+        help="train each batch at an input size drawn from LOW..HIGH in stride steps",
+    )
     p.add_argument("--epochs", type=int, default=20)
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--nbs", type=int, default=64, help="nominal batch size (gradient accumulation)")
@@ -75,6 +84,13 @@ def main(argv: list[str] | None = None) -> int:
     """Run one training; prints progress and the checkpoint paths."""
     a = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stdout)
+    if a.resume:
+        overrides = {"threads": a.threads, "workers": a.workers, "device": a.device}
+        train(resume_config(a.resume, **overrides))
+        return 0
+    if not a.data:
+        print("train_shapes: error: --data is required (or --resume RUN_DIR)", file=sys.stderr)
+        return 2
     cfg = TrainConfig(
         data=a.data,
         val=a.val,
@@ -82,6 +98,8 @@ def main(argv: list[str] | None = None) -> int:
         width=a.width,
         depth=a.depth,
         img_size=a.img_size,
+        multi_scale=tuple(a.multi_scale) if a.multi_scale else None,
+        weights=a.weights,
         epochs=a.epochs,
         batch=a.batch,
         nbs=a.nbs,

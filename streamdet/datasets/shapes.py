@@ -41,16 +41,28 @@ import cv2
 import numpy as np
 
 from streamdet.datasets.groundtruth import GroundTruthFrame, groundtruth_path, write_groundtruth
+from streamdet.datasets.shapes_look import (
+    BRIGHTNESS_RANGE,
+    NOISE_SIGMA_MAX,
+    Variation,
+    h264_roundtrip,
+    hsv_to_bgr,
+    make_background,
+    varied_background,
+)
 from streamdet.datasets.yolo import write_label_file
 
 __all__ = [
+    "BRIGHTNESS_RANGE",
     "CLASS_NAMES",
     "DEFAULT_SIZES",
     "MAX_OBJECTS",
     "MIN_VISIBLE",
+    "NOISE_SIGMA_MAX",
     "RenderedFrame",
     "Shape",
     "ShapesClip",
+    "Variation",
     "hsv_to_bgr",
     "gaussian_table",
     "image_seed_sequence",
@@ -73,8 +85,6 @@ MAX_OBJECTS = 8
 MIN_VISIBLE = 0.60
 MAX_SPEED = 0.01  # fraction of frame width per frame
 MAX_SPIN = 3.0  # degrees per frame
-NOISE_SIGMA_MAX = 6.0
-BRIGHTNESS_RANGE = (60.0, 200.0)
 EDGE_MARGIN = 1.0  # pixels between the circumscribed circle and the frame edge
 MIN_FRAME_SIDE = 32
 
@@ -122,16 +132,6 @@ def _check_size(width: int, height: int) -> None:
         raise ValueError(f"frame size {width}x{height} is too small (each side >= {MIN_FRAME_SIDE})")
     if width < SIZE_RANGE[1] * height + 2 * EDGE_MARGIN:
         raise ValueError(f"frame size {width}x{height}: width too small for the largest object")
-
-
-def hsv_to_bgr(h: float, s: float, v: float) -> tuple[float, float, float]:
-    """HSV (hue degrees, s and v in [0, 1]) to BGR floats in [0, 255], without quantising the hue."""
-    h6 = (h % 360.0) / 60.0
-    c = v * s
-    x = c * (1 - abs(h6 % 2 - 1))
-    m = v - c
-    r, g, b = [(c, x, 0), (x, c, 0), (0, c, x), (0, x, c), (x, 0, c), (c, 0, x)][int(h6) % 6]
-    return ((b + m) * 255.0, (g + m) * 255.0, (r + m) * 255.0)
 
 
 _ACKLAM_A = (
@@ -182,29 +182,6 @@ def gaussian_table(bits: int = 16) -> np.ndarray:
     return out.astype(np.float32)
 
 
-def make_background(width: int, height: int, rng: np.random.Generator) -> np.ndarray:
-    """A smooth tinted random texture, HxWx3 float32 in [0, 255] with mean brightness in [60, 200].
-
-    Bicubic upsampling is linear, so the per-channel affine map (normalise, contrast, brightness,
-    tint) is applied to the small noise grid and the result upsampled once, in three channels.
-    """
-    factor = rng.uniform(16.0, 64.0)
-    gw, gh = max(2, math.ceil(width / factor)), max(2, math.ceil(height / factor))
-    grid = rng.random((gh, gw), dtype=np.float32)
-    tex = cv2.resize(grid, (width, height), interpolation=cv2.INTER_CUBIC)
-    mean = float(tex.mean(dtype=np.float64))
-    lo, hi, _, _ = cv2.minMaxLoc(tex)
-    peak = max(hi - mean, mean - lo, 1e-6)  # the upsampled texture, normalised, lies in [-1, 1]
-    tint = np.asarray(hsv_to_bgr(rng.uniform(0, 360), rng.uniform(0.0, 0.5), 1.0), np.float64)
-    gains = tint / tint.mean()
-    g_max = float(gains.max())
-    brightness = rng.uniform(BRIGHTNESS_RANGE[0], min(BRIGHTNESS_RANGE[1], 250.0 / g_max))
-    amplitude = rng.uniform(0.15, 1.0) * min(brightness, 255.0 / g_max - brightness)
-    base = brightness + (amplitude / peak) * (grid.astype(np.float64) - mean)  # mean brightness, no clipping
-    small = (base[:, :, None] * gains[None, None, :]).astype(np.float32)
-    return cv2.resize(small, (width, height), interpolation=cv2.INTER_CUBIC)
-
-
 def random_shape(width: int, height: int, rng: np.random.Generator) -> Shape:
     """One object with spec-distributed class, size, angle and colour, placed uniformly fully inside."""
     cls = int(rng.integers(0, len(CLASS_NAMES)))
@@ -252,10 +229,12 @@ def render_frame(
     *,
     noise_sigma: float = 0.0,
     rng: np.random.Generator | None = None,
+    antialias: bool = True,
 ) -> RenderedFrame:
     """Draw ``shapes`` in order over ``background`` (HxWx3 float) plus Gaussian noise; see the module doc.
 
-    ``rng`` supplies the noise and is required when ``noise_sigma > 0``.
+    ``rng`` supplies the noise and is required when ``noise_sigma > 0``. ``antialias=False`` draws
+    hard edges: exactly the covered pixels (the mask and the boxes do not change).
     """
     height, width = background.shape[:2]
     if noise_sigma > 0:
@@ -275,6 +254,8 @@ def render_frame(
         x0, y0, alpha = shape_alpha(shape, width, height)
         h, w = alpha.shape
         covered = alpha > 0.5
+        if not antialias:
+            alpha = covered.astype(np.float32)
         rows, cols = np.flatnonzero(covered.any(axis=1)), np.flatnonzero(covered.any(axis=0))
         if rows.size == 0:
             raise ValueError(f"shape {i} covers no pixel centre: {shape}")
@@ -303,14 +284,31 @@ def render_frame(
     )
 
 
-def random_frame(width: int, height: int, rng: np.random.Generator) -> RenderedFrame:
-    """An independent frame: its own background, noise level and 1-8 objects."""
+def random_frame(
+    width: int, height: int, rng: np.random.Generator, variation: Variation | None = None
+) -> RenderedFrame:
+    """An independent frame: its own background, noise level and 1-8 objects.
+
+    Without ``variation`` the fixed generator (reproducible since the first demo data); with one,
+    the look is drawn from it (see :mod:`streamdet.datasets.shapes_look`), H.264 compression included.
+    """
     _check_size(width, height)
-    background = make_background(width, height, rng)
-    sigma = float(rng.uniform(0.0, NOISE_SIGMA_MAX))
+    if variation is None:
+        background = make_background(width, height, rng)
+        sigma = float(rng.uniform(0.0, NOISE_SIGMA_MAX))
+        n = int(rng.integers(1, MAX_OBJECTS + 1))
+        shapes = [random_shape(width, height, rng) for _ in range(n)]
+        return render_frame(background, shapes, noise_sigma=sigma, rng=rng)
+    background = varied_background(width, height, rng, variation)
+    sigma = float(rng.uniform(*variation.noise_sigma))
+    antialias = bool(rng.random() < variation.antialias)
     n = int(rng.integers(1, MAX_OBJECTS + 1))
     shapes = [random_shape(width, height, rng) for _ in range(n)]
-    return render_frame(background, shapes, noise_sigma=sigma, rng=rng)
+    frame = render_frame(background, shapes, noise_sigma=sigma, rng=rng, antialias=antialias)
+    if variation.crf is None:
+        return frame
+    crf = int(rng.integers(variation.crf[0], variation.crf[1] + 1))
+    return replace(frame, image=h264_roundtrip(frame.image, crf))
 
 
 def _fold(p: float, lo: float, hi: float) -> float:
@@ -336,14 +334,28 @@ class ShapesClip:
     frame), ``frames()`` yields ``(image BGR uint8, boxes (n, 5) int32 [x1, y1, x2, y2, cls])``.
     """
 
-    def __init__(self, width: int = 1280, height: int = 720, seed: int = 0, *, num_frames: int = 250) -> None:
+    def __init__(
+        self,
+        width: int = 1280,
+        height: int = 720,
+        seed: int = 0,
+        *,
+        num_frames: int = 250,
+        variation: Variation | None = None,
+    ) -> None:
         _check_size(width, height)
         if num_frames < 1:
             raise ValueError(f"num_frames must be >= 1, got {num_frames}")
         self.width, self.height, self.seed, self.num_frames = width, height, seed, num_frames
         rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(_KEY_CLIP,)))
-        self.background = make_background(width, height, rng)
-        self.noise_sigma = float(rng.uniform(0.0, NOISE_SIGMA_MAX))
+        self.antialias = True
+        if variation is None:
+            self.background = make_background(width, height, rng)
+            self.noise_sigma = float(rng.uniform(0.0, NOISE_SIGMA_MAX))
+        else:  # the clip's look drawn once; compression is the clip encoder's (write_clip's crf)
+            self.background = varied_background(width, height, rng, variation)
+            self.noise_sigma = float(rng.uniform(*variation.noise_sigma))
+            self.antialias = bool(rng.random() < variation.antialias)
         n = int(rng.integers(1, MAX_OBJECTS + 1))
         self.shapes: tuple[Shape, ...] = tuple(random_shape(width, height, rng) for _ in range(n))
         motions = []
@@ -372,7 +384,9 @@ class ShapesClip:
     def render(self, index: int) -> RenderedFrame:
         """Render frame ``index`` with all details (see :class:`RenderedFrame`)."""
         rng = np.random.default_rng(np.random.SeedSequence(self.seed, spawn_key=(_KEY_CLIP_FRAME, index)))
-        return render_frame(self.background, self.shapes_at(index), noise_sigma=self.noise_sigma, rng=rng)
+        return render_frame(
+            self.background, self.shapes_at(index), noise_sigma=self.noise_sigma, rng=rng, antialias=self.antialias
+        )
 
     def frame(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         """Frame ``index``: (image, ground-truth boxes)."""
@@ -395,12 +409,14 @@ def write_clip(
     seed: int,
     crf: int = 23,
     progress: Callable[[int], None] | None = None,
+    variation: Variation | None = None,
 ) -> Path:
     """Render a clip and write it as H.264 MP4 plus its ground truth (``<stem>.jsonl``); returns the mp4 path.
 
     libx264, yuv420p, constant quality ``crf`` (20-28), a keyframe at least every 2 s. The ``pts``
     written to the ground truth are read back from the muxed file, so they are what a PyAV decoder
     reports. ``progress(n)`` is called after each frame with the number of frames done.
+    ``variation`` draws the clip's look (background, noise, edges) from it; see :class:`ShapesClip`.
     """
     if not 20 <= crf <= 28:
         raise ValueError(f"crf must be in [20, 28] (shapes-v1), got {crf}")
@@ -410,7 +426,7 @@ def write_clip(
     if rate <= 0:
         raise ValueError(f"fps must be > 0, got {fps}")
     path = Path(path_mp4)
-    clip = ShapesClip(width, height, seed, num_frames=frames)
+    clip = ShapesClip(width, height, seed, num_frames=frames, variation=variation)
     gop = max(1, math.floor(2 * rate))
     all_boxes: list[np.ndarray] = []
     with av.open(str(path), mode="w") as container:
@@ -453,21 +469,31 @@ def image_seed_sequence(seed: int, index: int) -> np.random.SeedSequence:
     return np.random.SeedSequence(seed, spawn_key=(_KEY_IMAGE, index))
 
 
-def render_image(seed: int, index: int, sizes: Sequence[tuple[int, int]] = DEFAULT_SIZES) -> RenderedFrame:
+def render_image(
+    seed: int,
+    index: int,
+    sizes: Sequence[tuple[int, int]] = DEFAULT_SIZES,
+    variation: Variation | None = None,
+) -> RenderedFrame:
     """Still image ``index`` of the set with base ``seed``; its size drawn uniformly from ``sizes``."""
     if not sizes:
         raise ValueError("sizes must not be empty")
     rng = np.random.default_rng(image_seed_sequence(seed, index))
     width, height = sizes[int(rng.integers(0, len(sizes)))] if len(sizes) > 1 else sizes[0]
-    return random_frame(int(width), int(height), rng)
+    return random_frame(int(width), int(height), rng, variation)
 
 
 def write_image(
-    out_dir: str | Path, index: int, *, seed: int, sizes: Sequence[tuple[int, int]] = DEFAULT_SIZES
+    out_dir: str | Path,
+    index: int,
+    *,
+    seed: int,
+    sizes: Sequence[tuple[int, int]] = DEFAULT_SIZES,
+    variation: Variation | None = None,
 ) -> Path:
     """Render still image ``index`` and write ``images/NNNNNN.png`` and ``labels/NNNNNN.txt``; returns the png."""
     out_dir = Path(out_dir)
-    r = render_image(seed, index, sizes)
+    r = render_image(seed, index, sizes, variation)
     name = f"{index:06d}"
     image_path = out_dir / "images" / f"{name}.png"
     image_path.parent.mkdir(parents=True, exist_ok=True)
@@ -487,12 +513,14 @@ def write_images(
     sizes: Sequence[tuple[int, int]] | tuple[int, int] = DEFAULT_SIZES,
     start: int = 0,
     progress: Callable[[int], None] | None = None,
+    variation: Variation | None = None,
 ) -> list[Path]:
     """Write still images ``start .. start + n - 1`` in YOLO layout under ``out_dir``; returns the png paths.
 
     Each image is an independent frame seeded by ``(seed, index)``, so any split of the index range
     (parallel workers) gives the same files. ``sizes`` is one ``(width, height)`` or a list to draw
-    from. ``progress(k)`` is called after each image with the number done.
+    from. ``progress(k)`` is called after each image with the number done. ``variation``: see
+    :func:`random_frame` (None: the fixed generator).
     """
     if len(sizes) == 2 and all(isinstance(v, (int, np.integer)) for v in sizes):
         sizes = [sizes]  # type: ignore[list-item]
@@ -501,7 +529,7 @@ def write_images(
         _check_size(w, h)
     paths = []
     for k, index in enumerate(range(start, start + n)):
-        paths.append(write_image(out_dir, index, seed=seed, sizes=size_list))
+        paths.append(write_image(out_dir, index, seed=seed, sizes=size_list, variation=variation))
         if progress is not None:
             progress(k + 1)
     return paths

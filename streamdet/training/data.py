@@ -9,6 +9,7 @@ data are the same with or without DataLoader workers.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +17,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, Sampler
 
 from streamdet.training.augment import (
     AugmentConfig,
@@ -83,8 +84,55 @@ def train_input_shape(cache: ImageCache, stride: int) -> tuple[int, int]:
     return h, w
 
 
+def scaled_canvas(canvas_hw: tuple[int, int], size: int, stride: int) -> tuple[int, int]:
+    """The training canvas for input size ``size``: ``canvas_hw`` (made for its long side) scaled, on the stride."""
+    h, w = canvas_hw
+    r = size / max(h, w)
+    return math.ceil(h * r / stride) * stride, math.ceil(w * r / stride) * stride
+
+
+def multi_scale_sizes(low: int, high: int, stride: int) -> list[int]:
+    """Input sizes ``low..high`` in stride steps (both ends multiples of the stride)."""
+    if low % stride or high % stride or not 0 < low <= high:
+        raise ValueError(f"multi-scale range {low}-{high} must be multiples of the stride {stride}, low <= high")
+    return list(range(low, high + 1, stride))
+
+
+class ScaleBatchSampler(Sampler[list[tuple[int, int]]]):
+    """Shuffled batches of ``(index, input size)``: one size per batch, drawn from ``sizes``.
+
+    Order and sizes are a pure function of (seed, epoch), so a resumed run sees the same batches.
+    """
+
+    def __init__(self, n: int, batch: int, sizes: list[int], seed: int = 0, drop_last: bool = True) -> None:
+        if n < 1 or batch < 1 or not sizes:
+            raise ValueError(f"need images, a batch size and sizes (n={n}, batch={batch}, sizes={sizes})")
+        self.n, self.batch, self.sizes, self.seed = n, batch, list(sizes), seed
+        self.drop_last = drop_last and n >= batch
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch whose order and sizes the next iteration yields."""
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.n // self.batch if self.drop_last else math.ceil(self.n / self.batch)
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        rng = np.random.default_rng([self.seed, self.epoch, 0x5CA1E])
+        order = rng.permutation(self.n).tolist()
+        for b in range(len(self)):
+            size = self.sizes[int(rng.integers(0, len(self.sizes)))]
+            yield [(i, size) for i in order[b * self.batch : (b + 1) * self.batch]]
+
+
 class ShapesTrainDataset(Dataset):
-    """Augmented training samples: (uint8 RGB CHW tensor, labels (n, 6) [0, cls, cx, cy, w, h] normalised)."""
+    """Augmented training samples: (uint8 RGB CHW tensor, labels (n, 6) [0, cls, cx, cy, w, h] normalised).
+
+    ``out_hw`` is the canvas of the cached images (long side = the cache size). A key is an index
+    (a sample on that canvas) or ``(index, size)``: a sample on the canvas scaled to input size
+    ``size`` (multi-scale training), drawn from the cached pixels with one resampling.
+    """
 
     def __init__(
         self,
@@ -93,12 +141,14 @@ class ShapesTrainDataset(Dataset):
         aug: AugmentConfig,
         seed: int = 0,
         augment: bool = True,
+        stride: int = 32,
     ) -> None:
         self.cache = cache
         self.out_hw = out_hw
         self.aug = aug
         self.seed = seed
         self.augment = augment
+        self.stride = stride
         self.epoch = 0
         self.mosaic = aug.mosaic
 
@@ -111,22 +161,32 @@ class ShapesTrainDataset(Dataset):
     def __len__(self) -> int:
         return len(self.cache.images)
 
-    def sample(self, index: int) -> tuple[np.ndarray, np.ndarray]:
-        """One augmented BGR image of ``out_hw`` and its boxes [cls, x1, y1, x2, y2] in its pixels."""
+    def sample(self, index: int, size: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """One augmented BGR image and its boxes [cls, x1, y1, x2, y2] in its pixels.
+
+        The canvas is ``out_hw``, or that canvas scaled to input size ``size``.
+        """
         rng = np.random.default_rng([self.seed, self.epoch, index])
         imgs, labs = self.cache.images, self.cache.labels
-        h, w = self.out_hw
+        full_h, full_w = self.out_hw
+        out_hw = self.out_hw if size is None else scaled_canvas(self.out_hw, size, self.stride)
+        h, w = out_hw
         a = self.aug
         if not self.augment:
-            return letterbox_fit(imgs[index], labs[index], self.out_hw)
+            return letterbox_fit(imgs[index], labs[index], out_hw)
         if self.mosaic > 0 and rng.random() < self.mosaic:
+            # Tiles at the cached scale on a (2H, 2W) canvas, then scaled to the requested size: objects
+            # keep the size they would have in a single-image sample, before the scale augmentation.
             idx = [index, *rng.integers(0, len(imgs), 3).tolist()]
             img, lab = mosaic4([imgs[k] for k in idx], [labs[k] for k in idx], self.out_hw, rng)
-            img, lab = random_affine(img, lab, self.out_hw, rng, a.scale, a.translate, center=(w, h))
+            base = min(h / full_h, w / full_w)
+            img, lab = random_affine(
+                img, lab, out_hw, rng, a.scale, a.translate, base_scale=base, center=(full_w, full_h)
+            )
         else:
             src = imgs[index]
             fit = min(h / src.shape[0], w / src.shape[1])
-            img, lab = random_affine(src, labs[index], self.out_hw, rng, a.scale, a.translate, base_scale=fit)
+            img, lab = random_affine(src, labs[index], out_hw, rng, a.scale, a.translate, base_scale=fit)
         augment_hsv(img, rng, a.hsv_h, a.hsv_s, a.hsv_v)
         if rng.random() < a.fliplr:
             img, lab = flip(img, lab, horizontal=True)
@@ -134,8 +194,8 @@ class ShapesTrainDataset(Dataset):
             img, lab = flip(img, lab, horizontal=False)
         return img, lab
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        img, lab = self.sample(index)
+    def __getitem__(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+        img, lab = self.sample(*key) if isinstance(key, tuple) else self.sample(key)
         h, w = img.shape[:2]
         out = torch.zeros((len(lab), 6), dtype=torch.float32)
         if len(lab):

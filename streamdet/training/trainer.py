@@ -19,10 +19,19 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from streamdet.training.augment import AugmentConfig
-from streamdet.training.data import ShapesTrainDataset, cache_images, collate, load_val, train_input_shape
+from streamdet.training.data import (
+    ScaleBatchSampler,
+    ShapesTrainDataset,
+    cache_images,
+    collate,
+    load_val,
+    multi_scale_sizes,
+    train_input_shape,
+)
 from streamdet.training.ema import ModelEMA
 from streamdet.training.loss import LossGains, YoloLoss
 from streamdet.training.optim import build_optimizer, lr_lambda, set_lr
+from streamdet.training.state import TrainState, load_state, save_state
 
 if TYPE_CHECKING:
     from streamdet.model.yolov5 import YOLOv5
@@ -43,6 +52,9 @@ class TrainConfig:
     depth: float | None = None  # overrides depth_multiple of the arch
     names: list[str] = field(default_factory=lambda: list(SHAPES_NAMES))
     img_size: int = 416
+    multi_scale: tuple[int, int] | None = None  # (low, high) input sizes, one drawn per batch in stride steps
+    weights: str | None = None  # start from this checkpoint's weights instead of a random init
+    resume: bool = False  # continue the run in ``out`` from its state.pt (same options)
     epochs: int = 30
     batch: int = 16
     nbs: int = 64  # nominal batch size: gradients are accumulated up to it
@@ -99,6 +111,18 @@ def build_model(cfg: TrainConfig) -> YOLOv5:
     return model
 
 
+def _pretrained(cfg: TrainConfig) -> YOLOv5:
+    """The model of checkpoint ``cfg.weights`` (unfused, float32, trainable) for fine-tuning."""
+    from streamdet.model.checkpoint import load_model
+
+    assert cfg.weights is not None
+    model = load_model(cfg.weights, device="cpu", half=False, fuse=False)
+    if list(model.names) != list(cfg.names):
+        raise ValueError(f"{cfg.weights}: classes {list(model.names)} differ from the run's {list(cfg.names)}")
+    model.requires_grad_(True)
+    return model
+
+
 def seed_everything(seed: int) -> None:
     """Seed Python, NumPy and torch RNGs (model init and batch order)."""
     random.seed(seed)
@@ -108,6 +132,28 @@ def seed_everything(seed: int) -> None:
 
 def _jsonable(cfg: TrainConfig) -> dict[str, Any]:
     return json.loads(json.dumps(asdict(cfg), default=str))
+
+
+def resume_config(out: str | Path, **overrides: Any) -> TrainConfig:
+    """The options of the interrupted run in ``out`` (from its state.pt), set to resume it.
+
+    ``overrides`` may only change options that do not affect the result (threads, workers, device).
+    """
+    from streamdet.training.state import RESUME_FREE, state_path
+
+    path = state_path(out)
+    if not path.is_file():
+        raise FileNotFoundError(f"cannot resume: no {path.name} in {out} (a run writes it after each epoch)")
+    raw = torch.load(path, map_location="cpu", weights_only=True)["config"]
+    bad = sorted(set(overrides) - RESUME_FREE)
+    if bad:
+        raise ValueError(f"cannot change {', '.join(bad)} when resuming")
+    raw = {**raw, **overrides, "resume": True}
+    raw["gains"] = LossGains(**raw["gains"])
+    raw["aug"] = AugmentConfig(**raw["aug"])
+    if raw.get("multi_scale") is not None:
+        raw["multi_scale"] = tuple(raw["multi_scale"])
+    return TrainConfig(**raw)
 
 
 def train(cfg: TrainConfig, log: Callable[[str], None] | None = None) -> TrainResult:
@@ -123,31 +169,25 @@ def train(cfg: TrainConfig, log: Callable[[str], None] | None = None) -> TrainRe
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
 
-    model = build_model(cfg).to(device)
-    model.train()
+    model = build_model(cfg) if cfg.weights is None else _pretrained(cfg)
+    model.to(device).train()
     stride = int(max(float(s) for s in model.stride))
     if cfg.img_size % stride:
         raise ValueError(f"img_size {cfg.img_size} is not a multiple of the model stride {stride}")
+    sizes = multi_scale_sizes(*cfg.multi_scale, stride) if cfg.multi_scale else [cfg.img_size]
 
     t0 = time.time()
-    cache = cache_images(cfg.data, cfg.img_size, max(cfg.workers, 2), cfg.train_limit, len(cfg.names))
+    cache_size = max(cfg.img_size, *sizes)  # cache at the largest input size: every size resamples once
+    cache = cache_images(cfg.data, cache_size, max(cfg.workers, 2), cfg.train_limit, len(cfg.names))
     out_hw = train_input_shape(cache, stride)
     val = load_val(cfg.val, cfg.val_limit, len(cfg.names)) if cfg.val else None
     log(
-        f"data: {len(cache.images)} train images cached in {time.time() - t0:.1f}s, input {out_hw[1]}x{out_hw[0]}"
-        + (f", {len(val.frames)} val images" if val else "")
+        f"data: {len(cache.images)} train images cached in {time.time() - t0:.1f}s, canvas {out_hw[1]}x{out_hw[0]}"
+        f", input sizes {sizes[0]}-{sizes[-1]}" + (f", {len(val.frames)} val images" if val else "")
     )
-    dataset = ShapesTrainDataset(cache, out_hw, cfg.aug, seed=cfg.seed)
-    generator = torch.Generator().manual_seed(cfg.seed)
-    loader = DataLoader(
-        dataset,
-        batch_size=cfg.batch,
-        shuffle=True,
-        num_workers=cfg.workers,
-        collate_fn=collate,
-        generator=generator,
-        drop_last=len(dataset) >= cfg.batch,
-    )
+    dataset = ShapesTrainDataset(cache, out_hw, cfg.aug, seed=cfg.seed, stride=stride)
+    sampler = ScaleBatchSampler(len(dataset), cfg.batch, sizes, seed=cfg.seed)
+    loader = DataLoader(dataset, batch_sampler=sampler, num_workers=cfg.workers, collate_fn=collate)
 
     accumulate = max(round(cfg.nbs / cfg.batch), 1)
     weight_decay = cfg.weight_decay * cfg.batch * accumulate / cfg.nbs
@@ -169,10 +209,25 @@ def train(cfg: TrainConfig, log: Callable[[str], None] | None = None) -> TrainRe
     last_step = -1
     opt.zero_grad()
     meta_opt = _jsonable(cfg)
+    start_epoch = 0
+    if cfg.resume:
+        state = load_state(out, meta_opt)
+        model.load_state_dict(state.model)
+        ema.ema.load_state_dict(state.ema)
+        ema.updates = state.ema_updates
+        opt.load_state_dict(state.optimizer)
+        scaler.load_state_dict(state.scaler)
+        last_step, best_fitness = state.last_step, state.best_fitness
+        records, losses = list(state.records), list(state.losses)
+        start_epoch = state.epoch + 1
+        if best_fitness >= 0 and (out / "best.pt").is_file():
+            best_path = out / "best.pt"
+        log(f"resumed {out} after epoch {start_epoch} of {cfg.epochs}")
     stop = False
-    for epoch in range(cfg.epochs):
-        mosaic = 0.0 if epoch >= cfg.epochs - cfg.close_mosaic else None
+    for epoch in range(start_epoch, cfg.epochs):
+        mosaic = 0.0 if epoch >= cfg.epochs - cfg.close_mosaic else cfg.aug.mosaic
         dataset.set_epoch(epoch, mosaic)
+        sampler.set_epoch(epoch)
         model.train()
         t_epoch = time.time()
         mloss = torch.zeros(3)
@@ -245,6 +300,22 @@ def train(cfg: TrainConfig, log: Callable[[str], None] | None = None) -> TrainRe
             best_path = out / "best.pt"
             save_checkpoint(ema.ema, best_path, epoch=epoch, best_fitness=fitness, opt=meta_opt)
         save_checkpoint(ema.ema, last_path, epoch=epoch, best_fitness=max(best_fitness, 0.0), opt=meta_opt)
+        save_state(
+            out,
+            TrainState(
+                config=meta_opt,
+                epoch=epoch,
+                model=model.state_dict(),
+                ema=ema.ema.state_dict(),
+                ema_updates=ema.updates,
+                optimizer=opt.state_dict(),
+                scaler=scaler.state_dict(),
+                last_step=last_step,
+                best_fitness=best_fitness,
+                records=records,
+                losses=losses,
+            ),
+        )
         if stop:
             break
     (out / "results.json").write_text(json.dumps({"config": meta_opt, "epochs": records}, indent=1))

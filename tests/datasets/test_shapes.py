@@ -16,6 +16,7 @@ import pytest
 
 from streamdet.datasets import shapes
 from streamdet.datasets.groundtruth import groundtruth_path, read_groundtruth
+from streamdet.datasets.shapes_look import VARIATIONS
 from streamdet.datasets.yolo import read_yolo_dir
 
 W, H = 160, 120  # small frames keep the tests fast; the spec is resolution-independent
@@ -27,6 +28,11 @@ def _frames_under_test() -> list[shapes.RenderedFrame]:
     for seed in range(4):
         clip = shapes.ShapesClip(W, H, seed, num_frames=200)
         out.extend(clip.render(i) for i in range(0, 200, 20))
+    # the look variation changes pixels only: objects, boxes and visibility follow the spec alike
+    for look in VARIATIONS.values():
+        out.extend(shapes.render_image(13, i, [(W, H), (96, 128), (200, 100)], look) for i in range(12))
+        clip = shapes.ShapesClip(W, H, 7, num_frames=100, variation=look)
+        out.extend(clip.render(i) for i in range(0, 100, 25))
     return out
 
 

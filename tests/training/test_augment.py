@@ -6,7 +6,13 @@ import numpy as np
 import pytest
 
 from streamdet.training.augment import AugmentConfig, flip, letterbox_fit, random_affine
-from streamdet.training.data import ImageCache, ShapesTrainDataset
+from streamdet.training.data import (
+    ImageCache,
+    ScaleBatchSampler,
+    ShapesTrainDataset,
+    multi_scale_sizes,
+    scaled_canvas,
+)
 
 # Distinct saturated colours, one per drawn rectangle (BGR).
 COLOURS = [
@@ -117,3 +123,51 @@ def test_hsv_keeps_geometry() -> None:
         for _, x1, y1, x2, y2 in lab:
             inner = saturated[int(np.ceil(y1)) + 1 : int(y2) - 1, int(np.ceil(x1)) + 1 : int(x2) - 1]
             assert inner.mean() > 0.95  # the (recoloured) rectangle is where its box says
+
+
+@pytest.mark.parametrize("mosaic", [0.0, 1.0])
+def test_multi_scale_samples_keep_labels_and_object_scale(mosaic: float) -> None:
+    pairs = [_image(k) for k in range(4)]
+    cache = ImageCache(images=[p[0] for p in pairs], labels=[p[1] for p in pairs], source_shapes=[(135, 240)] * 4)
+    aug = AugmentConfig(hsv_h=0.0, hsv_s=0.0, hsv_v=0.0, fliplr=0.0, flipud=0.0, mosaic=mosaic, scale=0.0,
+                        translate=0.0)  # fmt: skip
+    ds = ShapesTrainDataset(cache, (160, 256), aug, seed=2, stride=32)
+    for size, hw in ((128, (96, 128)), (192, (128, 192)), (256, (160, 256))):
+        assert scaled_canvas((160, 256), size, 32) == hw
+        img, lab = ds.sample(1, size)
+        assert img.shape == (*hw, 3)
+        _check(img, lab)
+        chw, _ = ds[(1, size)]
+        assert chw.shape == (3, *hw)
+    # Without scale augmentation an object's size follows the input size, mosaic or not: the
+    # largest box at input 128 is half the largest at 256 (the two images' rectangles are tiled alike).
+    big = ds.sample(0, 256)[1]
+    small = ds.sample(0, 128)[1]
+    if mosaic == 0.0:
+        w_big = (big[:, 3] - big[:, 1]).max()
+        w_small = (small[:, 3] - small[:, 1]).max()
+        assert w_small == pytest.approx(w_big / 2, abs=1.5)
+    else:
+        area = lambda lab: ((lab[:, 3] - lab[:, 1]) * (lab[:, 4] - lab[:, 2])).sum()  # noqa: E731
+        assert area(small) == pytest.approx(area(big) / 4, rel=0.2)
+
+
+def test_scale_batch_sampler_draws_one_size_per_batch_deterministically() -> None:
+    sizes = multi_scale_sizes(320, 640, 32)
+    assert sizes == list(range(320, 641, 32))
+    with pytest.raises(ValueError, match="stride"):
+        multi_scale_sizes(300, 640, 32)
+    sampler = ScaleBatchSampler(50, 8, sizes, seed=4)
+    assert len(sampler) == 6
+    first = list(sampler)
+    assert first == list(sampler)  # same epoch, same batches
+    seen = []
+    for batch in first:
+        assert len(batch) == 8 and len({s for _, s in batch}) == 1 and batch[0][1] in sizes
+        seen.extend(i for i, _ in batch)
+    assert len(set(seen)) == 48 and set(seen) <= set(range(50))
+    sampler.set_epoch(1)
+    second = list(sampler)
+    assert second != first
+    assert len({b[0][1] for b in first + second}) > 1  # sizes vary between batches
+    assert len(ScaleBatchSampler(50, 8, sizes, drop_last=False)) == 7

@@ -80,3 +80,67 @@ def test_checkpoint_round_trip(tiny_run: tuple[TrainResult, Path]) -> None:
     if isinstance(got_fused, (tuple, list)):
         got_fused = got_fused[0]
     torch.testing.assert_close(got_fused[..., 4:], want[..., 4:], atol=2e-3, rtol=1e-2)
+
+
+def _resume_config(root: Path, out: str, **kw: object) -> TrainConfig:
+    base = dict(
+        data=str(root / "train"),
+        img_size=128,
+        multi_scale=(96, 160),
+        epochs=3,
+        batch=2,
+        nbs=2,
+        optimizer="AdamW",
+        lr0=0.005,
+        warmup_epochs=0.0,
+        warmup_bias_lr=0.005,
+        ema_decay=0.9,
+        ema_tau=5.0,
+        aug=AugmentConfig(mosaic=0.5, scale=0.5),
+        out=str(root / out),
+        seed=1,
+    )
+    return TrainConfig(**{**base, **kw})  # type: ignore[arg-type]
+
+
+def test_an_interrupted_run_resumes_to_the_same_weights(tiny_run: tuple[TrainResult, Path]) -> None:
+    from streamdet.training.state import load_state, state_path
+    from streamdet.training.trainer import resume_config
+
+    _, root = tiny_run
+    straight = train(_resume_config(root, "straight"), log=lambda _msg: None)
+    # The same run stopped after its second epoch (2 batches per epoch), then resumed from state.pt.
+    cut = train(_resume_config(root, "cut", max_iters=4), log=lambda _msg: None)
+    assert [r["epoch"] for r in cut.epochs] == [1, 2]
+    assert state_path(root / "cut").is_file()
+    resumed = train(resume_config(root / "cut", max_iters=None), log=lambda _msg: None)
+    assert [r["epoch"] for r in resumed.epochs] == [1, 2, 3]
+    assert resumed.losses == straight.losses
+    want, got = straight.model.state_dict(), resumed.model.state_dict()
+    assert want.keys() == got.keys()
+    for k in want:
+        assert torch.equal(want[k], got[k]), k
+    # Changed options cannot resume the run, and the message names them.
+    saved = torch.load(state_path(root / "cut"), weights_only=True)["config"]
+    assert load_state(root / "cut", saved).epoch == 2
+    with pytest.raises(ValueError, match="lr0"):
+        load_state(root / "cut", {**saved, "lr0": 0.5})
+    with pytest.raises(ValueError, match="epochs"):
+        resume_config(root / "cut", epochs=9)
+    with pytest.raises(FileNotFoundError, match="state.pt"):
+        resume_config(root / "nothing-here")
+
+
+def test_fine_tuning_starts_from_the_checkpoint(tiny_run: tuple[TrainResult, Path]) -> None:
+    from streamdet import load_model
+    from streamdet.training.trainer import _pretrained
+
+    result, root = tiny_run
+    cfg = _resume_config(root, "ft", weights=str(result.last))
+    model = _pretrained(cfg)
+    ref = load_model(result.last, device="cpu", half=False, fuse=False)
+    assert all(p.requires_grad for p in model.parameters())
+    for (k, a), (k2, b) in zip(model.state_dict().items(), ref.state_dict().items(), strict=True):
+        assert k == k2 and torch.equal(a, b)
+    with pytest.raises(ValueError, match="classes"):
+        _pretrained(_resume_config(root, "ft", weights=str(result.last), names=["a", "b", "c"]))
