@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import io
+import json
 import os
 import pickle
 import pickletools
 import struct
 import zipfile
 from collections import OrderedDict, deque
+from dataclasses import asdict
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -175,7 +177,10 @@ def test_saved_file_reads_as_ultralytics_objects(saved: tuple[YOLOv5, Path], fak
     det = m.model[24]
     assert type(det).__name__ == "Detect" and (det.nc, det.no, det.nl, det.na) == (3, 8, 3, 3)
     assert det.stride.dtype == torch.float16 and det.stride.tolist() == [8, 16, 32]
-    assert len(det.grid) == len(det.anchor_grid) == 3 and det.grid[0].numel() == 0
+    assert [tuple(g.shape) for g in det.grid] == [(1, 3, 40, 40, 2), (1, 3, 20, 20, 2), (1, 3, 10, 10, 2)]  # imgsz 320
+    assert all(g.dtype == torch.float16 for g in det.grid + det.anchor_grid)
+    assert det.grid[1][0, 2, 3, 5].tolist() == [4.5, 2.5]  # cell (y=3, x=5) - 0.5, for every anchor
+    assert det.anchor_grid[2][0, 1, 7, 7].tolist() == (det.anchors[2, 1].float() * 32).tolist()  # anchor 1 in pixels
     assert [m.model[i].type for i in (0, 2, 9, 11, 12, 24)] == [
         "models.common.Conv", "models.common.C3", "models.common.SPPF", "torch.nn.modules.upsampling.Upsample",
         "models.common.Concat", "models.yolo.Detect"]
@@ -230,6 +235,11 @@ def test_round_trip_real_checkpoint(tmp_path: Path, source_checkpoint: Path) -> 
         assert again.state_dict[k].dtype == v.dtype and torch.equal(again.state_dict[k], v), k
     assert (again.arch, again.names, again.nc, again.stride) == (original.arch, original.names, original.nc,
                                                                  original.stride)
+    assert again.trained_img_size == original.trained_img_size
+    if source_checkpoint == DEMO_CHECKPOINT:  # our trainer's opt is completed to train.py's option set
+        opt = again.meta.pop("opt")
+        want_opt = original.meta.pop("opt")
+        assert opt["streamdet"] == want_opt and opt["imgsz"] == want_opt["img_size"]
     assert again.meta == original.meta
 
     reloaded = load_model(path, fuse=False)
@@ -263,3 +273,162 @@ def test_writer_refuses_module_names_the_reader_would_refuse(tmp_path: Path, off
     assert not list(tmp_path.iterdir())
     type(model.model[0].extra).official_name = "models.common.Extra"  # control: an allow-listed name is written
     assert "models.common Extra" in assert_only_allow_listed(data_pkl(save_checkpoint(model, tmp_path / "ok.pt")))
+
+
+# ---------------------------------------------------------------------------------------------
+# Structure against the file Ultralytics' train.py wrote (the shared fixture)
+# ---------------------------------------------------------------------------------------------
+
+
+def silu_objects(data: bytes) -> int:
+    """How many SiLU objects a protocol-2 pickle creates (NEWOBJ of the SiLU class).
+
+    A memo reference to an already pickled SiLU creates none, so a shared activation counts once.
+    """
+    silu = "torch.nn.modules.activation SiLU"
+    memo_of_class: set[int] = set()
+    pushed: list[bool] = []  # per pushed value: is it the SiLU class?
+    count = 0
+    for op, arg, _ in pickletools.genops(data):
+        if op.name in _MEMO_PUT_OPS:
+            if pushed and pushed[-1]:
+                memo_of_class.add(arg)
+        elif op.name == "NEWOBJ":  # cls, args -> obj
+            count += len(pushed) >= 2 and pushed[-2]
+            pushed[-2:] = [False]
+        else:
+            pushed.append(arg == silu if op.name == "GLOBAL" else op.name in _MEMO_GET_OPS and arg in memo_of_class)
+    return count
+
+
+def leaf_layers(model: torch.nn.Module) -> int:
+    """The layer count of Ultralytics' model summary (``model_info``): distinct modules without children."""
+    return sum(1 for _, m in model.named_modules() if not m._modules)
+
+
+@pytest.fixture(scope="module")
+def demo_rewritten(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The demo checkpoint (our trainer's opt) read with our reader and written again with the writer."""
+    ck = read_checkpoint(DEMO_CHECKPOINT)
+    path = tmp_path_factory.mktemp("demo") / "shapes_yolov5n.pt"
+    return save_checkpoint(load_model(DEMO_CHECKPOINT, fuse=False), path, **ck.meta)
+
+
+def module_attr_names(model: torch.nn.Module) -> dict[str, list[str]]:
+    """Each module's ``__dict__`` keys in order (nn.Module internals included), by module path."""
+    return {name: list(m.__dict__) for name, m in model.named_modules(remove_duplicate=False)}
+
+
+def test_one_shared_activation_as_in_the_fixture(demo_rewritten: Path, checkpoint_path: Path,
+                                                 fake_ultralytics: Any) -> None:
+    fixture_pkl, ours_pkl = data_pkl(checkpoint_path), data_pkl(demo_rewritten)
+    assert silu_objects(fixture_pkl) == silu_objects(ours_pkl) == 1
+    separate = pickle.dumps([torch.nn.SiLU(), torch.nn.SiLU()], protocol=2)
+    assert silu_objects(separate) == 2  # the counter sees unshared activations
+    fixture, ours = (torch.load(p, weights_only=False)["model"] for p in (checkpoint_path, demo_rewritten))
+    convs = [m for m in ours.modules() if type(m).__name__ == "Conv"]
+    assert len(convs) == 57 and len({id(c.act) for c in convs}) == 1  # the Convs inside C3/Bottleneck/SPPF too
+    assert not convs[0].act.inplace and not convs[0].act.training
+    assert leaf_layers(ours) == leaf_layers(fixture) == 125  # unfused (57 Conv2d + 57 BN + 11); 68 fused
+
+
+def test_model_attributes_equal_the_fixture(demo_rewritten: Path, checkpoint_path: Path,
+                                            fake_ultralytics: Any) -> None:
+    fixture, ours = (torch.load(p, weights_only=False)["model"] for p in (checkpoint_path, demo_rewritten))
+    assert module_attr_names(ours) == module_attr_names(fixture)  # every module, attribute order included
+    assert ours.yaml_file == "yolov5n.yaml" and ours.names == {0: "circle", 1: "square", 2: "triangle"}
+    assert list(ours.hyp) == list(fixture.hyp)
+    assert ours.class_weights.dtype == torch.float32 and ours.class_weights.tolist() == [1.0, 1.0, 1.0]
+    for a, b in ((ours, fixture), (ours.model[24], fixture.model[24])):
+        assert a.stride.dtype == b.stride.dtype
+    det = ours.model[24]
+    assert [tuple(g.shape) for g in det.grid] == [(1, 3, 52, 52, 2), (1, 3, 26, 26, 2), (1, 3, 13, 13, 2)]  # 416
+    for m in (ours, fixture):
+        assert not any(x.training for x in m.modules())
+        assert all(p.dtype == torch.float16 and not p.requires_grad for p in m.parameters())
+        assert all(b.dtype == (torch.int64 if n.endswith("num_batches_tracked") else torch.float16)
+                   for n, b in m.named_buffers())
+
+
+def test_top_level_and_opt_as_train_py_writes_them(demo_rewritten: Path, checkpoint_path: Path,
+                                                   fake_ultralytics: Any) -> None:
+    fixture, ours = (torch.load(p, weights_only=False) for p in (checkpoint_path, demo_rewritten))
+    assert list(ours) == list(fixture)
+    demo_opt = read_checkpoint(DEMO_CHECKPOINT).meta["opt"]
+    opt = ours["opt"]
+    assert list(opt) == [*fixture["opt"], "streamdet"] and opt["streamdet"] == demo_opt
+    for k, v in fixture["opt"].items():  # same value types (the one PosixPath is written as a str)
+        want = str if k == "evolve_population" else type(v)
+        assert isinstance(opt[k], want), (k, opt[k])
+    assert (opt["imgsz"], opt["epochs"], opt["batch_size"], opt["optimizer"], opt["cos_lr"]) == (
+        demo_opt["img_size"], demo_opt["epochs"], demo_opt["batch"], "AdamW", True)
+    assert (opt["save_dir"], opt["project"], opt["name"], opt["cfg"]) == (
+        "runs/shapes_n416", "runs", "shapes_n416", "models/yolov5n.yaml")
+    assert list(opt["hyp"]) == list(fixture["opt"]["hyp"])  # unscaled, as train.py stores it
+    assert (opt["hyp"]["lr0"], opt["hyp"]["scale"], opt["hyp"]["cls"]) == (
+        demo_opt["lr0"], demo_opt["aug"]["scale"], 0.5)
+    hyp = ours["model"].hyp  # scaled as train.py does: nc=3, imgsz=416, nl=3
+    assert hyp["cls"] == 0.5 * 3 / 80 and hyp["obj"] == (416 / 640) ** 2 and hyp["box"] == 0.05
+    assert hyp["label_smoothing"] == 0.0 and hyp["lr0"] == demo_opt["lr0"]
+    assert isinstance(ours["date"], str) and ours["git"] == {}  # the demo's own, kept
+
+
+def test_rewritten_fixture_equals_the_fixture(tmp_path: Path, checkpoint_path: Path, fake_ultralytics: Any) -> None:
+    """The fixture through our reader and writer: same tensors, grids, opt and hyp; only class_weights differ."""
+    ck = read_checkpoint(checkpoint_path)
+    path = save_checkpoint(load_model(checkpoint_path, fuse=False), path_ := tmp_path / "again.pt", **ck.meta)
+    assert path == path_
+    fixture, ours = (torch.load(p, weights_only=False) for p in (checkpoint_path, path))
+    assert ours["opt"] == fixture["opt"] and ours["git"] == fixture["git"]
+    assert ours["model"].hyp == fixture["model"].hyp  # derived from opt['hyp'], scaled for nc=80 at 640
+    assert ours["model"].class_weights.shape == fixture["model"].class_weights.shape
+    da, db = fixture["model"].model[24], ours["model"].model[24]
+    for a, b in zip(da.grid + da.anchor_grid, db.grid + db.anchor_grid, strict=True):
+        assert a.dtype == b.dtype and a.stride() == b.stride() and torch.equal(a, b)
+    with zipfile.ZipFile(checkpoint_path) as za, zipfile.ZipFile(path) as zb:
+        records_a = [n.split("/", 1)[1] for n in za.namelist()]
+        records_b = [n.split("/", 1)[1] for n in zb.namelist()]
+        assert records_a == records_b  # same archive layout, same storage numbering
+        differ = [n for n in records_a if n.startswith("data/") and za.read(f"yolov5n_random/{n}") != zb.read(
+            f"again/{n}")]
+    assert differ == [f"data/{len(records_a) - 7}"]  # the last storage: class_weights (ours are ones)
+    # our reader gives opt's PosixPath back as a PurePosixPath (portable), which is written as such
+    assert pickle_globals(data_pkl(path)) == pickle_globals(data_pkl(checkpoint_path)) - {"pathlib PosixPath"} | {
+        "pathlib PurePosixPath"}
+
+
+def test_trainer_call_and_caller_overrides(tmp_path: Path, fake_ultralytics: Any) -> None:
+    """The trainer's call (opt = its TrainConfig as a dict), plus explicit hyp and class weights."""
+    from streamdet.training.trainer import TrainConfig
+
+    cfg = json.loads(json.dumps(asdict(TrainConfig(data="data/shapes/train", img_size=320, batch=8)), default=str))
+    model = small_model(nc=3, seed=1)
+    path = save_checkpoint(model, tmp_path / "best.pt", epoch=4, best_fitness=0.3, opt=cfg)
+    ck = read_checkpoint(path)
+    assert ck.meta["epoch"] == 4 and ck.meta["best_fitness"] == 0.3 and ck.trained_img_size == 320
+    assert ck.meta["git"] == {"remote": None, "branch": None, "commit": None}  # train.py outside a git clone
+    assert ck.meta["opt"]["imgsz"] == 320 and ck.meta["opt"]["batch_size"] == 8 and ck.meta["opt"]["streamdet"] == cfg
+    again = save_checkpoint(load_model(path, fuse=False), tmp_path / "again.pt", **ck.meta)
+    assert read_checkpoint(again).meta["opt"] == ck.meta["opt"]  # idempotent: no nested 'streamdet' keys
+
+    hyp = {"lr0": 0.5, "box": 1.0}
+    path = save_checkpoint(model, tmp_path / "own.pt", hyp=hyp, class_weights=[0.5, 1.0, 1.5])
+    tree = torch.load(path, weights_only=False)
+    attrs = tree["model"].__dict__
+    assert attrs["hyp"] == hyp and attrs["class_weights"].dtype == torch.float32
+    assert tree["opt"]["imgsz"] == 640 and "streamdet" not in tree["opt"]  # train.py defaults only
+    with pytest.raises(ModelError, match=r"class_weights must have shape \(3,\)"):
+        save_checkpoint(model, tmp_path / "bad.pt", class_weights=[1.0, 2.0])
+    with pytest.raises(ModelError, match="'opt' must be a dict"):
+        save_checkpoint(model, tmp_path / "bad.pt", opt=["imgsz", 640])
+    assert not (tmp_path / "bad.pt").exists()
+
+
+def test_custom_architecture_has_no_yaml_file(tmp_path: Path, fake_ultralytics: Any) -> None:
+    """A model not built from a named architecture has no yaml_file, as when train.py builds from a dict."""
+    arch = {**ARCHITECTURES["yolov5n"], "width_multiple": 0.125}
+    path = save_checkpoint(YOLOv5(arch, nc=2), tmp_path / "custom.pt", opt={"img_size": 256})
+    ckpt = torch.load(path, weights_only=False)
+    assert not hasattr(ckpt["model"], "yaml_file") and ckpt["opt"]["cfg"] == ""
+    assert hasattr(torch.load(save_checkpoint(YOLOv5(ARCHITECTURES["yolov5s"], nc=2), tmp_path / "s.pt"),
+                              weights_only=False)["model"], "yaml_file")

@@ -1,11 +1,22 @@
 """Writing YOLOv5 checkpoints in the Ultralytics ``best.pt`` format.
 
 :func:`save_checkpoint` fills in the top-level dict as ``strip_optimizer`` leaves it. Our model
-is converted to a tree of stubs that pickle under the Ultralytics / ``torch.nn``
-global names (``models.yolo.DetectionModel``, ``models.common.Conv``, ...), with the attributes
-their classes expect; tensors go into the ``torch.save`` zip layout as fp16 storages. The
-pickler refuses to write any global outside :mod:`streamdet.model.checkpoint.allowlist`, the
-allow-list the reader resolves, so whatever we write we can read back.
+is converted to a tree of stubs that pickle under the Ultralytics / ``torch.nn`` global names
+(``models.yolo.DetectionModel``, ``models.common.Conv``, ...) with the attributes, attribute
+order and object sharing of a model train.py saves: one SiLU object shared by every Conv (in
+Ultralytics ``Conv.default_act`` is a class attribute), per-layer ``i/f/type/np``, the Detect
+grid caches, and the training attributes ``yaml_file``, ``hyp`` and ``class_weights``
+(:mod:`.train_meta`, which also builds the train.py ``opt`` dict). Tensors go into the
+``torch.save`` zip layout as fp16 storages. The pickler refuses to write any global outside
+:mod:`streamdet.model.checkpoint.allowlist`, the allow-list the reader resolves, so whatever we
+write we can read back.
+
+Known departures from a file train.py writes: ``opt["evolve_population"]`` is a string, not a
+``PosixPath`` (no ``pathlib`` global, so the file also loads on Windows); ``git`` is
+``{'remote': None, 'branch': None, 'commit': None}`` (what train.py writes outside a git clone of
+YOLOv5); the Detect grids are cached for a square ``imgsz`` input (train.py keeps those of its
+last validation batch); the zip records carry fixed timestamps and the serialization id is a
+hash of the pickle.
 """
 
 from __future__ import annotations
@@ -20,6 +31,7 @@ import tempfile
 import types
 import zipfile
 from collections import OrderedDict
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
@@ -34,17 +46,23 @@ from streamdet.model.checkpoint.allowlist import (
     allowed_global_names,
     is_placeholder_global,
 )
-from streamdet.model.yolov5 import Detect, YOLOv5
+from streamdet.model.checkpoint.train_meta import ModelTrainAttrs, train_metadata
+from streamdet.model.yolov5 import ARCHITECTURES, Conv, Detect, YOLOv5
 
 PathLike = str | os.PathLike[str]
 
 
-def save_checkpoint(model: YOLOv5, path: PathLike, **meta: Any) -> Path:
+def save_checkpoint(model: YOLOv5, path: PathLike, *, hyp: Mapping[str, Any] | None = None,
+                    class_weights: Tensor | Sequence[float] | None = None, **meta: Any) -> Path:
     """Write ``model`` in the Ultralytics ``best.pt`` format (float16, unfused).
 
     The top-level dict has the keys ``epoch, best_fitness, model, ema, updates, optimizer, opt,
-    git, date`` (defaults as ``strip_optimizer`` leaves them: epoch -1, ema/optimizer None);
-    ``meta`` overrides or adds entries (a YOLOv5 given as ``ema`` is converted like ``model``).
+    git, date`` in that order (defaults as ``strip_optimizer`` leaves them: epoch -1,
+    ema/optimizer None); ``meta`` overrides or adds entries (a YOLOv5 given as ``ema`` is
+    converted like ``model``). ``opt`` (train.py's or our trainer's option dict) is completed to
+    train.py's full option set (see :mod:`.train_meta`). ``hyp`` and ``class_weights`` become
+    ``model.hyp`` / ``model.class_weights``; by default they are derived from ``opt`` (hyp:
+    hyp.scratch-low with the caller's values, scaled as train.py does; class weights: ones).
     ``model`` is pickled as a ``models.yolo.DetectionModel`` tree of ``models.common`` and
     ``torch.nn`` classes. The file is written atomically; returns its path.
     """
@@ -52,21 +70,23 @@ def save_checkpoint(model: YOLOv5, path: PathLike, **meta: Any) -> Path:
         raise ModelError(f"save_checkpoint needs a YOLOv5 model, got {type(model).__name__}")
     path = Path(path)
     ckpt: dict[str, Any] = {
-        "epoch": -1, "best_fitness": None, "model": None, "ema": None, "updates": None,
-        "optimizer": None, "opt": {}, "git": {}, "date": datetime.now().isoformat(),
+        "epoch": -1, "best_fitness": None, "model": None, "ema": None, "updates": None, "optimizer": None,
+        "opt": {}, "git": {"remote": None, "branch": None, "commit": None}, "date": datetime.now().isoformat(),
     }
     ckpt.update(meta)
+    ckpt["opt"], attrs = train_metadata(model.yaml, model.nc, [float(s) for s in model.stride.tolist()],
+                                        ckpt["opt"], hyp, class_weights, ARCHITECTURES)
     ckpt["model"] = model
-    write_checkpoint(ckpt, path)
+    write_checkpoint(ckpt, path, attrs)
     return path
 
 
-def write_checkpoint(ckpt: dict[str, Any], path: Path) -> None:
+def write_checkpoint(ckpt: dict[str, Any], path: Path, attrs: ModelTrainAttrs) -> None:
     """Pickle the checkpoint dict (YOLOv5 values converted to stub trees) and write it atomically."""
     pickler_out = io.BytesIO()
     records: list[tuple[str, bytes]] = []
     builder = _StubBuilder()
-    tree = {k: builder.convert(v) if isinstance(v, YOLOv5) else v for k, v in ckpt.items()}
+    tree = {k: builder.convert(v, attrs) if isinstance(v, YOLOv5) else v for k, v in ckpt.items()}
     _CheckpointPickler(pickler_out, records).dump(tree)
     _write_torch_zip(path, pickler_out.getvalue(), records)
 
@@ -96,6 +116,7 @@ class _StubBuilder:
 
     def __init__(self) -> None:
         self._classes: dict[tuple[str, str], type[_PickleStub]] = {}
+        self._shared_act: _PickleStub | None = None  # the one SiLU of the model being converted
 
     def stub_class(self, module: str, name: str) -> type[_PickleStub]:
         key = (module, name)
@@ -103,17 +124,24 @@ class _StubBuilder:
             self._classes[key] = type(name, (_PickleStub,), {"_global": key, "__module__": __name__})
         return self._classes[key]
 
-    def convert(self, model: YOLOv5) -> _PickleStub:
+    def convert(self, model: YOLOv5, attrs: ModelTrainAttrs) -> _PickleStub:
+        """The DetectionModel stub of ``model``, attributes in the order train.py's model has them."""
         if model.is_fused:
             raise ModelError("cannot save a fused model: the checkpoint format holds separate Conv and BatchNorm")
+        self._shared_act = None  # every model (model, ema) has its own shared activation, as after deepcopy
         layers = self.module(model.model)
         for stub, layer in zip(layers.__dict__["_modules"].values(), model.model, strict=True):
             block = layer[0] if isinstance(layer, nn.Sequential) else layer
-            stub.__dict__["type"] = _official_name(block)  # 'models.common.C3', as Ultralytics records it
+            d = stub.__dict__
+            routing = {k: d.pop(k) for k in ("i", "f", "np") if k in d}
+            # set in this order by Ultralytics' parse_model; Detect's stride only later by the model
+            d.update(i=routing.get("i"), f=routing.get("f"), type=_official_name(block), np=routing.get("np"))
+            if isinstance(block, Detect):
+                d["stride"] = d.pop("stride")
         root = self.module(model, children={"model": layers})
-        d = root.__dict__
-        for k in ("names", "stride"):
-            d.pop(k, None)
+        d = {k: v for k, v in root.__dict__.items() if k == "training" or k.startswith("_")}  # nn.Module internals
+        if attrs.yaml_file is not None:
+            d["yaml_file"] = attrs.yaml_file
         d.update({
             "yaml": copy.deepcopy(model.yaml),
             "save": list(model.save),
@@ -121,7 +149,12 @@ class _StubBuilder:
             "inplace": True,
             "stride": model.stride.detach().to("cpu", torch.float32).clone(),
             "nc": model.nc,
+            "hyp": copy.deepcopy(attrs.hyp),
+            "class_weights": attrs.class_weights.detach().to("cpu", torch.float32).clone(),
         })
+        root.__dict__.clear()
+        root.__dict__.update(d)
+        self._fill_grids(layers.__dict__["_modules"][str(len(model.model) - 1)], model.detect, attrs.grid_size)
         return root
 
     def module(self, m: nn.Module, children: dict[str, _PickleStub] | None = None) -> _PickleStub:
@@ -133,25 +166,58 @@ class _StubBuilder:
                 continue
             if k == "training":
                 v = False
+            # (the mapping types are kept: plain dicts in torch 2, as a module train.py saves has them)
             elif k == "_parameters":
-                v = OrderedDict((n, None if p is None else nn.Parameter(_fp16(p), requires_grad=False))
-                                for n, p in v.items())
+                v = type(v)((n, None if p is None else nn.Parameter(_fp16(p), requires_grad=False))
+                            for n, p in v.items())
             elif k == "_buffers":
-                v = OrderedDict((n, None if b is None else _fp16(b)) for n, b in v.items())
+                v = type(v)((n, None if b is None else _fp16(b)) for n, b in v.items())
             elif k == "_modules":
-                v = children if children is not None else OrderedDict(
-                    (n, None if c is None else self.module(c)) for n, c in v.items())
+                v = type(v)(children.items() if children is not None else
+                            ((n, self._child(m, n, c)) for n, c in v.items()))
             elif k.startswith("_") and "hook" in k:
                 v = None if k == "_is_full_backward_hook" else OrderedDict()  # hooks are never saved
             elif isinstance(v, Tensor):
                 v = _fp16(v)
             state[k] = v
-        if isinstance(m, Detect):
-            # grid caches as Ultralytics keeps them (empty: rebuilt on the first forward)
-            state["grid"] = [torch.empty(0, dtype=torch.float16) for _ in range(m.nl)]
-            state["anchor_grid"] = [torch.empty(0, dtype=torch.float16) for _ in range(m.nl)]
+            if isinstance(m, Detect) and k == "na":  # Detect.__init__ sets its grid caches right after na
+                state["grid"], state["anchor_grid"] = [], []
         stub.__dict__.update(state)
         return stub
+
+    def _child(self, parent: nn.Module, name: str, child: nn.Module | None) -> _PickleStub | None:
+        """A child's stub; the default activation of every Conv is one shared object, as in Ultralytics."""
+        if child is None:
+            return None
+        if isinstance(parent, Conv) and name == "act" and type(child) is nn.SiLU and not child.inplace:
+            if self._shared_act is None:
+                self._shared_act = self.module(child)
+            return self._shared_act
+        return self.module(child)
+
+    @staticmethod
+    def _fill_grids(stub: _PickleStub, detect: Detect, size: int | None) -> None:
+        """Detect's grid caches for a square ``size`` input, as a forward at that size leaves them.
+
+        Like Ultralytics' ``Detect._make_grid`` in float32 (cell index - 0.5, and anchors times
+        stride in pixels), then float16 as ``.half()`` makes them. Empty tensors when ``size``
+        is None (rebuilt on the first forward).
+        """
+        grids, anchor_grids = [], []
+        for i in range(detect.nl):
+            if size is None:
+                grids.append(torch.empty(0, dtype=torch.float16))
+                anchor_grids.append(torch.empty(0, dtype=torch.float16))
+                continue
+            stride = detect.stride[i].detach().to("cpu", torch.float32)
+            ny = nx = size // int(stride)
+            shape = (1, detect.na, ny, nx, 2)
+            yv, xv = torch.meshgrid(torch.arange(ny, dtype=torch.float32), torch.arange(nx, dtype=torch.float32),
+                                    indexing="ij")
+            grids.append((torch.stack((xv, yv), 2).expand(shape) - 0.5).half().contiguous())
+            anchor_px = detect.anchors[i].detach().to("cpu", torch.float32) * stride
+            anchor_grids.append(anchor_px.view(1, detect.na, 1, 1, 2).expand(shape).half().contiguous())
+        stub.__dict__["grid"], stub.__dict__["anchor_grid"] = grids, anchor_grids
 
 
 def _official_name(m: nn.Module) -> str:
