@@ -14,7 +14,8 @@ reads besides the weights:
   with our trainer's values (``lr0`` ... ``warmup_bias_lr``, ``gains.box/obj/cls/anchor_t``,
   ``aug.*``).
 * ``model.hyp``: as train.py attaches it, ``opt["hyp"]`` scaled to the model (``box *= 3/nl``,
-  ``cls *= nc/80 * 3/nl``, ``obj *= (imgsz/640)^2 * 3/nl``) plus ``label_smoothing``.
+  ``cls *= nc/80 * 3/nl``, ``obj *= (imgsz/640)^2 * 3/nl``) plus ``label_smoothing``. A ``hyp``
+  the caller gives is written as ``model.hyp`` unchanged (``opt["hyp"]`` is still derived from opt).
 * ``model.class_weights``: float32 (nc,); train.py's ``labels_to_class_weights(labels) * nc``.
   Without labels we write ones (the value for balanced classes: the weights sum to nc).
 * ``model.yaml_file``: ``'<name>.yaml'`` when the architecture equals one of our named ones, as
