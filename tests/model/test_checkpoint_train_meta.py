@@ -41,6 +41,9 @@ def test_our_trainer_names_are_mapped() -> None:
     assert attrs.hyp["box"] == 0.1 and attrs.hyp["label_smoothing"] == 0.05 and attrs.grid_size == 320
     assert attrs.yaml_file == "yolov5n.yaml" and opt["cfg"] == "models/yolov5n.yaml"
     assert torch.equal(attrs.class_weights, torch.ones(3))
+    opt, _ = meta({"multi_scale": [320, 512], "weights": None, "resume": False})  # our types -> train.py's
+    assert (opt["multi_scale"], opt["weights"], opt["resume"]) == (True, "", False)
+    assert meta({"weights": "a.pt", "multi_scale": None})[0]["weights"] == "a.pt"
 
 
 def test_train_py_opt_is_kept_and_rewriting_is_idempotent() -> None:

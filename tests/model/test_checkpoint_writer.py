@@ -22,6 +22,7 @@ from streamdet.errors import ModelError
 from streamdet.model.checkpoint import load_model, read_checkpoint, save_checkpoint
 from streamdet.model.checkpoint.allowlist import is_allowed_global
 from streamdet.model.checkpoint.reader import _SafeUnpickler
+from streamdet.model.checkpoint.train_meta import train_py_opt_defaults
 from streamdet.model.yolov5 import ARCHITECTURES, YOLOv5
 from tests.model.test_yolov5 import small_model
 
@@ -408,6 +409,8 @@ def test_trainer_call_and_caller_overrides(tmp_path: Path, fake_ultralytics: Any
     assert ck.meta["epoch"] == 4 and ck.meta["best_fitness"] == 0.3 and ck.trained_img_size == 320
     assert ck.meta["git"] == {"remote": None, "branch": None, "commit": None}  # train.py outside a git clone
     assert ck.meta["opt"]["imgsz"] == 320 and ck.meta["opt"]["batch_size"] == 8 and ck.meta["opt"]["streamdet"] == cfg
+    for k, v in train_py_opt_defaults().items():  # every option has train.py's type (train.py --resume reads them)
+        assert v is None or type(ck.meta["opt"][k]) is type(v), (k, ck.meta["opt"][k])
     again = save_checkpoint(load_model(path, fuse=False), tmp_path / "again.pt", **ck.meta)
     assert read_checkpoint(again).meta["opt"] == ck.meta["opt"]  # idempotent: no nested 'streamdet' keys
 

@@ -7,7 +7,8 @@ reads besides the weights:
   ``--resume`` rebuilds its namespace from this dict), in train.py's order, with train.py's
   defaults where the caller says nothing. Our trainer's names are mapped (``img_size`` ->
   ``imgsz``, ``batch`` -> ``batch_size``, ``out`` -> ``save_dir``/``project``/``name``,
-  ``gains.label_smoothing`` -> ``label_smoothing``); a caller dict with keys train.py does not
+  ``gains.label_smoothing`` -> ``label_smoothing``; a ``multi_scale`` range -> True, ``weights``
+  None -> ``''``); a caller dict with keys train.py does not
   know is also kept verbatim under ``opt["streamdet"]``, which Ultralytics ignores.
 * ``opt["hyp"]``: the unscaled hyperparameters (train.py stores the hyp file as read). Taken
   from the caller's ``opt["hyp"]`` when it is a dict, else ``hyp.scratch-low.yaml`` overlaid
@@ -26,7 +27,7 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import PurePath
 from types import MappingProxyType
@@ -50,6 +51,11 @@ HYP_SCRATCH_LOW: Mapping[str, float] = MappingProxyType({
 _OUR_HYP_SECTIONS = (None, "gains", "aug")
 # Our trainer's option names -> train.py's, for options that mean the same.
 _OUR_OPT_NAMES = MappingProxyType({"img_size": "imgsz", "batch": "batch_size"})  # "out": save_dir etc.
+# Options our trainer shares with train.py under another type: our multi_scale is a (low, high)
+# range or None (train.py: a bool), our weights may be None (train.py: '' for none).
+_TRAIN_PY_TYPES: Mapping[str, Callable[[Any], Any]] = MappingProxyType({
+    "multi_scale": bool, "weights": lambda v: "" if v is None else v,
+})
 STREAMDET_OPT_KEY = "streamdet"  # where a caller's own opt dict is kept verbatim
 
 
@@ -152,6 +158,8 @@ def _train_py_opt(opt: Mapping[str, Any], arch_name: str | None) -> dict[str, An
         out["label_smoothing"] = gains["label_smoothing"]
     for key in out.keys() & opt.keys():
         out[key] = copy.deepcopy(opt[key])
+        if key in _TRAIN_PY_TYPES:
+            out[key] = _TRAIN_PY_TYPES[key](out[key])
     if not isinstance(out["hyp"], Mapping) and not (isinstance(out["hyp"], str) and out["hyp"]):
         out["hyp"] = _unscaled_hyp(opt)
     extra = [k for k in opt if k not in out]
