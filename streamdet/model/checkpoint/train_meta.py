@@ -63,9 +63,10 @@ def train_py_opt_defaults() -> dict[str, Any]:
     """A fresh dict of every train.py option, in ``parse_opt`` order, as ``vars(opt)`` saves them.
 
     Paths are the ROOT-relative strings train.py ends up with; ``hyp`` is filled by the caller.
-    Departures from train.py's argparse defaults: ``weights`` is ``''`` (our models are trained
-    from scratch), ``data`` is ``''`` (unknown), and ``evolve_population`` is the string
-    ``'data/hyps'`` rather than a ``PosixPath``, which cannot be unpickled on Windows.
+    Departures from train.py's argparse defaults: ``weights`` is ``''`` (trained from scratch,
+    unless the caller's opt names the starting checkpoint), ``data`` is ``''`` (unknown), and
+    ``evolve_population`` is the string ``'data/hyps'`` rather than a ``PosixPath``, which cannot
+    be unpickled on Windows.
     """
     return {
         "weights": "", "cfg": "", "data": "", "hyp": None, "epochs": 100, "batch_size": 16, "imgsz": 640,
