@@ -53,14 +53,25 @@ def save_state(out: str | Path, state: TrainState) -> Path:
     return path
 
 
-def load_state(out: str | Path, config: dict[str, Any]) -> TrainState:
-    """Read the state of the run in ``out``; its options must equal ``config`` (see :data:`RESUME_FREE`)."""
+def _read(out: str | Path) -> dict[str, Any]:
     path = state_path(out)
     if not path.is_file():
         raise FileNotFoundError(f"cannot resume: no {STATE_NAME} in {out} (a run writes it after each epoch)")
     raw = torch.load(path, map_location="cpu", weights_only=True)
     if not isinstance(raw, dict) or raw.get("version") != STATE_VERSION:
         raise ValueError(f"{path}: not a training state of version {STATE_VERSION}")
+    return raw
+
+
+def saved_config(out: str | Path) -> dict[str, Any]:
+    """The options (JSON form) of the run in ``out``, from its state."""
+    config: dict[str, Any] = _read(out)["config"]
+    return config
+
+
+def load_state(out: str | Path, config: dict[str, Any]) -> TrainState:
+    """Read the state of the run in ``out``; its options must equal ``config`` (see :data:`RESUME_FREE`)."""
+    raw = _read(out)
     saved = raw["config"]
     differ = sorted(
         k for k in set(saved) | set(config) if k not in RESUME_FREE and saved.get(k) != config.get(k)

@@ -139,15 +139,12 @@ def resume_config(out: str | Path, **overrides: Any) -> TrainConfig:
 
     ``overrides`` may only change options that do not affect the result (threads, workers, device).
     """
-    from streamdet.training.state import RESUME_FREE, state_path
+    from streamdet.training.state import RESUME_FREE, saved_config
 
-    path = state_path(out)
-    if not path.is_file():
-        raise FileNotFoundError(f"cannot resume: no {path.name} in {out} (a run writes it after each epoch)")
-    raw = torch.load(path, map_location="cpu", weights_only=True)["config"]
     bad = sorted(set(overrides) - RESUME_FREE)
     if bad:
         raise ValueError(f"cannot change {', '.join(bad)} when resuming")
+    raw = saved_config(out)
     raw = {**raw, **overrides, "resume": True}
     raw["gains"] = LossGains(**raw["gains"])
     raw["aug"] = AugmentConfig(**raw["aug"])
