@@ -2,9 +2,11 @@
 # The bundled demo: make two synthetic camera clips (once), run the daemon on them with
 # configs/demo.yaml, and show what a subscriber receives for a while; then stop the daemon.
 #   bash tools/demo.sh [SECONDS]     (default 30)
+# Runs in the virtual environment that tools/setup.sh made (.venv in this checkout).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PY=${PYTHON:-python3}
+PY=.venv/bin/python
+[ -x "$PY" ] || { echo "demo.sh: no $PY; run 'bash tools/setup.sh' first" >&2; exit 2; }
 RUN_S=${1:-30}
 for spec in a:9101 b:9102; do
   name=${spec%%:*} seed=${spec##*:}
