@@ -2,10 +2,13 @@
 
 Both systems are judged by the same rule: of the frames a live camera would have offered at the
 detection rate during the measurement window, how many were published (the rest are dropped),
-and how late. The daemon's side is reconstructed from its detection messages (``frame``,
-``dropped``, ``ts_capture``, ``ts_publish``) and, when present, the per-reason drops of its stats
-messages; the naive loop's side from its own log of (frame index, publish time) pairs against the
-ideal 25 fps schedule. No I/O here, so tests can feed synthetic message lists.
+and how late. Frames that the camera's ``max_fps`` skips on purpose are neither expected nor
+dropped: which source frames are kept comes from the decoder's own rule
+(:class:`streamdet.pipeline.pacing.Schedule`), applied to both systems. The daemon's side is
+reconstructed from its detection messages (``frame``, ``dropped``, ``ts_capture``, ``ts_publish``)
+and, when present, the per-reason drops of its stats messages; the naive loop's side from its own
+log of (frame index, publish time) pairs against the ideal 25 fps schedule. No I/O here, so tests
+can feed synthetic message lists.
 """
 
 from __future__ import annotations
@@ -14,12 +17,16 @@ import math
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
+from itertools import pairwise
 from typing import Any
 
 import numpy as np
 
+from streamdet.pipeline.pacing import Schedule
+
 #: drop reasons of the stats messages that are real losses (``max_fps`` skips are intentional)
-LOSS_REASONS = ("overwritten", "behind")
+LOSS_REASONS = ("overwritten", "behind", "unsent")
 
 
 def percentile(values: Sequence[float], q: float) -> float | None:
@@ -89,16 +96,25 @@ class TrialResult:
                 "passed": self.passed}
 
 
-def is_kept(k: int, rate: float, fps: float, clip_frames: int) -> bool:
-    """Whether source frame ``k`` of a looping clip is one the detection rate keeps.
+@lru_cache(maxsize=64)
+def _kept_in_pass(rate: float, fps: float, clip_frames: int) -> tuple[bool, ...]:
+    """Which frames of one pass over a constant-rate clip the decoder keeps at ``max_fps = rate``.
 
-    Mirrors the decoder's ``max_fps`` rule for a constant-rate clip: within each pass over the
-    clip, frame ``j`` is kept when ``floor(j * rate / fps)`` steps up (frame 0 always).
+    Runs the decoder's own rule (a fresh :class:`Schedule` per pass, frame ``j`` at pts ``j / fps``),
+    so the benchmark cannot drift from what the daemon really does.
     """
-    if rate >= fps:
-        return True
-    j = k % clip_frames
-    return j == 0 or math.floor(j * rate / fps + 1e-9) != math.floor((j - 1) * rate / fps + 1e-9)
+    if clip_frames < 1:
+        raise ValueError(f"clip_frames must be >= 1, got {clip_frames}")
+    if rate <= 0 or fps <= 0:
+        raise ValueError(f"rate and fps must be > 0, got rate {rate}, fps {fps}")
+    sched = Schedule(fps, rate if rate < fps else None, None)
+    return tuple(sched.keep(j / fps) for j in range(clip_frames))
+
+
+def is_kept(k: int, rate: float, fps: float, clip_frames: int) -> bool:
+    """Whether source frame ``k`` (counted across the passes of a looping clip) is one the
+    detection rate keeps: the decoder's ``max_fps`` rule, restarted with each pass."""
+    return rate >= fps or _kept_in_pass(rate, fps, clip_frames)[k % clip_frames]
 
 
 def count_kept(first: int, last: int, rate: float, fps: float, clip_frames: int) -> int:
@@ -108,6 +124,19 @@ def count_kept(first: int, last: int, rate: float, fps: float, clip_frames: int)
     if rate >= fps:
         return last - first + 1
     return sum(1 for k in range(first, last + 1) if is_kept(k, rate, fps, clip_frames))
+
+
+def field_losses(prev_frame: int, msg: Mapping[str, Any], rate: float, fps: float, clip_frames: int) -> int:
+    """Kept frames lost before ``msg`` according to its ``dropped`` field (``prev_frame``: the
+    camera's previous message received).
+
+    ``dropped`` counts every frame not published since the camera's previous message, the ones
+    ``max_fps`` skipped on purpose included (wire.md). Those are the non-kept indices between the
+    two messages; what the field reports beyond them is a real loss.
+    """
+    gap = msg["frame"] - prev_frame - 1
+    intended = gap - count_kept(prev_frame + 1, msg["frame"] - 1, rate, fps, clip_frames)
+    return max(0, int(msg.get("dropped", 0)) - intended)
 
 
 def _segments(msgs: list[Mapping[str, Any]]) -> list[list[Mapping[str, Any]]]:
@@ -137,12 +166,13 @@ def account_camera(msgs: Sequence[Mapping[str, Any]], rate: float, fps: float, c
                    window_s: float) -> CameraAccount:
     """Expected and published kept frames of one camera from its messages captured in the window.
 
-    Expected kept frames are counted over the frame-index span of the messages (a missing index
-    is a dropped frame, whatever dropped it: ring overwrite, queue, transport); the messages'
-    ``dropped`` fields are a lower bound of the same. A paced decoder that fell behind re-anchors
-    its schedule instead of skipping frames, so capture time that grew faster than the frame
-    indices is counted too: each whole detection interval of such slip is one dropped frame (a
-    live camera would have sent it). A camera with no message in the window lost all of them.
+    Expected kept frames are counted over the frame-index span of the messages (a missing kept
+    index is a dropped frame, whatever dropped it: ring overwrite, behind, queue, transport); the
+    messages' ``dropped`` fields, less the ``max_fps`` skips they include, are a lower bound of the
+    same (:func:`field_losses`). A paced decoder that fell behind re-anchors its schedule instead
+    of skipping frames, so capture time that grew faster than the frame indices is counted too:
+    each whole detection interval of such slip is one dropped frame (a live camera would have sent
+    it). A camera with no message in the window lost all of them.
     """
     eff_rate = min(rate, fps)
     if not msgs:
@@ -154,7 +184,7 @@ def account_camera(msgs: Sequence[Mapping[str, Any]], rate: float, fps: float, c
         first, last = seg[0], seg[-1]
         n_pub = len(seg)
         by_index = count_kept(first["frame"], last["frame"], rate, fps, clip_frames)
-        by_field = n_pub + sum(int(m.get("dropped", 0)) for m in seg[1:])
+        by_field = n_pub + sum(field_losses(a["frame"], b, rate, fps, clip_frames) for a, b in pairwise(seg))
         slip = (last["ts_capture"] - first["ts_capture"]) - (last["frame"] - first["frame"]) / fps
         behind += math.floor(max(0.0, slip) * eff_rate)
         missing += max(by_index, by_field) - n_pub
@@ -203,8 +233,10 @@ def account_daemon_window(
     """Judge a daemon trial from the detection (and stats) messages it published.
 
     Only messages with ``t_start <= ts_capture < t_end`` count. Latency is the daemon's own
-    capture-to-publish time. The dropped total is the larger of the message-based count and the
-    loss reasons (``overwritten``, ``behind``) of the stats messages inside the window.
+    capture-to-publish time. Expected are the frames due at the detection rate (``max_fps``
+    skips are intended, never drops). The dropped total is the larger of the message-based count
+    and the loss reasons (``overwritten``, ``behind``, ``unsent``) of the stats messages inside the
+    window.
     ``drop_reasons`` shows the parts: ``missing_frames`` (index gaps), ``capture_slip`` (decoder
     behind schedule) and the stats' per-reason counts as ``stats_<reason>``.
     """
@@ -244,8 +276,9 @@ def account_schedule(
 ) -> TrialResult:
     """Judge the naive paced loop from its log: ``records[cam]`` = [(frame k, publish time)].
 
-    Frame ``k`` of every virtual camera is due at ``t0 + k / fps``. Expected: kept frames due in
-    ``[t_start, t_end)``; published: those of them in the log; latency: publish time - due time.
+    Frame ``k`` of every virtual camera is due at ``t0 + k / fps``. Expected: kept frames (the
+    daemon's ``max_fps`` rule, :func:`is_kept`) due in ``[t_start, t_end)``; published: those of
+    them in the log; latency: publish time - due time.
     """
     k_first = math.ceil((t_start - t0) * fps - 1e-9)
     k_last = math.ceil((t_end - t0) * fps - 1e-9) - 1
@@ -254,7 +287,7 @@ def account_schedule(
     latencies: list[float] = []
     for cam in range(n):
         for k, t_pub in records.get(cam, ()):
-            if k_first <= k <= k_last:
+            if k_first <= k <= k_last and is_kept(k, rate, fps, clip_frames):
                 published += 1
                 latencies.append((t_pub - (t0 + k / fps)) * 1000.0)
     return TrialResult(n=n, rate=rate, window_s=t_end - t_start, expected=expected, published=published,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from streamdet.bench.accounting import (
@@ -10,8 +12,10 @@ from streamdet.bench.accounting import (
     account_daemon_window,
     account_schedule,
     count_kept,
+    field_losses,
     is_kept,
 )
+from streamdet.pipeline.pacing import Schedule
 
 FPS = 25.0
 T0 = 1_700_000_000.0
@@ -119,6 +123,116 @@ def test_a_reopened_source_restarting_frame_numbers_is_accounted_per_segment() -
     assert r.published == 39 and r.expected == 40
 
 
+def decoder_stream(cam: str, *, clip: int, rate: float, passes: int, lost: frozenset[int] = frozenset(),
+                   lat_ms: float = 25.0) -> list[dict]:
+    """The detection messages of one paced looping file camera at ``max_fps = rate``, numbered the
+    way the decoder numbers them: ``frame`` counts every decoded frame across the loop passes (the
+    ``max_fps`` skips included), pts restarts each pass with a fresh max_fps schedule, capture is on
+    the wall-clock schedule, and ``dropped`` counts every frame not published since the camera's
+    previous message (skips, and the kept frames in ``lost``), as the worker reports it."""
+    out: list[dict] = []
+    last_published = -1
+    for p in range(passes):
+        sched = Schedule(FPS, rate if rate < FPS else None, None)
+        for j in range(clip):
+            k = p * clip + j
+            if not sched.keep(j / FPS) or k in lost:
+                continue
+            cap = T0 + k / FPS
+            out.append({"type": "detections", "camera": cam, "seq": len(out), "frame": k, "pts": j / FPS,
+                        "ts_capture": cap, "ts_publish": cap + lat_ms / 1000.0, "dropped": k - last_published - 1})
+            last_published = k
+    return out
+
+
+def stats_stream(cam: str, *, seconds: int, rate: float, **losses: int) -> list[dict]:
+    """One stats message per second over ``[T0, T0 + seconds]``: the ``max_fps`` skips of a 25 fps
+    source at ``rate`` (intended), and the given losses in the first interval."""
+    msgs = []
+    for i in range(1, seconds + 1):
+        drops = {"overwritten": 0, "max_fps": round(FPS - rate), "behind": 0, "unsent": 0}
+        if i == 1:
+            drops |= losses
+        msgs.append({"type": "stats", "ts": T0 + i, "interval_s": 1.0, "cameras": {cam: {"drops": drops}}})
+    return msgs
+
+
+@pytest.mark.parametrize(("rate", "clip"), [(5.0, 250), (5.0, 22), (10.0, 22), (7.0, 37)])
+def test_a_loss_free_stream_at_max_fps_drops_nothing(rate: float, clip: int) -> None:
+    # the issue: every message says 4 frames were dropped (the max_fps skips) and the old
+    # accounting expected the source's 25 fps
+    msgs = decoder_stream("a", clip=clip, rate=rate, passes=math.ceil(10 * FPS / clip) + 1)
+    assert any(m["dropped"] > 0 for m in msgs)
+    r = judge(msgs, ["a"], rate, clip=clip, stats=stats_stream("a", seconds=10, rate=rate))
+    in_window = [m for m in msgs if m["ts_capture"] < T0 + 10.0]
+    assert r.published == len(in_window)
+    assert r.expected == r.published and r.dropped == 0
+    assert r.drop_reasons["missing_frames"] == 0 and r.drop_reasons["stats_max_fps"] > 0
+    assert r.passed
+
+
+def test_the_issue_trial_expects_what_was_due_at_5_fps() -> None:
+    # one camera, a 5 s window at 5 fps of the 22-frame clip the --quick bench renders
+    msgs = decoder_stream("cam0", clip=22, rate=5.0, passes=7)
+    r = judge(msgs, ["cam0"], 5.0, clip=22, t_start=T0 + 1.0, t_end=T0 + 6.0)
+    # kept frames of each 22-frame pass: 0, 5, 10, 15, 20 (0.88 s) -> 28 or 29 in 5 s, not 121
+    assert r.expected == r.published == len([m for m in msgs if T0 + 1.0 <= m["ts_capture"] < T0 + 6.0])
+    assert 27 <= r.expected <= 30
+    assert r.passed
+
+
+def test_real_drops_at_max_fps_count_and_skips_do_not() -> None:
+    lost = frozenset({50, 55, 120, 255})  # kept frames; 255 is frame 5 of the clip's second pass
+    msgs = decoder_stream("a", clip=250, rate=5.0, passes=2, lost=lost)
+    after_gap = next(m for m in msgs if m["frame"] == 60)
+    assert after_gap["dropped"] == 14  # frames 46..59: 12 skips and the 2 lost kept frames
+    r = judge(msgs, ["a"], 5.0, t_end=T0 + 20.0)
+    assert r.published == 50 + 50 - len(lost) and r.expected == 100
+    assert r.dropped == len(lost) and r.drop_reasons["missing_frames"] == len(lost)
+    assert r.drop_pct == pytest.approx(4.0) and not r.passed
+
+
+def test_stats_losses_at_max_fps_are_counted_once() -> None:
+    # the worker lost frames 50 and 55 to ring overwrites and the decoder was behind for 120: the
+    # stats say so too; both sources agree, so they are not added up
+    msgs = decoder_stream("a", clip=250, rate=5.0, passes=1, lost=frozenset({50, 55, 120}))
+    stats = stats_stream("a", seconds=9, rate=5.0, overwritten=2, behind=1)
+    r = judge(msgs, ["a"], 5.0, stats=stats)
+    assert r.dropped == 3
+    assert (r.drop_reasons["stats_overwritten"], r.drop_reasons["stats_behind"]) == (2, 1)
+    # losses only the stats see (here: more overwrites than index gaps) still count
+    r = judge(decoder_stream("a", clip=250, rate=5.0, passes=1), ["a"], 5.0,
+              stats=stats_stream("a", seconds=9, rate=5.0, overwritten=3, unsent=1))
+    assert r.published == 50 and r.dropped == 4 and not r.passed
+
+
+def test_the_dropped_field_beyond_the_skips_is_a_loss() -> None:
+    # kept frames all present, but the message of frame 60 reports 2 frames more than the 4 skips
+    # before it (e.g. numbering kept across a reopen)
+    msgs = decoder_stream("a", clip=250, rate=5.0, passes=1)
+    for m in msgs:
+        if m["frame"] == 60:
+            m["dropped"] += 2
+    r = judge(msgs, ["a"], 5.0)
+    assert (r.expected, r.published, r.dropped) == (52, 50, 2)
+
+
+def test_field_losses_subtracts_the_intended_skips() -> None:
+    # 25 -> 5 fps, previous message at frame 0: frames 1..9 between, 8 of them skips
+    assert field_losses(0, {"frame": 10, "dropped": 9}, 5.0, FPS, 250) == 1  # frame 5 lost
+    assert field_losses(0, {"frame": 5, "dropped": 4}, 5.0, FPS, 250) == 0
+    assert field_losses(0, {"frame": 5}, 5.0, FPS, 250) == 0  # no field: nothing to add
+    assert field_losses(3, {"frame": 4, "dropped": 2}, 25.0, FPS, 250) == 2  # at the source rate all count
+
+
+def test_kept_frames_follow_the_decoder_rule_at_other_rates() -> None:
+    # 25 -> 10 fps: the decoder keeps a frame once its pts reaches the next 0.1 s step
+    assert [k for k in range(11) if is_kept(k, 10, FPS, 250)] == [0, 3, 5, 8, 10]
+    assert count_kept(0, 249, 10, FPS, 250) == 100
+    with pytest.raises(ValueError, match="clip_frames"):
+        is_kept(3, 5, FPS, 0)
+
+
 def test_naive_schedule_accounting() -> None:
     t0 = 100.0
     # camera 0 processed every kept frame 0.05 s after it was due; camera 1 missed frames 30 and 35
@@ -129,6 +243,10 @@ def test_naive_schedule_accounting() -> None:
     assert r.expected == 10 and r.published == 8 and r.dropped == 2
     assert r.latency.p99 == pytest.approx(50.0)
     assert r.n == 2 and r.window_s == pytest.approx(1.0)
+    # a frame the detection rate skips is neither expected nor published, on this side too
+    records[1].append((31, t0 + 31 / FPS + 0.05))
+    r = account_schedule(records, 2, t0=t0, rate=5, fps=FPS, clip_frames=250, t_start=t0 + 1.0, t_end=t0 + 2.0)
+    assert (r.expected, r.published) == (10, 8)
 
 
 def test_trial_result_pass_rule_and_json() -> None:

@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from streamdet.bench.daemon import BenchError, DaemonProcess
-from streamdet.bench.workload import DaemonSettings, cameras_for, clip_path, write_daemon_config
+from streamdet.bench.daemon import BenchError, DaemonProcess, run_trial
+from streamdet.bench.options import DEMO_WEIGHTS
+from streamdet.bench.workload import DaemonSettings, cameras_for, clip_path, ensure_clips, write_daemon_config
 from streamdet.config import load_config
 
 STUBBORN = ("import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
@@ -71,3 +72,17 @@ def test_generated_config_is_valid(tmp_path: Path, fixtures_dir: Path) -> None:
     assert config.publish.stats_interval_s == 0.5 and config.publish.endpoint == "tcp://127.0.0.1:5999"
     unpaced = cameras_for([clip], 2, realtime=False, loop=False, rate=25)
     assert all(c.max_fps is None for c in unpaced)
+
+
+@pytest.mark.e2e
+@pytest.mark.slow
+def test_a_real_trial_at_5_fps_counts_no_max_fps_skip_as_a_drop(tmp_path: Path) -> None:
+    # one paced looping 25 fps camera at max_fps 5 (20 frames: 4 kept per 0.8 s pass, i.e. 5 fps)
+    clips = ensure_clips(tmp_path, 1, 320, 240, 20)
+    settings = DaemonSettings(weights=DEMO_WEIGHTS, img_size=256, backend="torch", stats_interval_s=0.5,
+                              frame_size=(320, 240))
+    r = run_trial(settings, clips, 20, 1, 5.0, tmp_path, seconds=3.0, warmup_s=1.0, latency_ms=1000.0)
+    assert r.drop_reasons["stats_max_fps"] > 0  # the decoder did skip frames on purpose
+    assert 14 <= r.expected <= 16, r.to_dict()  # due at 5 fps in 3 s, not the source's 75
+    assert r.published == r.expected and r.dropped == 0, r.to_dict()
+    assert r.drop_reasons["missing_frames"] == 0
