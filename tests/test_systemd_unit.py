@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -67,7 +68,8 @@ def unit() -> dict[str, dict[str, list[str]]]:
 
 def _verifiable_copy(dest_dir: Path, extra: str = "") -> Path:
     """The unit with existing binaries, the LoadCredential example enabled and ``extra`` appended."""
-    binary = shutil.which("streamdet") or "/bin/true"
+    installed = Path(sys.executable).parent / "streamdet"  # the venv's entry point (tools/setup.sh)
+    binary = str(installed) if installed.is_file() else shutil.which("streamdet") or "/bin/true"
     text = UNIT.read_text().replace(INSTALLED_BIN, binary)
     text = re.sub(r"^#(LoadCredential=)", r"\1", text, flags=re.MULTILINE)
     path = dest_dir / UNIT.name  # the name must stay: verify reports by unit name

@@ -148,8 +148,8 @@ def _yuv420_to_rgb_fast(image: Image, out: np.ndarray) -> np.ndarray:
             cv2.add(yc_n[0::2], doubled, dst=acc_n[0::2])
             cv2.add(yc_n[1::2], doubled, dst=acc_n[1::2])
             np.right_shift(acc_n, SHIFT, out=acc_n)
-            # saturating int32 -> uint8; OpenCV's stubs omit the scalar form of src2
-            cv2.add(acc_n, 0, dst=planes[ch][:n], dtype=cv2.CV_8U)  # type: ignore[call-overload]
+            # saturating int32 -> uint8; OpenCV 4.x stubs omit the scalar form of src2 (5.x has it)
+            cv2.add(acc_n, 0, dst=planes[ch][:n], dtype=cv2.CV_8U)  # type: ignore[call-overload, unused-ignore]
         cv2.merge([p[:n] for p in planes], dst=out[r0 : r0 + n])
     return out
 
