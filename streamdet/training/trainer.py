@@ -154,8 +154,13 @@ def resume_config(out: str | Path, **overrides: Any) -> TrainConfig:
 
 
 def train(cfg: TrainConfig, log: Callable[[str], None] | None = None) -> TrainResult:
-    """Train a YOLOv5 on a YOLO-layout directory; write ``last.pt``/``best.pt`` under ``cfg.out``."""
-    from streamdet.model.checkpoint import save_checkpoint
+    """Train a YOLOv5 on a YOLO-layout directory; write ``last.pt``/``best.pt`` under ``cfg.out``.
+
+    While the run trains, both files carry ``epoch`` and ``best_fitness`` as train.py's do; when
+    every epoch has run they are finished as train.py finishes them (``epoch`` -1, ``best_fitness``
+    None; the two values kept under ``opt["streamdet"]["finished"]``; see :func:`finish_checkpoint`).
+    """
+    from streamdet.model.checkpoint import finish_checkpoint, save_checkpoint
 
     log = log or LOG.info
     t_start = time.time()
@@ -315,6 +320,10 @@ def train(cfg: TrainConfig, log: Callable[[str], None] | None = None) -> TrainRe
         )
         if stop:
             break
+    if not stop:  # every epoch ran: finish both files as train.py does (a max_iters cut stays resumable)
+        for path in (best_path, last_path):
+            if path is not None and path.is_file():
+                finish_checkpoint(path)
     (out / "results.json").write_text(json.dumps({"config": meta_opt, "epochs": records}, indent=1))
     seconds = time.time() - t_start
     log(f"done in {seconds / 60:.1f} min; last {last_path}" + (f", best {best_path}" if best_path else ""))

@@ -82,6 +82,23 @@ def test_checkpoint_round_trip(tiny_run: tuple[TrainResult, Path]) -> None:
     torch.testing.assert_close(got_fused[..., 4:], want[..., 4:], atol=2e-3, rtol=1e-2)
 
 
+def test_finished_run_writes_finished_checkpoints(tiny_run: tuple[TrainResult, Path]) -> None:
+    """After the last epoch both files are finished as train.py's strip_optimizer leaves them; the
+    epoch and fitness they carried while training are kept under opt['streamdet']['finished']."""
+    from streamdet.model.checkpoint import read_checkpoint
+
+    result, _ = tiny_run
+    last = result.epochs[-1]
+    fitness = 0.1 * last["map50"] + 0.9 * last["map50_95"]  # the only validation: after the last epoch
+    for path in (result.best, result.last):
+        assert path is not None
+        meta = read_checkpoint(path).meta
+        assert (meta["epoch"], meta["best_fitness"], meta["updates"]) == (-1, None, None), path.name
+        record = meta["opt"]["streamdet"]["finished"]
+        assert record["epoch"] == 39 and record["best_fitness"] == pytest.approx(max(fitness, 0.0)), path.name
+        assert meta["opt"]["streamdet"]["epochs"] == 40 and meta["opt"]["imgsz"] == 128
+
+
 def _resume_config(root: Path, out: str, **kw: object) -> TrainConfig:
     base = dict(
         data=str(root / "train"),
@@ -104,6 +121,7 @@ def _resume_config(root: Path, out: str, **kw: object) -> TrainConfig:
 
 
 def test_an_interrupted_run_resumes_to_the_same_weights(tiny_run: tuple[TrainResult, Path]) -> None:
+    from streamdet.model.checkpoint import read_checkpoint
     from streamdet.training.state import load_state, state_path
     from streamdet.training.trainer import resume_config
 
@@ -113,8 +131,12 @@ def test_an_interrupted_run_resumes_to_the_same_weights(tiny_run: tuple[TrainRes
     cut = train(_resume_config(root, "cut", max_iters=4), log=lambda _msg: None)
     assert [r["epoch"] for r in cut.epochs] == [1, 2]
     assert state_path(root / "cut").is_file()
+    cut_meta = read_checkpoint(cut.last).meta  # cut short: not finished, it still says where it stopped
+    assert cut_meta["epoch"] == 1 and "finished" not in cut_meta["opt"]["streamdet"]
     resumed = train(resume_config(root / "cut", max_iters=None), log=lambda _msg: None)
     assert [r["epoch"] for r in resumed.epochs] == [1, 2, 3]
+    resumed_meta = read_checkpoint(resumed.last).meta
+    assert resumed_meta["epoch"] == -1 and resumed_meta["opt"]["streamdet"]["finished"]["epoch"] == 2
     assert resumed.losses == straight.losses
     want, got = straight.model.state_dict(), resumed.model.state_dict()
     assert want.keys() == got.keys()
