@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import logging
+import re
 import stat
 from pathlib import Path
 from types import SimpleNamespace
@@ -88,6 +89,62 @@ def test_cli_keygen(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert "refusing to overwrite" in capsys.readouterr().err
     assert cli.main(["keygen", "--force", str(tmp_path / "k"), "server"]) == 0
     assert load_certificate(tmp_path / "k" / "server.key_secret")[1] != secret
+
+
+def test_keygen_public_dir_writes_the_public_half_alone_there(tmp_path: Path) -> None:
+    clients = tmp_path / "server" / "clients"  # a server's authorized_keys folder
+    public, secret = keygen(tmp_path / "alice", "alice", public_dir=clients)
+    assert (public, secret) == (clients / "alice.key", tmp_path / "alice" / "alice.key_secret")
+    assert sorted(p.name for p in clients.iterdir()) == ["alice.key"]  # no secret, no scratch folder left
+    assert sorted(p.name for p in secret.parent.iterdir()) == ["alice.key_secret"]
+    secret_key = load_certificate(secret)[1]
+    assert secret_key is not None and zmq.curve_public(secret_key) == load_certificate(public)[0]  # one pair
+    assert stat.S_IMODE(public.stat().st_mode) == 0o644 and stat.S_IMODE(secret.stat().st_mode) == 0o600
+    assert load_authorized_keys(clients) == {load_certificate(public)[0]}
+    with pytest.raises(KeyFileError, match=r"refusing to overwrite .*clients/alice.key "):
+        keygen(tmp_path / "elsewhere", "alice", public_dir=clients)  # the public name is taken
+    assert not (tmp_path / "elsewhere" / "alice.key_secret").exists()
+    keygen(tmp_path / "alice", "alice", public_dir=clients, force=True)
+    new_secret = load_certificate(secret)[1]
+    assert new_secret is not None and new_secret != secret_key
+    assert zmq.curve_public(new_secret) == load_certificate(public)[0]  # both halves replaced, still one pair
+
+
+def test_cli_keygen_public_dir(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["keygen", str(tmp_path / "me"), "alice", "--public-dir", str(tmp_path / "clients")]) == 0
+    out = capsys.readouterr().out
+    assert f"public key:  {tmp_path / 'clients' / 'alice.key'}\n" in out
+    assert f"secret key:  {tmp_path / 'me' / 'alice.key_secret'}  " in out
+    assert [p.name for p in (tmp_path / "clients").iterdir()] == ["alice.key"]
+
+
+def test_a_secret_key_among_the_client_keys_is_refused(tmp_path: Path) -> None:
+    keys = make_keys(tmp_path)
+    (keys.authorized_dir / "notes.txt").write_text("alice: laptop\n")  # other files are fine
+    assert load_server_keys(keys.server_secret, keys.authorized_dir).authorized
+    assert check_curve(curve_config(keys.server_secret, keys.authorized_dir)) == []
+    # by its name, by its content under another name (renamed, or an editor's backup), or as a credential
+    misplaced = [keys.authorized_dir / "alice.key_secret", keys.authorized_dir / "bob.key",
+                 keys.authorized_dir / "alice.key_secret~"]
+    for path in misplaced:
+        path.write_bytes(keys.alice_secret.read_bytes())
+        with pytest.raises(KeyFileError, match=re.escape(f"{path} holds a secret key; only public keys")) as info:
+            load_server_keys(keys.server_secret, keys.authorized_dir)
+        assert not any(secret in str(info.value) for secret in keys.secrets())
+        problems = check_curve(curve_config(keys.server_secret, keys.authorized_dir))
+        assert problems == [f"publish.curve.authorized_keys: authorized_keys {keys.authorized_dir}: {path} holds a "
+                            "secret key; only public keys (NAME.key) belong there: move it out (a client's "
+                            "NAME.key_secret stays on the client)"]
+        path.unlink()
+    creds = tmp_path / "credentials"
+    creds.mkdir()
+    (creds / "clients_alice.key").write_bytes(keys.alice_public.read_bytes())
+    (creds / "clients_alice.key_secret").write_bytes(keys.alice_secret.read_bytes())
+    env = {"CREDENTIALS_DIRECTORY": str(creds)}
+    with pytest.raises(KeyFileError, match="clients_alice.key_secret holds a secret key"):
+        load_authorized_keys(tmp_path / "etc" / "clients", env=env)
+    (creds / "clients_alice.key_secret").unlink()
+    assert load_authorized_keys(tmp_path / "etc" / "clients", env=env) == {load_certificate(keys.alice_public)[0]}
 
 
 def test_load_server_and_client_keys(tmp_path: Path) -> None:
@@ -221,7 +278,7 @@ def test_config_curve_paths_resolve_against_the_config_file(tmp_path: Path) -> N
     assert [p.split(":")[0] for p in problems] == ["publish.curve.server_secret_key", "publish.curve.authorized_keys"]
     keys = tmp_path / "keys"
     keygen(keys, "server")
-    keygen(keys / "clients", "alice")
+    keygen(tmp_path / "alice", "alice", public_dir=keys / "clients")
     assert check_curve(config, env={}) == []
     server = server_keys_from_config(config, env={})
     assert server is not None and len(server.authorized) == 1

@@ -25,4 +25,4 @@ for _ in $(seq 1 600); do
   sleep 0.5
 done
 echo "--- 'streamdet subscribe --summary' for ${RUN_S} s (Ctrl-C to stop) ---"
-timeout --foreground "$RUN_S" "$PY" -m streamdet subscribe --summary --stats --timeout 120 || true
+timeout --foreground "$RUN_S" "$PY" -m streamdet subscribe --summary --timeout 120 || true

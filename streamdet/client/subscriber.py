@@ -2,7 +2,8 @@
 
 Consumes the ZeroMQ multipart messages ``[topic, payload]`` published by the daemon (contract in
 docs/wire.md), over CurveZMQ when given key files. Produces decoded message dicts
-(``Subscriber``) or JSON lines on stdout (``subscribe_main``, behind ``streamdet subscribe``).
+(``Subscriber``) or JSON lines on stdout (``subscribe_main``, behind ``streamdet subscribe``; with
+``--summary`` per-camera lines from the stats, see ``streamdet.client.summary``).
 Runs in any subscriber process; imports only pyzmq, the standard library, ``streamdet.wire``,
 ``streamdet.transport`` and ``streamdet.keys`` (never numpy, torch, pydantic or yaml), so it
 starts fast.
@@ -22,6 +23,7 @@ from typing import Any, TextIO
 import zmq
 
 from streamdet import wire
+from streamdet.client.summary import summary_lines
 from streamdet.errors import StreamdetError, WireError
 from streamdet.transport import ContextHolder, CurveClientKeys, attach, configure_subscriber
 
@@ -199,12 +201,15 @@ def subscribe_main(
 ) -> int:
     """``streamdet subscribe``: print each message as one JSON line (flushed), return the exit status.
 
-    With ``summary``, print one human-readable line per message instead (:func:`format_summary`).
+    With ``summary``, receive the stats messages only and print, per stats interval, one line per
+    camera (``cameras`` when given) for people (:func:`streamdet.client.summary.summary_lines`);
+    ``stats`` is then implied and ``count`` counts the stats messages that printed a line.
     ``server_key``/``client_key``: connect with CurveZMQ (see :class:`Subscriber`).
 
     Stops with 0 after ``count`` messages, on Ctrl-C, or when the reader goes away (broken pipe,
-    e.g. ``| head``). ``timeout`` is the longest wait for the next message: when it passes
-    without one, returns 1 with a hint on stderr. ``out`` defaults to ``sys.stdout``.
+    e.g. ``| head``). ``timeout`` is the longest wait for the next output (a message; with
+    ``summary``, a stats message covering a shown camera): when it passes without one, returns 1
+    with a hint on stderr. ``out`` defaults to ``sys.stdout``.
     Raises StreamdetError (bad endpoint or key file) or WireError (bad camera id).
     """
     if count is not None and count < 0:
@@ -212,18 +217,33 @@ def subscribe_main(
     stream = sys.stdout if out is None else out
     if cameras is not None:
         cameras = [cameras] if isinstance(cameras, str) else list(cameras)
-    printed = 0
+        for camera in cameras:
+            wire.detection_topic(camera)  # a bad id is an error even where only stats are received
+    # the summary reads the stats alone: they carry every figure it prints, so no detection stream is pulled
+    topics, stats = ([], True) if summary else (cameras, stats)
+    printed = unshown = 0  # messages printed; stats messages since the last output that covered no shown camera
     try:
-        with Subscriber(endpoint, cameras, stats=stats, server_key=server_key, client_key=client_key) as sub:
+        with Subscriber(endpoint, topics, stats=stats, server_key=server_key, client_key=client_key) as sub:
+            last_output = time.monotonic()
             while count is None or printed < count:
-                msg = sub.recv(timeout)
+                wait = None if timeout is None else max(0.0, timeout - (time.monotonic() - last_output))
+                msg = sub.recv(wait)
                 if msg is None:
-                    _print_timeout_hint(endpoint, cameras, stats, timeout, printed, sub.curve)
+                    if unshown and cameras:
+                        _print_no_camera_hint(endpoint, cameras, timeout, unshown)
+                    else:
+                        _print_timeout_hint(endpoint, topics, stats, timeout, printed, sub.curve)
                     return 1
-                line = format_summary(msg) if summary else json.dumps(msg, separators=(",", ":"), ensure_ascii=False)
-                stream.write(line + "\n")
+                lines = summary_lines(msg, cameras) if summary else [json.dumps(msg, separators=(",", ":"),
+                                                                                ensure_ascii=False)]
+                if not lines:
+                    unshown += 1
+                    continue
+                stream.write("".join(line + "\n" for line in lines))
                 stream.flush()
                 printed += 1
+                unshown = 0
+                last_output = time.monotonic()
     except KeyboardInterrupt:
         return 0
     except BrokenPipeError:
@@ -231,24 +251,6 @@ def subscribe_main(
             _silence_stdout()
         return 0
     return 0
-
-
-def format_summary(msg: dict[str, Any]) -> str:
-    """One line for people: camera, frame, latency and labelled scores; or a stats line."""
-    if msg.get("type") == "stats":
-        cams = []
-        for cam, st in msg.get("cameras", {}).items():
-            p50 = (st.get("latency_ms") or {}).get("p50")
-            lat = f"{p50:.0f} ms" if isinstance(p50, (int, float)) else "-"
-            drops = st.get("drops")
-            why = ", ".join(f"{k} {v}" for k, v in drops.items() if v) if isinstance(drops, dict) else ""
-            cams.append(f"{cam} {st.get('fps', 0):.1f} fps, latency p50 {lat}, {st.get('dropped', 0)} dropped"
-                        f"{f' ({why})' if why else ''}, {st.get('state', '?')}")
-        return "[stats] " + "; ".join(cams)
-    latency_ms = (msg["ts_publish"] - msg["ts_capture"]) * 1000.0
-    objects = " ".join(f"{d['label']}:{d['score']:.2f}" for d in msg["detections"])
-    return (f"{msg['camera']} frame {msg['frame']} seq {msg['seq']} ({latency_ms:.0f} ms): "
-            f"{len(msg['detections'])} objects {objects}").rstrip()
 
 
 def _print_timeout_hint(
@@ -266,3 +268,10 @@ def _print_timeout_hint(
     elif not printed:
         hint += " If the daemon uses CURVE, pass --server-key and --client-key."
     print(f"streamdet subscribe: no message {when} from {endpoint} ({' and '.join(parts)}); {hint}", file=sys.stderr)
+
+
+def _print_no_camera_hint(endpoint: str, cameras: list[str], timeout: float | None, unshown: int) -> None:
+    """``--summary --camera``: stats arrived, but none covered the cameras asked for."""
+    print(f"streamdet subscribe: no stats for camera(s) {', '.join(cameras)} within {timeout:g} s from {endpoint} "
+          f"({unshown} stats message(s) covered only other cameras); is the camera id right, and is it enabled?",
+          file=sys.stderr)

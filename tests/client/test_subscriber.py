@@ -283,17 +283,64 @@ def test_subscribe_main_ctrl_c_exits_0() -> None:
     assert out == b"" and err == b""
 
 
-def test_format_summary_lines() -> None:
-    from streamdet.client.subscriber import format_summary
+def _summary_round(seq: int) -> list[list[bytes]]:
+    """Detections of cam1 and a stats message covering cam1 and cam2 (cam2 has had a reconnect)."""
+    cams = {"cam1": {"fps": 25.0, "published": 25, "objects": 50, "dropped": 1,
+                     "drops": {"overwritten": 1, "max_fps": 0, "behind": 0, "unsent": 0},
+                     "latency_ms": {"p50": 40.0, "p95": 50.0, "p99": 60.0, "max": 70.0},
+                     "state": "streaming", "reconnects": 0},
+            "cam2": {"fps": 0.0, "published": 0, "objects": 0, "dropped": 0,
+                     "latency_ms": {"p50": None, "p95": None, "p99": None, "max": None},
+                     "state": "backoff", "reconnects": 1, "last_error": "connection refused", "last_error_ts": 1.0}}
+    return [_detections("cam1", seq), wire.encode(wire.stats_message(source="test", interval_s=1.0, cameras=cams))]
 
-    msg = {"type": "detections", "camera": "door", "frame": 12, "seq": 3, "ts_capture": 10.0, "ts_publish": 10.05,
-           "detections": [{"label": "circle", "score": 0.91234, "box": [0, 0, 1, 1], "class_id": 0}]}
-    assert format_summary(msg) == "door frame 12 seq 3 (50 ms): 1 objects circle:0.91"
-    stats = {"type": "stats", "cameras": {"door": {"fps": 24.96, "dropped": 2, "state": "streaming",
-                                                   "latency_ms": {"p50": 41.2}}}}
-    assert format_summary(stats) == "[stats] door 25.0 fps, latency p50 41 ms, 2 dropped, streaming"
-    stats["cameras"]["door"]["drops"] = {"overwritten": 2, "max_fps": 0, "behind": 0}
-    assert format_summary(stats) == "[stats] door 25.0 fps, latency p50 41 ms, 2 dropped (overwritten 2), streaming"
+
+def test_subscribe_summary_prints_one_line_per_camera_per_stats_message(monkeypatch: pytest.MonkeyPatch) -> None:
+    from streamdet.client import subscriber
+
+    topics: list[tuple[bytes, ...]] = []
+
+    class Recording(Subscriber):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            topics.append(self.topics)
+
+    monkeypatch.setattr(subscriber, "Subscriber", Recording)
+    with FeedThread(_summary_round) as feed:
+        out = io.StringIO()
+        assert subscribe_main(feed.endpoint, None, count=2, timeout=DEADLINE_S, out=out, summary=True) == 0
+        lines = out.getvalue().splitlines()
+        assert [line.split()[1] for line in lines] == ["cam1:", "cam2:", "cam1:", "cam2:"]  # 2 messages, 2 cameras
+        assert lines[0].endswith(" cam1: 25.0 fps, latency p50 40 ms p99 60 ms, 2.00 objects/frame, "
+                                 "1 dropped (overwritten 1), streaming")
+        assert lines[1].endswith(", backoff (last error at " + time.strftime("%H:%M:%S", time.localtime(1.0))
+                                 + ": connection refused)")
+        out = io.StringIO()
+        assert subscribe_main(feed.endpoint, ["cam2"], stats=True, count=3, timeout=DEADLINE_S, out=out,
+                              summary=True) == 0
+        assert [line.split()[1] for line in out.getvalue().splitlines()] == ["cam2:"] * 3
+    assert topics == [(wire.STATS_TOPIC,), (wire.STATS_TOPIC,)]  # the summary never pulls the detection stream
+
+
+def test_subscribe_summary_for_a_camera_no_stats_cover(capsys: pytest.CaptureFixture[str]) -> None:
+    with FeedThread(_summary_round) as feed:
+        out = io.StringIO()
+        assert subscribe_main(feed.endpoint, ["cam3"], count=1, timeout=0.5, out=out, summary=True) == 1
+    assert out.getvalue() == ""
+    err = capsys.readouterr().err
+    assert "no stats for camera(s) cam3 within 0.5 s" in err and "covered only other cameras" in err
+    with pytest.raises(WireError, match="camera id"):
+        subscribe_main("tcp://127.0.0.1:9", ["cam/3"], summary=True)
+
+
+def test_cli_subscribe_summary(capsys: pytest.CaptureFixture[str]) -> None:
+    from streamdet import cli
+
+    with FeedThread(_summary_round) as feed:
+        assert cli.main(["subscribe", "--endpoint", feed.endpoint, "--summary", "--camera", "cam1", "--count", "2",
+                         "--timeout", str(DEADLINE_S)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 2 and all(" cam1: 25.0 fps, " in line for line in lines)
 
 
 # -- CurveZMQ ---------------------------------------------------------------------------------------------

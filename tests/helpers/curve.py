@@ -33,9 +33,10 @@ class KeySet:
 
 
 def make_keys(root: Path) -> KeySet:
-    """``root/server.*``, ``root/clients/alice.*`` (authorized), ``root/others/mallory.*`` (not)."""
+    """``root/server.*``, ``root/clients/alice.key`` (authorized; its secret in ``root/alice/``, as the
+    daemon refuses a secret key among the client keys), ``root/others/mallory.*`` (not authorized)."""
     server_public, server_secret = keygen(root, "server")
-    alice_public, alice_secret = keygen(root / "clients", "alice")
+    alice_public, alice_secret = keygen(root / "alice", "alice", public_dir=root / "clients")
     mallory_public, mallory_secret = keygen(root / "others", "mallory")
     return KeySet(server_public, server_secret, root / "clients", alice_public, alice_secret,
                     mallory_public, mallory_secret)
