@@ -43,7 +43,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
     from streamdet.model.checkpoint import read_checkpoint
     from streamdet.model.input_size import choose_img_size
     from streamdet.pipeline.backends import BACKENDS, available_backends
-    from streamdet.preflight import device_problems, probe_file_cameras, ring_bytes, shm_warning, visible_gpus
+    from streamdet.preflight import device_problems, probe_file_cameras, ring_bytes, shm_problem, visible_gpus
     from streamdet.supervisor.devices import resolve_devices
 
     config = load_config(args.config)
@@ -66,17 +66,17 @@ def _cmd_check(args: argparse.Namespace) -> int:
                 raise ConfigError(f"model.backend: {exc}") from exc
         backends[device] = name
     problems = device_problems(devices, gpus) + check_curve(config)
+    shm = shm_problem(config)  # rings that do not fit kill their processes with SIGBUS later
+    if shm:
+        problems.append(shm)
     if problems:
         raise ConfigError("; ".join(problems))
     input_size = choose_img_size(config.model.img_size, ckpt.trained_img_size)
     print(summarize(config))
-    warning = shm_warning(config)
-    rings_mib = ring_bytes(config) / 2**20
-    print(f"shared memory: {rings_mib:.0f} MiB of frame rings" + (f"; warning: {warning}" if warning else ""))
+    print(f"shared memory: {ring_bytes(config) / 2**20:.0f} MiB of frame rings")
     if not args.no_probe:
         for probe in probe_file_cameras(config):
-            print(f"camera {probe.camera}: " + (f"file OK ({probe.detail})" if probe.ok else
-                                                 f"warning: cannot read the file: {probe.detail}"))
+            print(probe.line())
     print(f"model input: {input_size.describe()}")
     if input_size.warning:
         print(f"warning: {input_size.warning}")
@@ -123,7 +123,7 @@ def _cmd_subscribe(args: argparse.Namespace) -> int:
 def _cmd_keygen(args: argparse.Namespace) -> int:
     from streamdet.keys import keygen_main
 
-    return keygen_main(args.dir, args.name, force=args.force)
+    return keygen_main(args.dir, args.name, force=args.force, public_dir=args.public_dir)
 
 
 def _cmd_val(args: argparse.Namespace) -> int:
@@ -185,13 +185,18 @@ def build_parser() -> argparse.ArgumentParser:
                    "else $XDG_RUNTIME_DIR/streamdet, else /tmp/streamdet-UID)")
     p.set_defaults(func=_cmd_reload)
 
-    p = sub.add_parser("subscribe", help="print published detections as JSON lines")
+    p = sub.add_parser("subscribe", help="print published detections as JSON lines, or a per-camera summary")
     p.add_argument("--endpoint", default=DEFAULT_ENDPOINT, help=f"publisher endpoint (default: {DEFAULT_ENDPOINT})")
     p.add_argument("--camera", action="append", metavar="ID", help="only this camera (repeatable)")
     p.add_argument("--stats", action="store_true", help="also print the periodic stats messages")
-    p.add_argument("--summary", action="store_true", help="one human-readable line per message instead of JSON")
-    p.add_argument("--count", type=int, help="exit after this many messages")
-    p.add_argument("--timeout", type=float, help="exit with status 1 if no message arrives for this many seconds")
+    p.add_argument("--summary", action="store_true",
+                   help="instead of JSON, one line per camera per stats interval: fps, p50/p99 latency, objects per "
+                        "frame, drops by reason, decoder state and its last error (reads the stats only; implies "
+                        "--stats)")
+    p.add_argument("--count", type=int, help="exit after this many messages (with --summary: stats messages)")
+    p.add_argument("--timeout", type=float,
+                   help="exit with status 1 if nothing is printed for this many seconds (no message; with --summary, "
+                        "no stats for the cameras shown)")
     p.add_argument("--server-key", metavar="PATH", help="CURVE: the daemon's public key file (NAME.key)")
     p.add_argument("--client-key", metavar="PATH", help="CURVE: this client's secret key file (NAME.key_secret)")
     p.set_defaults(func=_cmd_subscribe)
@@ -199,6 +204,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("keygen", help="create a CURVE key pair: DIR/NAME.key (public), DIR/NAME.key_secret")
     p.add_argument("dir", metavar="DIR", help="folder for the key files (created if missing)")
     p.add_argument("name", metavar="NAME", help="key name, e.g. server or a client's name")
+    p.add_argument("--public-dir", metavar="PUBDIR",
+                   help="write the public NAME.key here instead of DIR (e.g. the server's authorized_keys folder); "
+                        "the secret NAME.key_secret still goes to DIR")
     p.add_argument("--force", action="store_true", help="replace existing key files")
     p.set_defaults(func=_cmd_keygen)
 

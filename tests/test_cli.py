@@ -102,3 +102,43 @@ def test_check_says_which_img_size_and_why(tmp_path: Path, capsys: pytest.Captur
     assert expected in lines
     assert any(line.startswith("warning: model.img_size 640 is more than 1.5x") for line in lines) == warned
     assert "inference: cpu -> torch" in lines
+
+
+def _curve_config_with_a_secret_in_authorized_keys(tmp_path: Path, fixtures_dir: Path) -> tuple[Path, Path]:
+    """A configuration whose authorized_keys folder holds a client's secret key file (the old README flow)."""
+    from streamdet.keys import keygen
+
+    weights = fixtures_dir / "yolov5" / "yolov5n_random.pt"
+
+    keygen(tmp_path / "keys", "server")
+    _, secret = keygen(tmp_path / "keys" / "clients", "alice")  # both halves land in authorized_keys
+    (tmp_path / "clip.mp4").write_bytes(b"\0")
+    cfg = tmp_path / "cameras.yaml"
+    cfg.write_text(f'model: {{weights: "{weights}", backend: torch}}\ndevices: [cpu]\n'
+                   f"publish:\n  endpoint: ipc://{tmp_path}/det.sock\n"
+                   "  curve: {server_secret_key: keys/server.key_secret, "
+                   "authorized_keys: keys/clients}\ncameras: [{id: a, url: clip.mp4}]\n")
+    return cfg, secret
+
+
+def test_check_refuses_a_secret_key_in_authorized_keys(tmp_path: Path, fixtures_dir: Path,
+                                                       capsys: pytest.CaptureFixture) -> None:
+    cfg, secret = _curve_config_with_a_secret_in_authorized_keys(tmp_path, fixtures_dir)
+    assert main(["check", "--no-probe", str(cfg)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"{secret} holds a secret key" in err and "publish.curve.authorized_keys" in err
+    secret.rename(tmp_path / "alice.key_secret")  # moved out where it belongs: fine
+    assert main(["check", "--no-probe", str(cfg)]) == 0
+
+
+def test_run_refuses_a_secret_key_in_authorized_keys(tmp_path: Path, fixtures_dir: Path) -> None:
+    from tests.helpers.daemon import streamdet_cli, streamdet_env
+
+    cfg, secret = _curve_config_with_a_secret_in_authorized_keys(tmp_path, fixtures_dir)
+    runtime = tmp_path / "run"
+    runtime.mkdir()
+    r = streamdet_cli("run", str(cfg), env=streamdet_env(runtime), timeout=120)
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    errors = [line for line in r.stderr.splitlines() if "ERROR" in line or "error" in line.lower()]
+    assert len(errors) == 1 and f"{secret} holds a secret key" in errors[0], r.stderr
+    assert "Traceback" not in r.stderr

@@ -3,6 +3,7 @@ file cameras; and the command's output and exit status for each."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -50,29 +51,135 @@ def _config(tmp_path: Path, body: str):
     return parse_config(f'model: {{weights: "{DEMO}"}}\n{body}', tmp_path)
 
 
-def test_shared_memory_warning_gives_the_figures(tmp_path: Path) -> None:
-    cams = "\n".join(f"  - {{id: c{i}, url: clip.mp4}}" for i in range(40))
-    big = _config(tmp_path, f"ring: {{slots: 64, max_width: 8192, max_height: 8192}}\ncameras:\n{cams}\n")
+def _huge_rings(tmp_path: Path, cameras: int = 40):
+    """A configuration whose rings (64 slots of 8192x8192 per camera: 6 GiB each) fit in no /dev/shm."""
+    cams = "\n".join(f"  - {{id: c{i}, url: clip.mp4}}" for i in range(cameras))
+    return _config(tmp_path, f"ring: {{slots: 64, max_width: 8192, max_height: 8192}}\ncameras:\n{cams}\n")
+
+
+def test_shared_memory_problem_gives_both_figures(tmp_path: Path) -> None:
+    big = _huge_rings(tmp_path)
     need = preflight.ring_bytes(big)
     assert need > 40 * 64 * 8192 * 8192 * 3 // 2  # every camera, every slot, plus headers
-    warning = preflight.shm_warning(big, tmp_path)
-    assert warning is not None and f"{need / 1024**3:.1f} GiB" in warning and "GiB free" in warning
+    free = os.statvfs(tmp_path).f_bavail * os.statvfs(tmp_path).f_frsize
+    problem = preflight.shm_problem(big, tmp_path)
+    assert problem is not None and "\n" not in problem
+    assert f"need {need / 2**30:.1f} GiB" in problem and f"{tmp_path} has {free / 2**30:.1f} GiB free" in problem
+    assert "40 camera(s) x" in problem and "ring.slots" in problem
+    assert preflight.shm_problem(big, tmp_path, held_bytes=need) is None  # a reload gets its own rings back
     small = _config(tmp_path, "cameras: [{id: a, url: clip.mp4}]\n")
-    assert preflight.shm_warning(small, tmp_path) is None
+    assert preflight.shm_problem(small, tmp_path) is None
+    missing = preflight.shm_problem(small, tmp_path / "no-shm")
+    assert missing is not None and "cannot inspect" in missing and "frame rings" in missing
 
 
-def test_probe_reads_the_first_frame_or_says_why_not(tmp_path: Path) -> None:
+def test_figures_that_round_alike_get_more_decimals() -> None:
+    assert preflight._gib_pair(87 * 2**30 + 2**29, 23 * 2**30) == ("87.5 GiB", "23.0 GiB")
+    assert preflight._gib_pair(72 * 2**20, 64 * 2**20) == ("0.07 GiB", "0.06 GiB")  # docker's 64 MiB /dev/shm
+    assert preflight._gib_pair(2**30 + 2**20, 2**30) == ("1.001 GiB", "1.000 GiB")
+
+
+def _audio_file(path: Path, cover: bool = False) -> Path:
+    """An MP4 (M4A) holding one AAC audio stream and no video, optionally with a PNG cover picture."""
+    import av
+    import numpy as np
+
+    with av.open(str(path), "w", format="mp4") as container:
+        stream = container.add_stream("aac", rate=16000)
+        stream.layout = "mono"
+        if cover:
+            pic = container.add_stream("png")
+            pic.width, pic.height, pic.pix_fmt = 64, 48, "rgb24"
+            pic.disposition = av.stream.Disposition.attached_pic
+            image = av.VideoFrame.from_ndarray(np.full((48, 64, 3), 200, np.uint8), format="rgb24")
+            image.pts = 0
+            container.mux(pic.encode(image))
+            container.mux(pic.encode())
+        for i in range(8):
+            frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
+            frame.sample_rate, frame.pts = 16000, i * 1024
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode())
+    return path
+
+
+def test_probe_reads_the_first_frame(tmp_path: Path) -> None:
     good = tmp_path / "good.mp4"
     make_test_clip(good, width=160, height=120, frames=5)
-    empty = tmp_path / "empty.mp4"
-    empty.write_bytes(b"")
-    text = tmp_path / "text.mp4"
-    text.write_text("not a video\n" * 100)
     ok = preflight.probe_file("good", str(good))
-    assert ok.ok and ok.detail.startswith("160x120")
-    for cam, path in (("empty", empty), ("text", text), ("absent", tmp_path / "absent.mp4")):
-        result = preflight.probe_file(cam, str(path))
-        assert not result.ok and result.detail
+    assert ok.ok and ok.detail == "160x120 h264" and ok.line() == "camera good: file OK (160x120 h264)"
+    import cv2
+    import numpy as np
+
+    assert cv2.imwrite(str(tmp_path / "still.png"), np.zeros((48, 64, 3), np.uint8))
+    still = preflight.probe_file("still", str(tmp_path / "still.png"))  # plays as one frame: allowed, but said
+    assert still.ok and still.detail == "64x48 png, a still image"
+
+
+def test_probe_says_in_one_clause_why_a_file_is_no_video(tmp_path: Path) -> None:
+    """Each unusable file gets its own reason, never FFmpeg's errno text."""
+    good = tmp_path / "good.mp4"
+    make_test_clip(good, width=160, height=120, frames=5)
+    (tmp_path / "empty.mp4").write_bytes(b"")
+    (tmp_path / "text.mp4").write_text("not a video\n" * 100)
+    (tmp_path / "notes.txt").write_text("not a video either\n" * 100)  # FFmpeg's tty demuxer would play it
+    (tmp_path / "half.mp4").write_bytes(good.read_bytes()[:300])  # a recording cut off early
+    (tmp_path / "folder.mp4").mkdir()
+    os.mkfifo(tmp_path / "pipe.mp4")  # never opened: that would block until someone writes to it
+    expected = {
+        "empty.mp4": "file is empty",
+        "text.mp4": "not a video file, or a damaged one (FFmpeg recognises no media format in it)",
+        "notes.txt": "not a video file (a text file)",
+        "half.mp4": "not a video file, or a damaged one (FFmpeg recognises no media format in it)",
+        "audio.mp4": "not a video file (no video stream; only audio)",
+        "music.m4a": "not a video file (no video stream; only audio and a cover picture)",
+        "folder.mp4": "is a directory, not a video file",
+        "pipe.mp4": "not a regular file (a FIFO)",
+        "absent.mp4": "file not found",
+    }
+    _audio_file(tmp_path / "audio.mp4")
+    _audio_file(tmp_path / "music.m4a", cover=True)  # FFmpeg lists the cover as a one-frame video stream
+    for i, (name, reason) in enumerate(expected.items()):
+        result = preflight.probe_file(f"cam{i}", str(tmp_path / name), index=i)
+        assert not result.ok and result.detail == reason, (name, result)
+        assert result.line() == f"warning: cameras[{i}] (cam{i}): {tmp_path / name}: {reason}"
+        assert "Errno" not in result.line() and "Error" not in result.line()
+
+
+PROBE_AS_NOBODY = """
+import sys
+from streamdet.preflight import probe_file
+print(probe_file("lobby", sys.argv[1], index=2).line())
+"""
+
+
+def test_probe_names_an_unreadable_file(tmp_path: Path) -> None:
+    """chmod 000: as a normal user in this process; as root (whom file modes do not stop) in a child
+    process that runs as the user 'nobody', as the service user would meet it."""
+    import pwd
+    import subprocess
+    import sys
+    import tempfile
+
+    with tempfile.TemporaryDirectory(dir="/tmp") as folder:  # /tmp: 'nobody' may enter it, not pytest's tmp_path
+        os.chmod(folder, 0o711)
+        clip = Path(folder) / "x.mp4"
+        make_test_clip(clip, width=64, height=48, frames=2)
+        clip.chmod(0)
+        want = f"warning: cameras[2] (lobby): {clip}: permission denied"
+        if os.geteuid() != 0:
+            assert preflight.probe_file("lobby", str(clip), index=2).line() == want
+            return
+        try:
+            nobody = pwd.getpwnam("nobody")
+        except KeyError:
+            pytest.skip("running as root and there is no user 'nobody' to drop to: root reads any file")
+        repo = Path(__file__).resolve().parents[1]
+        r = subprocess.run([sys.executable, "-c", PROBE_AS_NOBODY, str(clip)], capture_output=True, text=True,
+                           timeout=120, user=nobody.pw_uid, group=nobody.pw_gid, extra_groups=[], cwd="/",
+                           env={**os.environ, "PYTHONPATH": str(repo), "HOME": "/"})
+        assert r.returncode == 0, r.stderr
+        assert r.stdout.strip() == want
 
 
 def test_check_fails_for_a_gpu_that_is_not_there(tmp_path: Path, monkeypatch, capsys) -> None:
@@ -95,7 +202,9 @@ def test_check_reports_shared_memory_and_probes_file_cameras(tmp_path: Path, cap
     out = capsys.readouterr().out.splitlines()
     assert any(line.startswith("shared memory: ") and "MiB of frame rings" in line for line in out)
     assert any(line.startswith("camera good: file OK (160x120") for line in out)
-    assert any(line.startswith("camera bad: warning: cannot read the file") for line in out)
+    bad = tmp_path / "bad.mp4"
+    assert f"warning: cameras[1] (bad): {bad}: not a video file, or a damaged one (FFmpeg recognises no media " \
+           "format in it)" in out
     assert main(["check", "--no-probe", str(cfg)]) == 0
     assert not any(line.startswith("camera ") for line in capsys.readouterr().out.splitlines())
 
@@ -109,3 +218,62 @@ def test_check_resolves_devices_auto_without_cuda(tmp_path: Path, monkeypatch, c
     assert main(["check", "--no-probe", str(cfg)]) == 0
     out = capsys.readouterr().out.splitlines()
     assert "devices: auto -> cpu (0 GPU(s) visible)" in out and "inference: cpu -> torch" in out
+
+
+def test_check_fails_when_the_rings_do_not_fit(tmp_path: Path, capsys) -> None:
+    _huge_rings(tmp_path)  # writes clip.mp4
+    cams = ", ".join(f"{{id: c{i}, url: clip.mp4}}" for i in range(40))
+    cfg = tmp_path / "cameras.yaml"
+    cfg.write_text(f'model: {{weights: "{DEMO}", backend: torch}}\n'
+                   f"ring: {{slots: 64, max_width: 8192, max_height: 8192}}\ncameras: [{cams}]\n")
+    assert main(["check", "--no-probe", str(cfg)]) == 2
+    out, err = capsys.readouterr()
+    (line,) = err.splitlines()
+    assert "frame rings need" in line and "GiB of shared memory" in line and "GiB free" in line
+    assert "configuration OK" not in out
+
+
+def _ring_config(tmp_path: Path, fixtures_dir: Path, ring: str = "", cameras: int = 40) -> Path:
+    from tests.supervisor.helpers import write_config
+
+    cams = "\n".join(f"  - {{id: c{i}, url: a.mp4}}" for i in range(cameras))
+    return write_config(tmp_path, fixtures_dir, cameras=cams, extra=f"ring: {ring}" if ring else "")
+
+
+HUGE_RING = "{slots: 64, max_width: 8192, max_height: 8192}"
+
+
+def test_run_refuses_rings_that_do_not_fit(tmp_path: Path, fixtures_dir: Path, monkeypatch, caplog) -> None:
+    """Exit status 2 and the one error line, before any ring or child exists (they would die of SIGBUS)."""
+    import logging
+
+    from streamdet.supervisor.runtime import PID_FILE, runtime_dir, segments_of
+    from tests.supervisor.helpers import fake_supervisor
+
+    caplog.set_level(logging.INFO)
+    sup = fake_supervisor(_ring_config(tmp_path, fixtures_dir, HUGE_RING), monkeypatch)
+    assert sup.run() == 2
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1 and "GiB of shared memory" in errors[0] and "GiB free" in errors[0]
+    assert sup.children == {} and segments_of(os.getpid()) == []
+    assert not (runtime_dir() / PID_FILE).exists()
+
+
+def test_reload_refuses_rings_that_do_not_fit(tmp_path: Path, fixtures_dir: Path, monkeypatch, caplog) -> None:
+    import logging
+
+    from tests.supervisor.helpers import Running, fake_supervisor
+
+    caplog.set_level(logging.INFO)
+    path = _ring_config(tmp_path, fixtures_dir, cameras=2)
+    sup = fake_supervisor(path, monkeypatch)
+    with Running(sup) as run:
+        run.wait(lambda: sup._ready, 60, "ready")
+        before = {name: run.pid(name) for name in sup.children}
+        _ring_config(tmp_path, fixtures_dir, HUGE_RING)
+        sup.request_reload()
+        run.wait(lambda: "reload rejected" in caplog.text, 20, "rejection")
+        assert "GiB of shared memory" in caplog.text
+        assert {cam: r.slots for cam, r in sup.rings.items()} == {"c0": 3, "c1": 3}
+        assert {name: run.pid(name) for name in sup.children} == before  # nothing restarted
+    assert run.result == [0]

@@ -5,8 +5,9 @@ Produces: YUV 4:2:0 frames (yuv420p or nv12 planes copied as decoded, no colour 
 tagged with their colour matrix and range) with their frame index, pts and capture wall time,
 written into each camera's :class:`~streamdet.pipeline.ring.FrameRing`, plus the decoder state,
 heartbeat and counters in the ring header.
-Process: a decoder process (spawned by the supervisor) runs :func:`decoder_main`: one
-:class:`CameraReader` thread per camera. Never imports torch.
+Process: a decoder process (spawned by the supervisor) runs
+:func:`streamdet.pipeline.decoder_process.decoder_main`: one :class:`CameraReader` thread per
+camera. Never imports torch.
 
 Behaviour of a camera thread:
 
@@ -45,7 +46,8 @@ Behaviour of a camera thread:
 - ``decode_ns`` adds the wall time spent demuxing (files only: a live demux mostly waits for
   the network), decoding, converting and writing; pacing sleeps and lossless waits excluded.
 - end of file: ``loop`` seeks back to the start (reopening if the seek fails), otherwise the
-  state becomes ``ended`` and the thread finishes. End of a network stream is a failure.
+  state becomes ``ended`` and the thread finishes (``finished``). End of a network stream is a
+  failure.
 
 What each failure does (:mod:`streamdet.pipeline.source_faults` decides what is permanent,
 :mod:`streamdet.pipeline.frame_pass` enforces the timeouts):
@@ -62,8 +64,8 @@ What each failure does (:mod:`streamdet.pipeline.source_faults` decides what is 
   backoff and retry as above (it may appear later, e.g. an NFS mount).
 - file that exists but is not decodable (empty, not a video, no video stream, unknown codec,
   no decodable frame): state ``failed`` with the reason (redacted) in ``last_error`` and one
-  error log line; no retry. The thread then idles, heartbeating, until stop, so the supervisor
-  never takes the camera for a hung decoder and restarts it.
+  error log line; no retry. The thread then finishes (``finished``): the decoder process lets the
+  camera go, and the supervisor releases its ring (see :mod:`streamdet.pipeline.decoder_process`).
 - file with damaged data (truncated, corrupt packets): every readable frame is written once;
   undecodable packets are skipped. At the end of the readable data a non-looping file
   becomes ``failed`` with "damaged data after frame N (...)" (no retry: a reopen would replay
@@ -76,23 +78,18 @@ What each failure does (:mod:`streamdet.pipeline.source_faults` decides what is 
 - ring states: ``starting`` (gate) -> ``connecting`` (opening) -> ``streaming`` (first frame
   written) -> ``backoff`` (after a failure, ``last_error`` set) -> ``connecting`` ...; ``ended``
   (file without loop, read to its end), ``failed`` (permanent failure above, or the thread
-  crashed: decoder_main restarts a crashed thread), ``stopped`` (stop event; a ``failed``
-  camera keeps ``failed``).
+  crashed: decoder_main restarts a crashed thread), ``stopped`` (stop event).
 - log lines carry the camera id and the redacted URL; FFmpeg error texts (which quote the URL)
   are redacted before they are logged or stored in the ring. Credentials are never logged.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import os
 import random
-import threading
 import time
-import traceback
-from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any, Protocol
 
@@ -106,17 +103,17 @@ from streamdet.pipeline.hwdecode import NVDEC_THREADS, NvdecState, is_no_hw_stre
 from streamdet.pipeline.pacing import Schedule
 from streamdet.pipeline.ring import FrameRing, WriteAborted
 from streamdet.pipeline.source import LIVE_SCHEMES as LIVE_SCHEMES  # re-exported: moved to source.py
-from streamdet.pipeline.source import CameraSource, SourceSections
+from streamdet.pipeline.source import CameraSource
 from streamdet.pipeline.source_faults import Failure, SourceDamaged, SourceUnusable, classify_failure
 from streamdet.redact import redact_text
 
 log = logging.getLogger("streamdet.decode")
 
-_POLL_S = 0.5  # longest sleep between stop/heartbeat checks
+POLL_S = 0.5  # longest sleep between stop/heartbeat checks
 _GATE_POLL_S = 0.1  # start gate: how often stop is checked while waiting
 
 
-class _EventLike(Protocol):
+class EventLike(Protocol):
     def is_set(self) -> bool: ...
     def wait(self, timeout: float | None = None) -> bool: ...
 
@@ -130,12 +127,13 @@ class CameraReader:
 
     ``run()`` is a thread body; it catches every error from the source and reconnects unless
     the failure is permanent (see the module docstring), so it only returns on stop, at the end
-    of a non-looping file, or (after idling until stop) on a permanent failure.
+    of a non-looping file, or on a permanent failure; ``finished`` then says which of the last
+    two (``"ended"``, ``"failed"``), None after a stop.
     ``start_gate`` (event-like, or None) holds a file camera before its first open.
     """
 
-    def __init__(self, source: CameraSource, ring: FrameRing, stop_event: _EventLike,
-                 rng: random.Random | None = None, start_gate: _EventLike | None = None,
+    def __init__(self, source: CameraSource, ring: FrameRing, stop_event: EventLike,
+                 rng: random.Random | None = None, start_gate: EventLike | None = None,
                  live_max_fps: Any = None) -> None:
         self.source = source
         self.ring = ring
@@ -155,6 +153,7 @@ class CameraReader:
         self.nvdec = NvdecState(source, ring, self._tag())  # NVDEC while it works, else the CPU
         self._session_nvdec = False  # the current session decodes with NVDEC
         self._session_decoded = 0  # frames decoded since the last (re)open
+        self.finished: str | None = None  # "ended" or "failed" once the camera finished for good
 
     # -- helpers ------------------------------------------------------------------------------
 
@@ -172,13 +171,13 @@ class CameraReader:
         return float(self.live_max_fps.value) or None
 
     def _sleep(self, seconds: float) -> None:
-        """Sleep, heartbeating; raises _Stopped as soon as stop is set (within _POLL_S)."""
+        """Sleep, heartbeating; raises _Stopped as soon as stop is set (within POLL_S)."""
         end = time.monotonic() + seconds
         while True:
             remaining = end - time.monotonic()
             if remaining <= 0:
                 break
-            if self.stop.wait(min(remaining, _POLL_S)):
+            if self.stop.wait(min(remaining, POLL_S)):
                 raise _Stopped
             self._beat()
         if self.stop.is_set():
@@ -197,7 +196,7 @@ class CameraReader:
                 raise _Stopped
             if time.monotonic() >= next_beat:
                 self._beat()
-                next_beat = time.monotonic() + _POLL_S
+                next_beat = time.monotonic() + POLL_S
 
     def backoff_delay(self, failures: int) -> float:
         """Delay before reopening after ``failures`` failures in a row (0 for the first):
@@ -207,17 +206,16 @@ class CameraReader:
         return max(0.0, base * (1.0 + self.rng.uniform(-s.backoff_jitter, s.backoff_jitter)))
 
     def _fail_permanently(self, failure: Failure) -> None:
-        """State ``failed`` with the reason, one log line, then idle (heartbeating) until stop."""
+        """State ``failed`` with the reason and one log line; the thread then finishes."""
         self.ring.set_state("failed", error=failure.reason[:256])
+        self.finished = "failed"
         log.error("%s: %s; camera failed, not retried", self._tag(), failure.reason)
-        while not self.stop.wait(_POLL_S):
-            self._beat()
 
     # -- main loop ----------------------------------------------------------------------------
 
     def run(self) -> None:
-        """Open, stream, reconnect with backoff; returns on stop, at the end of a file, or (at
-        stop) after a permanent failure."""
+        """Open, stream, reconnect with backoff; returns on stop, at the end of a file, or after a
+        permanent failure."""
         s = self.source
         failures = 0
         opened_before = quiet_reopen = False  # quiet: a looping file's reopen or a move to the CPU
@@ -243,6 +241,7 @@ class CameraReader:
                 else:
                     if outcome == "ended":
                         self.ring.set_state("ended")
+                        self.finished = "ended"
                         log.info("%s: end of file after %d frames; camera finished", self._tag(),
                                  self.frames_written)
                         return
@@ -440,135 +439,3 @@ class CameraReader:
             self.ring.set_state("streaming")
             log.info("%s: streaming (%dx%d %s -> %dx%d %s, %s, %s range)", self._tag(), src[0], src[1],
                      frame.format.name, out.width, out.height, pix_fmt, matrix, rng)
-
-
-# -- decoder process ---------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class DecoderSpec:
-    """What one decoder process reads: its sources, the shm name of each camera's ring, and the
-    start gate file cameras wait for (event-like, e.g. a StopFlag the supervisor sets once the
-    workers are ready; None = no gate)."""
-
-    sources: list[SourceSections | CameraSource]  # the supervisor hands over configuration sections
-    ring_names: dict[str, str]
-    start_gate: _EventLike | None = None
-    # camera -> shared double the supervisor sets on reload: the camera's max_fps (0 = no limit),
-    # applied live from the next frame; None = CameraSource.max_fps, fixed
-    live_max_fps: dict[str, Any] | None = None
-
-
-@dataclass
-class _CameraThread:
-    """decoder_main's bookkeeping for one camera's thread."""
-
-    source: CameraSource
-    ring_name: str
-    thread: threading.Thread | None = None
-    finished: bool = False  # ended normally (file without loop) or stopped
-    crashes: int = 0
-    restart_at: float = 0.0
-    started_at: float = 0.0
-    result: dict = field(default_factory=dict)
-    live_max_fps: Any = None
-    reader: CameraReader | None = None
-
-
-def _camera_thread_body(cam: _CameraThread, stop: _EventLike, start_gate: _EventLike | None = None) -> None:
-    """Attach the ring and run the reader; an unexpected crash is logged (redacted) and
-    recorded in the ring, and decoder_main restarts the thread after a backoff."""
-    ring: FrameRing | None = None
-    try:
-        try:
-            ring = FrameRing.attach(cam.ring_name)
-        except (OSError, ValueError) as exc:
-            raise RuntimeError(f"cannot attach ring {cam.ring_name}: {exc}") from exc
-        cam.reader = CameraReader(cam.source, ring, stop, start_gate=start_gate, live_max_fps=cam.live_max_fps)
-        cam.reader.run()
-        cam.result["ok"] = True
-    except BaseException as exc:  # one camera never takes the process down
-        text = redact_text(f"{type(exc).__name__}: {exc}")
-        log.error("camera=%s url=%s: reader crashed: %s", cam.source.camera_id, cam.source.redacted_url, text)
-        log.debug("camera=%s traceback: %s", cam.source.camera_id,
-                  redact_text("".join(traceback.format_exception(exc))).replace("\n", " | "))
-        if ring is not None:
-            try:
-                ring.set_state("failed", error=text[:256])
-                ring.heartbeat()
-            except Exception:
-                log.debug("camera=%s: cannot record the crash in the ring", cam.source.camera_id)
-    finally:
-        if ring is not None:
-            ring.close()
-
-
-def _process_beat(cam: _CameraThread, now: float) -> None:
-    """Heartbeat the camera's ring from the process's main loop while its reader thread is alive
-    and has shown progress within what its own timeouts allow: a reader waiting on a slow source
-    is not a hang, but a frozen process (no main loop) or a reader stuck beyond every timeout is."""
-    reader = cam.reader
-    if cam.thread is None or not cam.thread.is_alive() or reader is None:
-        return
-    s = cam.source
-    if now - reader.last_beat < s.open_timeout_s + s.read_limit_s + _POLL_S + 5.0:
-        # the thread may close its ring between the check and the beat
-        with contextlib.suppress(ValueError, TypeError):
-            reader.ring.heartbeat(reader.pid)
-
-
-def decoder_main(spec: DecoderSpec, stop_event: _EventLike) -> None:
-    """Decoder process entry point: one CameraReader thread per camera until ``stop_event``.
-
-    A camera that is down never blocks the others (each has its own thread); a thread that
-    crashes is restarted after 1, 2, 4 ... 30 s. Returns once stop is set and the threads have
-    finished (waiting at most ~2 s; a thread still inside a blocking FFmpeg read is a daemon
-    thread and ends with the process, or by its read timeout).
-    """
-    live = spec.live_max_fps or {}
-    sources = [s.source() if isinstance(s, SourceSections) else s for s in spec.sources]
-    cams = [_CameraThread(src, spec.ring_names[src.camera_id], live_max_fps=live.get(src.camera_id))
-            for src in sources]
-    log.info("decoder started (pid %d): cameras %s", os.getpid(), ", ".join(c.source.camera_id for c in cams))
-
-    def start(cam: _CameraThread) -> None:
-        cam.result = {}
-        cam.reader = None
-        cam.started_at = time.monotonic()
-        cam.thread = threading.Thread(target=_camera_thread_body, args=(cam, stop_event, spec.start_gate),
-                                      name=f"decode-{cam.source.camera_id}", daemon=True)
-        cam.thread.start()
-
-    for cam in cams:
-        start(cam)
-    while not stop_event.wait(_POLL_S):
-        now = time.monotonic()
-        for cam in cams:
-            _process_beat(cam, now)
-            if cam.finished:
-                continue
-            if cam.thread is None:
-                if now >= cam.restart_at:
-                    log.info("camera=%s: restarting reader", cam.source.camera_id)
-                    start(cam)
-                continue
-            if cam.thread.is_alive():
-                continue
-            cam.thread = None
-            if cam.result.get("ok"):
-                cam.finished = True
-                continue
-            if now - cam.started_at > 60.0:
-                cam.crashes = 0  # it ran fine for a while
-            delay = min(30.0, 1.0 * 2 ** cam.crashes)
-            cam.crashes += 1
-            cam.restart_at = now + delay
-            log.warning("camera=%s: reader thread died; restarting in %.0f s", cam.source.camera_id, delay)
-    deadline = time.monotonic() + 2.0
-    for cam in cams:
-        if cam.thread is not None:
-            cam.thread.join(max(0.0, deadline - time.monotonic()))
-    alive = [c.source.camera_id for c in cams if c.thread is not None and c.thread.is_alive()]
-    if alive:
-        log.warning("decoder stopping with readers still blocked in I/O: %s", ", ".join(alive))
-    log.info("decoder stopped (pid %d)", os.getpid())

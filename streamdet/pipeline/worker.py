@@ -129,6 +129,7 @@ class CameraStats:
     published: int = 0
     overwritten: int = 0  # frames the ring overwrote before the worker took them
     unsent: int = 0  # frames inferred but not published (the message could not be built or sent)
+    objects: int = 0  # detections in the published messages (objects per frame = objects / published)
     latencies_ms: list[float] = field(default_factory=list)  # one per inferred frame, published or not
 
     def summary(self, interval_s: float, ring_delta: dict[str, int]) -> dict[str, Any]:
@@ -146,6 +147,7 @@ class CameraStats:
             "fps": round(self.published / interval_s, 2) if interval_s > 0 else 0.0,
             "inferred": int(lat.size),
             "published": self.published,
+            "objects": self.objects,
             "dropped": sum(drops.values()),
             "drops": drops,
             "decoded": decoded,
@@ -158,6 +160,11 @@ class CameraStats:
 def _ring_counters(status: RingStatus) -> dict[str, int]:
     return {"decoded": status.frames_decoded, "skipped": status.frames_skipped, "behind": status.frames_behind,
             "decode_ns": status.decode_ns}
+
+
+def _final_counters(final: dict[str, Any]) -> dict[str, int]:
+    """A released camera's decoder counters, as its live settings give them (see _ring_counters)."""
+    return {k: int(final.get(k) or 0) for k in ("decoded", "skipped", "behind", "decode_ns")}
 
 
 class StageTimer:
@@ -399,7 +406,12 @@ def _start_worker(spec: WorkerSpec, control: WorkerControl) -> tuple[Any, dict[s
     except (ModelError, ValueError, RegistryError, DeviceUnavailable) as exc:
         log.error("%s cannot start: %s", spec.name, exc)
         raise SystemExit(EXIT_CANNOT_START) from exc
-    rings = {cam: FrameRing.attach(name) for cam, name in spec.ring_names.items()}
+    rings = {}
+    for cam, name in spec.ring_names.items():
+        try:
+            rings[cam] = FrameRing.attach(name)
+        except FileNotFoundError:  # released since this start was decided (the camera finished for good)
+            log.info("%s: camera %s has no ring any more (it finished); not attached", spec.name, cam)
     try:
         control.set_phase("warming_up")
         t0 = time.monotonic()
@@ -433,6 +445,9 @@ class WorkerLoop:
         self._generation = 0
         self._unsent: dict[str, int] = {}  # camera -> frames not published since its last message
         self._retired: list[tuple[float, FrameRing]] = []  # detached rings, closed once no batch can use them
+        # cameras that finished for good, whose ring the supervisor released: their final status
+        # (from the live settings), reported in the stats messages in place of a ring's
+        self.finished: dict[str, dict[str, Any]] = {}
         self.gatherer = BatchGatherer(rings, lane_batch(spec.batching.max_batch, len(rings), len(stages.backends)),
                                       spec.batching.max_wait_ms / 1000.0)
         self.names = stages.names
@@ -461,6 +476,7 @@ class WorkerLoop:
             return False
         self._generation = generation
         self._apply_thresholds(live.get("thresholds") or {})
+        self.finished = dict(live.get("finished") or {})
         self._apply_cameras(dict(live.get("cameras") or {}))
         return True
 
@@ -494,7 +510,7 @@ class WorkerLoop:
             rings[cam] = ring
             self._ring_base[cam] = _ring_counters(ring.status())
             log.info("%s: camera %s attached", self.spec.name, cam)
-        self.stats = {cam: self.stats.get(cam) or CameraStats() for cam in rings}
+        self.stats = {cam: self.stats.get(cam) or CameraStats() for cam in [*rings, *self.finished]}
         self.rings = rings
         self.gatherer.set_rings(rings, lane_batch(self.spec.batching.max_batch, len(rings), len(self.stages.backends)))
 
@@ -582,6 +598,7 @@ class WorkerLoop:
                 sent = False
             if sent:
                 stats.published += 1
+                stats.objects += len(msg["detections"])
             else:
                 stats.unsent += 1
                 self._unsent[frame.camera] = dropped + 1  # counted in the camera's next message
@@ -630,7 +647,13 @@ class WorkerLoop:
             entry = (all_stats.get(cam) or CameraStats()).summary(interval, delta)
             entry["state"] = status.state
             entry["reconnects"] = status.reconnects
+            if status.last_error:  # already redacted by the decoder; kept until the next error
+                entry["last_error"] = status.last_error
+                entry["last_error_ts"] = round(status.error_time, 3)
             cameras[cam] = entry
+        for cam, final in self.finished.items():
+            if cam not in cameras:
+                cameras[cam] = self._final_entry(cam, final, all_stats.get(cam), interval)
         worker = {"name": self.spec.name, "device": self.spec.device, "backend": self.stages.backend.name,
                   "threads": self.spec.threads, "lanes": len(self.stages.backends), **self.timer.summary()}
         if queue_depth is not None:
@@ -640,7 +663,22 @@ class WorkerLoop:
             worker["gpu_memory_bytes"] = memory
         self.publisher.send(stats_message(ts=time.time(), source=self.spec.name, interval_s=round(interval, 3),
                                           cameras=cameras, worker=worker))
-        self.stats = {cam: CameraStats() for cam in self.rings}
+        self.stats = {cam: CameraStats() for cam in [*self.rings, *self.finished]}
         self.timer.reset()
         self._stats_started = now
         self.close_retired()
+
+    def _final_entry(self, cam: str, final: dict[str, Any], stats: CameraStats | None,
+                     interval: float) -> dict[str, Any]:
+        """The stats entry of a camera whose ring was released: what this interval still counted,
+        and its final state, counters and error."""
+        counters = _final_counters(final)
+        base = self._ring_base.get(cam, counters)
+        self._ring_base[cam] = counters
+        entry = (stats or CameraStats()).summary(interval, {k: max(0, counters[k] - base[k]) for k in counters})
+        entry["state"] = str(final.get("state") or "failed")
+        entry["reconnects"] = int(final.get("reconnects") or 0)
+        if final.get("last_error"):
+            entry["last_error"] = str(final["last_error"])
+            entry["last_error_ts"] = round(float(final.get("error_time") or 0.0), 3)
+        return entry

@@ -21,24 +21,30 @@ from multiprocessing.process import BaseProcess
 from typing import Any
 
 from streamdet.stopflag import StopFlag
+from streamdet.supervisor.signals import ignore_parent_signals, parent_signals_blocked
 
 log = logging.getLogger("streamdet.supervisor")
 
 BACKOFF_INITIAL_S = 1.0
 BACKOFF_MAX_S = 30.0
-START_FAILURES_FATAL = 3  # consecutive deaths before serving: the child cannot start
+START_FAILURES_FATAL = 3  # consecutive deaths before serving, never having served: the child cannot start
 
 
 def child_entry(name: str, log_level: str, target: Callable[..., None], args: tuple[Any, ...],
                 env: Mapping[str, str] | None = None) -> None:
-    """Bootstrap of every child: its environment, process name, signals, crash dumps, then the
+    """Bootstrap of every child: signals, its environment, process name, crash dumps, then the
     stage's main.
+
+    SIGHUP and SIGINT are the supervisor's (reload, stop): the child was spawned with them blocked
+    and ignores them from here on (:mod:`streamdet.supervisor.signals`), so a signal sent to the
+    whole process group (Ctrl-C in a terminal, ``kill -HUP -PGID``) reaches the supervisor alone.
 
     ``env`` is applied first, in the child only (a GPU worker's ``CUDA_VISIBLE_DEVICES``): nothing
     that could initialise CUDA has run yet, and the supervisor's own environment is untouched.
     An unexpected exception ends the child with status 1 after one log line (the traceback at
     debug level): the supervisor reports and restarts it.
     """
+    ignore_parent_signals()
     os.environ.update(env or {})
     import faulthandler
 
@@ -47,9 +53,6 @@ def child_entry(name: str, log_level: str, target: Callable[..., None], args: tu
     # before any child imports torch/OpenMP: idle inference threads sleep instead of spinning on the
     # cores that decoders need (an operator's explicit setting wins)
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    # Ctrl-C in a terminal reaches the whole process group, SIGHUP a reload: only the supervisor acts
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     with contextlib.suppress(OSError), open("/proc/self/comm", "w") as f:
         f.write(f"sd-{name}"[:15])
     from streamdet.logs import setup_logging
@@ -101,12 +104,14 @@ class Child:
     next_start: float = 0.0  # monotonic time before which it is not (re)started
     backoff_s: float = BACKOFF_INITIAL_S
     restart_count: int = 0  # since the daemon started (metrics)
-    start_failures: int = 0  # consecutive deaths before the child ever served
+    start_failures: int = 0  # consecutive deaths before serving (since it last served)
     served: bool = False  # reached serving since its last start
+    ever_served: bool = False  # reached serving at least once in this daemon's life
     stop_deadline: float | None = None  # monotonic; set while a requested stop is in progress
     retire: bool = False  # remove once stopped (reload removed it)
     restart_when_stopped: bool = False  # start again once stopped (reload changed it)
     parked: str | None = None  # given up on (reason); never restarted until a reload changes it
+    finished: bool = False  # a decoder whose every camera finished for good; not restarted until a reload
 
     @property
     def alive(self) -> bool:
@@ -129,7 +134,8 @@ class Child:
                                    args=(self.name, log_level, self.target, self.build_args(self.stop_flag),
                                          dict(self.env)),
                                    name=self.name, daemon=False)
-        self.process.start()
+        with parent_signals_blocked():  # until its bootstrap ignores them (see child_entry)
+            self.process.start()
         self.started_at = time.time()
         log.info("started %s (pid %d)%s", self.name, self.process.pid,
                  "".join(f" {k}={v}" for k, v in sorted(self.env.items())))

@@ -4,12 +4,17 @@ Owns every shared-memory ring (created before the children that use them, unlink
 even after a SIGKILLed child), the publish proxy and the child processes (spawn context): decoders
 and one worker per device. It never imports torch and never initialises CUDA.
 
-- Failures: a dead or hung child is restarted with exponential backoff. A worker that exits with
-  EXIT_CANNOT_START, or dies START_FAILURES_FATAL times in a row before it ever served, cannot
-  start: the daemon stops with exit status 2 and one line (systemd does not restart on 2). A
-  worker beyond ``restart_limit`` restarts in ``restart_window_s`` ends the daemon with status 1
-  (systemd restarts it). A decoder in the same situations is parked instead (its cameras show
-  ``failed`` with the reason): one bad camera never stops the others.
+- Failures (:mod:`streamdet.supervisor.policy`, which also lists the exit statuses): a dead or
+  hung child is restarted with exponential backoff. A worker that exits with EXIT_CANNOT_START,
+  or dies START_FAILURES_FATAL times in a row before serving and never served since the daemon
+  started, cannot start: the daemon stops with exit status 2 and one line (systemd does not
+  restart on 2). A worker that served before and then keeps dying (while serving or while
+  restarting) ends the daemon with status 1 beyond ``restart_limit`` restarts in
+  ``restart_window_s`` (systemd restarts it). A decoder in the same situations is parked instead
+  (its cameras show ``failed`` with the reason): one bad camera never stops the others.
+- Finished cameras (:mod:`streamdet.supervisor.finished`): a file camera that ended or failed for
+  good gives up its decoder thread (its process, when it was the last camera there) and, once the
+  worker has taken its frames, its ring; its final state stays in stats and metrics.
 - Hangs: a serving child with no heartbeat for ``hang_timeout_s`` is killed and restarted; a worker
   still loading or warming up has ``startup_timeout_s`` (and must heartbeat while it loads).
 - Watchdog: WATCHDOG=1 is sent only while this loop runs, the publish proxy runs and every child
@@ -21,7 +26,9 @@ and one worker per device. It never imports torch and never initialises CUDA.
   as a diff (:mod:`streamdet.supervisor.reconcile`). RELOADING=1, then READY=1.
 - Stop (SIGTERM/SIGINT): every child is asked to stop, killed after ``stop_timeout_s``; exit 0.
 
-Signal handlers only record the signal; the supervision loop acts on it.
+Signal handlers only record the signal; the supervision loop acts on it. Children and
+multiprocessing's resource tracker ignore SIGHUP and SIGINT (:mod:`streamdet.supervisor.signals`),
+so a signal to the whole process group is acted on once, here.
 """
 
 from __future__ import annotations
@@ -40,20 +47,24 @@ from typing import Any
 
 from streamdet.config import Config
 from streamdet.cpu_budget import usable_cpus
-from streamdet.errors import StreamdetError
+from streamdet.errors import ConfigError, StreamdetError
+from streamdet.keys import check_curve
 from streamdet.pipeline.publish import PublishProxy
 from streamdet.pipeline.ring import FrameRing
-from streamdet.supervisor.children import START_FAILURES_FATAL, Child
+from streamdet.preflight import ring_bytes, shm_problem
+from streamdet.supervisor.children import Child
+from streamdet.supervisor.finished import FinishedCameras
 from streamdet.supervisor.plan import DaemonPlan, make_plan
+from streamdet.supervisor.policy import EXIT_STOPPED, EXIT_UNUSABLE, RestartPolicy
 from streamdet.supervisor.reconcile import Reconciler
 from streamdet.supervisor.runtime import PidFile, cleanup_stale_run_dirs, cleanup_stale_segments, runtime_dir
+from streamdet.supervisor.signals import start_resource_tracker
 from streamdet.systemd import SystemdNotifier
 
 log = logging.getLogger("streamdet.supervisor")
 
 TICK_S = 0.2
 IPC_PATH_MAX = 100  # sockaddr_un.sun_path holds 107 bytes; keep a margin
-EXIT_CANNOT_START = 78  # streamdet.pipeline.worker.EXIT_CANNOT_START (not imported: that module is the worker's)
 SERVING = 2  # streamdet.pipeline.worker.PHASES.index("serving")
 HEALTHY_BEAT_S = 5.0  # a child whose last heartbeat is older than this (or hang_timeout_s) is not healthy
 STARTUP_BEAT_GRACE_S = 30.0  # a starting child may go this long without a heartbeat (imports on a busy CPU)
@@ -89,11 +100,12 @@ class Supervisor:
         self._workdir: Path | None = None
         self._pidfile: PidFile | None = None
         self._ready = False
-        self._exit_status = 1  # when the supervision loop gives up
         self.metrics: Any = None
         self._stats_thread: threading.Thread | None = None
         self._stats_stop = threading.Event()
         self.reconciler = Reconciler(self)
+        self.policy = RestartPolicy(self)
+        self.finished = FinishedCameras(self)
 
     # -- signals -----------------------------------------------------------------------------
     def _on_signal(self, signum: int, _frame: object) -> None:
@@ -166,65 +178,17 @@ class Supervisor:
         return True
 
     # -- supervision -------------------------------------------------------------------------
-    def _give_up(self, child: Child, status: int, line: str) -> bool:
-        log.error("%s", line)
-        self._exit_status = status
-        return False
-
-    def _park(self, child: Child, reason: str) -> None:
-        child.parked = reason
-        log.error("%s %s; its cameras (%s) are stopped until a reload changes them", child.name, reason,
-                  ", ".join(child.cameras))
-        for cam in child.cameras:
-            ring = self.rings.get(cam)
-            if ring is not None:
-                with contextlib.suppress(Exception):
-                    ring.set_state("failed", error=f"decoder {reason}"[:256])
-        if all(c.parked for c in self.children.values() if c.kind == "decoder"):
-            self._exit_status = 2
-
-    def _on_death(self, child: Child, code: int | None) -> bool:
-        """A child exited unasked; returns False when the daemon must stop."""
-        what = f"died (signal {-code})" if code is not None and code < 0 else f"exited with status {code}"
-        if child.kind == "worker" and code == EXIT_CANNOT_START:  # it logged the one error line naming why
-            log.info("%s cannot start; stopping with exit status 2", child.name)
-            self._exit_status = 2
-            return False
-        if not child.served:
-            child.start_failures += 1
-            if child.start_failures >= START_FAILURES_FATAL:
-                line = f"{child.name} {what} {child.start_failures} times in a row before it started serving"
-                if child.kind == "worker":
-                    return self._give_up(child, 2, f"{line}; it cannot start, stopping with exit status 2")
-                self._park(child, line)
-                return self._exit_status != 2 or not self._all_decoders_parked()
-        s = self.config.supervisor
-        if not child.record_restart(s.restart_window_s, s.restart_limit):
-            line = f"{child.name} {what}; {len(child.restarts) - 1} restarts within {s.restart_window_s:.0f} s"
-            if child.kind == "worker":
-                return self._give_up(child, 1, f"{line}, giving up")
-            self._park(child, f"{what} too often ({line})")
-            return not self._all_decoders_parked()
-        log.warning("%s %s; restarting in %.1f s", child.name, what, child.next_start - time.monotonic())
-        return True
-
-    def _all_decoders_parked(self) -> bool:
-        decoders = [c for c in self.children.values() if c.kind == "decoder"]
-        if decoders and all(c.parked for c in decoders):
-            log.error("every decoder was given up; stopping with exit status 2")
-            self._exit_status = 2
-            return True
-        return False
-
     def _supervise_once(self) -> bool:
         """One pass over the children; returns False when the daemon must give up."""
         now_mono, now_wall = time.monotonic(), time.time()
         for child in list(self.children.values()):
-            if child.parked:
+            if child.parked or child.finished:
                 continue
             if child.process is None:
                 if child.retire:
                     del self.children[child.name]
+                elif child.kind == "decoder" and all(self.finished.is_finished(c) for c in child.cameras):
+                    child.finished = True  # nothing left for it to decode (until a reload)
                 elif now_mono >= child.next_start:
                     child.start(self.ctx, self.config.log_level)
                 continue
@@ -244,18 +208,19 @@ class Supervisor:
                         child.next_start, child.start_failures = 0.0, 0
                 continue
             if not alive:
-                if not self._on_death(child, child.reap()):
+                if not self.policy.on_death(child, child.reap()):
                     return False
                 continue
             if not child.served and self._serving(child):
-                child.served, child.start_failures = True, 0
+                child.served, child.ever_served, child.start_failures = True, True, 0
             reason = self.hang_reason(child, now_wall)
             if reason is not None:
                 pid = child.process.pid
                 child.kill()
                 log.error("%s (pid %s) %s; killed it", child.name, pid, reason)
-                if not self._on_death(child, child.reap()):
+                if not self.policy.on_death(child, child.reap()):
                     return False
+        self.finished.poll()
         self._maybe_ready()
         return True
 
@@ -295,6 +260,12 @@ class Supervisor:
             if self.config_path is None:
                 raise StreamdetError("this daemon was started without a configuration file")
             new = load_config(self.config_path)
+            too_big = shm_problem(new, held_bytes=ring_bytes(self.config))  # what our rings hold comes back
+            if too_big:
+                raise ConfigError(too_big)
+            key_problems = check_curve(new)  # bad key files would leave the daemon without a publisher
+            if key_problems:
+                raise ConfigError("; ".join(key_problems))
         except StreamdetError as exc:
             log.error("reload rejected, still running the previous configuration: %s", exc)
             self.notifier.ready("reload rejected: configuration invalid")
@@ -325,6 +296,9 @@ class Supervisor:
         stale = cleanup_stale_run_dirs(rdir)
         if stale:
             log.info("removed %d run directories of a dead streamdet in %s", len(stale), rdir)
+        too_big = shm_problem(self.config)  # rings that do not fit: SIGBUS on a later write, so refuse now
+        if too_big:
+            raise ConfigError(too_big)
         self._workdir = Path(tempfile.mkdtemp(prefix=f"run-{os.getpid()}-", dir=rdir))
         if len(f"{self._workdir}/publish.sock") > IPC_PATH_MAX:  # a Unix socket path's limit
             self._workdir.rmdir()
@@ -352,10 +326,12 @@ class Supervisor:
         return self._workdir
 
     def run(self) -> int:
-        """Run until a signal (exit 0), a crash loop (exit 1) or a child that cannot start (exit 2)."""
+        """Run until a signal (exit 0), a runtime failure (exit 1) or what cannot work without a
+        change (exit 2); :mod:`streamdet.supervisor.policy` lists the exit statuses."""
+        start_resource_tracker()  # before any ring or child: immune to a process-group SIGHUP
         signals = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
         previous = {s: signal.signal(s, self._on_signal) for s in signals}
-        status = 0
+        status = EXIT_STOPPED
         try:
             self._open()
             last_watchdog = 0.0
@@ -363,7 +339,7 @@ class Supervisor:
                 if self._reload_requested:
                     self._reload()
                 if not self._supervise_once():
-                    status = self._exit_status
+                    status = self.policy.exit_status
                     break
                 if self.proxy is not None and not self.proxy.running:
                     self.proxy = self.reconciler.restart_proxy(self.config, "it stopped")
@@ -380,7 +356,7 @@ class Supervisor:
             return status
         except StreamdetError as exc:
             log.error("%s", exc)
-            return 2
+            return EXIT_UNUSABLE
         finally:
             for child in self.children.values():
                 if child.stop_flag is not None:

@@ -46,7 +46,7 @@ def start_metrics(sup: Supervisor) -> None:
     from streamdet.metrics import DaemonMetrics
 
     metrics = DaemonMetrics(
-        rings=lambda: {cam: ring.status() for cam, ring in list(sup.rings.items())},
+        rings=sup.finished.statuses,  # a released camera: its final status
         children=lambda: children_info(sup),
         rejected=lambda: sup.proxy.rejected_handshakes if sup.proxy is not None else 0,
     )

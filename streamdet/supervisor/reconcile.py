@@ -8,6 +8,12 @@ restart for (weights, img_size, backend, devices, batching, threads) restarts on
 A change of ``ring`` (slot count or size) re-creates every ring and so restarts every child;
 ``publish`` restarts the proxy; ``metrics`` the metrics endpoint; ``supervisor`` and
 ``log_level`` apply to the supervisor at once (children take a new log level when they restart).
+
+Cameras that finished for good (:mod:`streamdet.supervisor.finished`) stay finished, without a
+ring, while a reload leaves them unchanged; a reload that changes one (or the ring settings)
+creates its ring again and starts it. A child's arguments are built at each start, from the rings
+that exist then: a restarted decoder leaves out its finished cameras, a restarted worker attaches
+only the rings that are left.
 """
 
 from __future__ import annotations
@@ -20,12 +26,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from streamdet.config import Config
-from streamdet.pipeline.decode import DecoderSpec, decoder_main
+from streamdet.pipeline.decoder_process import DecoderSpec, decoder_main
 from streamdet.pipeline.publish import PublishProxy
 from streamdet.pipeline.ring import FrameRing, slot_bytes_for
 from streamdet.pipeline.worker import WorkerControl, WorkerSpec, worker_main
 from streamdet.stopflag import StopFlag
 from streamdet.supervisor.children import Child
+from streamdet.supervisor.finished import final_settings
 from streamdet.supervisor.plan import DaemonPlan, DecoderPlan, WorkerPlan, make_plan
 from streamdet.supervisor.runtime import ring_name
 
@@ -56,6 +63,15 @@ class Reconciler:
             ring.close()
             ring.unlink()  # processes that still map it keep their mapping until they exit
 
+    def release_ring(self, cam: str) -> None:
+        """A camera finished for good (its final status already in ``finished.released``): unlink
+        its ring and tell its worker to detach it (its live settings carry the final status)."""
+        self._remove_ring(cam)
+        plan = self.sup.plan
+        for w in plan.workers if plan is not None else ():
+            if cam in w.cameras and w.name in self.generation:
+                self._write_live(w)
+
     def _set_max_fps(self, plan: DecoderPlan) -> None:
         for src in plan.sources:
             value = self.max_fps.get(src.camera_id)
@@ -65,16 +81,24 @@ class Reconciler:
 
     # -- children --------------------------------------------------------------------------
     def _decoder_args(self, plan: DecoderPlan) -> Callable[[StopFlag], tuple[Any, ...]]:
-        spec = DecoderSpec(sources=list(plan.sections), ring_names={c: self.sup.rings[c].name for c in plan.cameras},
-                           start_gate=self.sup.start_gate,
-                           live_max_fps={c: self.max_fps[c] for c in plan.cameras})
-        return lambda stop: (spec, stop)
+        def build(stop: StopFlag) -> tuple[Any, ...]:  # at each start: its cameras not finished yet
+            finished = self.sup.finished
+            sections = [s for s in plan.sections if not finished.is_finished(s.camera_id)]
+            cams = [s.camera_id for s in sections]
+            spec = DecoderSpec(sources=list(sections), ring_names={c: self.sup.rings[c].name for c in cams},
+                               start_gate=self.sup.start_gate, live_max_fps={c: self.max_fps[c] for c in cams},
+                               finished={c: finished.flag(c) for c in cams})
+            return spec, stop
+
+        return build
 
     def _live_path(self, name: str) -> Path:
         return self.sup.workdir / f"{name}.live.json"
 
     def _write_live(self, plan: WorkerPlan) -> None:
-        live = {"cameras": {c: self.sup.rings[c].name for c in plan.cameras}, "thresholds": plan.thresholds()}
+        rings, released = self.sup.rings, self.sup.finished.released
+        live = {"cameras": {c: rings[c].name for c in plan.cameras if c in rings}, "thresholds": plan.thresholds(),
+                "finished": {c: final_settings(released[c]) for c in plan.cameras if c in released}}
         path = self._live_path(plan.name)
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps(live))
@@ -86,14 +110,20 @@ class Reconciler:
 
     def _worker_args(self, plan: WorkerPlan, child: Child) -> Callable[[StopFlag], tuple[Any, ...]]:
         child.env = plan.env  # the worker's GPU alone (it sees it as cuda:0)
-        spec = WorkerSpec(
-            name=plan.name, device=plan.spec_device, ring_names={c: self.sup.rings[c].name for c in plan.cameras},
-            model=plan.model, batching=plan.batching, publish_endpoint=self.sup.internal_endpoint,
-            stats_interval_s=plan.stats_interval_s, threads=plan.threads, lanes=plan.lanes, stuck_s=plan.stuck_s,
-        )
         control = WorkerControl(heartbeat=child.heartbeat, phase=child.phase, generation=self.generation[plan.name],
                                 live_path=str(self._live_path(plan.name)))
-        return lambda stop: (spec, stop, control)
+
+        def build(stop: StopFlag) -> tuple[Any, ...]:  # at each start: the rings that exist now
+            rings = self.sup.rings
+            spec = WorkerSpec(
+                name=plan.name, device=plan.spec_device,
+                ring_names={c: rings[c].name for c in plan.cameras if c in rings},
+                model=plan.model, batching=plan.batching, publish_endpoint=self.sup.internal_endpoint,
+                stats_interval_s=plan.stats_interval_s, threads=plan.threads, lanes=plan.lanes, stuck_s=plan.stuck_s,
+            )
+            return spec, stop, control
+
+        return build
 
     def _new_decoder(self, plan: DecoderPlan) -> Child:
         self._set_max_fps(plan)
@@ -112,6 +142,7 @@ class Reconciler:
     def _restart(self, child: Child) -> None:
         """Restart ``child`` with its (already updated) arguments, without counting a failure."""
         child.parked = None
+        child.finished = False
         if child.process is None:
             child.next_start, child.start_failures = 0.0, 0
             return
@@ -121,6 +152,20 @@ class Reconciler:
     def _retire(self, child: Child) -> None:
         child.retire = True
         child.request_stop(self.sup.config.supervisor.stop_timeout_s)
+
+    def _revive(self, plan: DecoderPlan, before: DecoderPlan | None) -> set[str]:
+        """The finished cameras of ``plan`` whose source this reload changed (all of them without
+        ``before``): cleared to run again, with a new ring where theirs was released."""
+        finished = self.sup.finished
+        old = _source_keys(before) if before is not None else {}
+        revived = set()
+        for cam, key in _source_keys(plan).items():
+            if old.get(cam) == key or not (finished.is_finished(cam) or cam in finished.released):
+                continue
+            if finished.restart(cam):
+                self._create_ring(cam)
+            revived.add(cam)
+        return revived
 
     def create(self, plan: DaemonPlan) -> None:
         """The first start: every ring, decoder and worker of ``plan``."""
@@ -166,7 +211,7 @@ class Reconciler:
         if new.log_level != old.log_level:
             logging.getLogger("streamdet").setLevel(new.log_level.upper())
         rings_changed = new.ring != old.ring
-        old_cams = set(sup.rings)
+        old_cams = set(sup.rings) | set(sup.finished.released)
         new_cams = {c for d in plan.decoders for c in d.cameras}
         added, removed = sorted(new_cams - old_cams), sorted(old_cams - new_cams)
         notes: list[str] = []
@@ -174,6 +219,7 @@ class Reconciler:
         if rings_changed:
             for cam in sorted(old_cams & new_cams):
                 self._remove_ring(cam)
+                sup.finished.restart(cam)
                 self._create_ring(cam)
             notes.append("ring settings changed: every camera restarted")
         for cam in added:
@@ -181,12 +227,15 @@ class Reconciler:
 
         old_decoders = {d.name: d for d in old_plan.decoders}
         restarted_cams: list[str] = []
+        revived: set[str] = set()  # finished cameras this reload changed: they run again
         live_fps: list[str] = []
         wanted = {d.name for d in plan.decoders}
         for retired in [c for c in sup.children.values() if c.kind == "decoder" and c.name not in wanted]:
             self._retire(retired)
         for d in plan.decoders:
             child: Child | None = sup.children.get(d.name)
+            before = old_decoders.get(d.name)
+            revived |= self._revive(d, before)
             if child is None or child.retire:
                 if child is not None:  # removed and re-added within one reload cycle: restart instead
                     child.retire = False
@@ -197,7 +246,6 @@ class Reconciler:
                 else:
                     self._new_decoder(d)
                 continue
-            before = old_decoders.get(d.name)
             if before is not None and any(
                 (a.max_fps or 0) != (b.max_fps or 0) for a, b in zip(before.sources, d.sources, strict=False)
             ):
@@ -236,7 +284,8 @@ class Reconciler:
                 child.cameras = w.cameras
                 self._restart(child)
                 restarted_workers.append(w.name)
-            elif before_worker.cameras != w.cameras or before_worker.thresholds() != w.thresholds():
+            elif (before_worker.cameras != w.cameras or before_worker.thresholds() != w.thresholds()
+                  or revived & set(w.cameras)):
                 self._write_live(w)
                 child.build_args = self._worker_args(w, child)
                 child.cameras = w.cameras
@@ -244,6 +293,7 @@ class Reconciler:
 
         for cam in removed:
             self._remove_ring(cam)
+            sup.finished.forget(cam)
         if (new.publish.endpoint, new.publish.hwm, new.publish.curve) != (
                 old.publish.endpoint, old.publish.hwm, old.publish.curve):
             sup.proxy = self.restart_proxy(new, "publish settings changed")
@@ -261,3 +311,8 @@ class Reconciler:
             if items:
                 parts.append(f"{label}: {', '.join(items)}")
         return "; ".join(parts + notes)
+
+
+def _source_keys(plan: DecoderPlan) -> dict[str, object]:
+    """camera -> what a change of restarts it (its source but ``max_fps``, applied live)."""
+    return dict(zip(plan.cameras, plan.restart_key(), strict=True))

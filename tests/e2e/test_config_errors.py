@@ -70,3 +70,23 @@ def test_check_refuses_a_non_checkpoint_weights_file(tmp_path: Path) -> None:
     config.write_text("model: {weights: model.pt}\ncameras:\n  - " + GOOD_CAMERA + "\n")
     r = _run("check", config)
     assert r.returncode == 2 and "model.weights" in r.stderr
+
+
+@pytest.mark.parametrize("command", ["check", "run"])
+def test_rings_that_do_not_fit_exit_2_with_both_figures(tmp_path: Path, fixtures_dir: Path, command: str) -> None:
+    """40 cameras of 64 slots at 8192x8192 need 240 GiB of /dev/shm: refused before anything starts."""
+    weights = fixtures_dir / "yolov5" / "yolov5n_random.pt"
+    cams = "\n".join(f"  - {{id: c{i}, url: 'rtsp://10.0.0.5/s{i}'}}" for i in range(40))
+    config = tmp_path / "cameras.yaml"
+    config.write_text(f'model: {{weights: "{weights}", backend: torch}}\n'
+                      f"ring: {{slots: 64, max_width: 8192, max_height: 8192}}\ncameras:\n{cams}\n")
+    runtime = tmp_path / "runtime"
+    r = _run(command, config, env={"RUNTIME_DIRECTORY": str(runtime)})
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    assert "Traceback" not in r.stderr
+    (line,) = [x for x in r.stderr.splitlines() if "frame rings need" in x]
+    assert "GiB of shared memory (40 camera(s) x" in line and "/dev/shm has" in line and "GiB free" in line
+    if command == "run":
+        assert [x for x in r.stderr.splitlines() if "ERROR" in x] == [line]
+        assert not (runtime / "streamdet.pid").exists()
+        assert not any(runtime.glob("run-*"))  # no run directory, so no child ever started

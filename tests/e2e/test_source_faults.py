@@ -1,13 +1,15 @@
 """`streamdet run` with broken file cameras beside healthy ones.
 
-A truncated MP4, a zero-byte file and a text file named .mp4 run next to a healthy camera and a
-healthy camera thinned by ``max_fps``. Checks: every frame of the healthy camera is published
-once; the truncated file's readable frames are published exactly once and the camera ends
-``failed``; the empty and text files end ``failed`` without a retry loop; the daemon keeps
-running; the ``max_fps`` camera's skipped frames are counted as the wire contract says
-(docs/wire.md: in the stats' ``dropped``/``drops.max_fps``, and in each detection message's
-``dropped``, which equals the jump in ``frame``); SIGTERM exits 0 leaving no /dev/shm segment of that daemon
-and no child process behind.
+A truncated MP4, a zero-byte file and a text file named .mp4 run next to a healthy camera, a
+healthy camera thinned by ``max_fps`` and a looping camera. Checks: every frame of the healthy
+camera is published once; the truncated file's readable frames are published exactly once and
+the camera ends ``failed``; the empty and text files end ``failed`` without a retry loop; the
+daemon keeps running; the ``max_fps`` camera's skipped frames are counted as the wire contract
+says (docs/wire.md: in the stats' ``dropped``/``drops.max_fps``, and in each detection message's
+``dropped``, which equals the jump in ``frame``); every camera that finished (ended or failed for
+good) lets its decoder process and its /dev/shm ring go, its final state (and a failed one's
+``last_error``) still in the stats, while the looping camera keeps publishing; SIGTERM exits 0
+leaving no /dev/shm segment of that daemon and no child process behind.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import pytest
 
 from streamdet.client import Subscriber
 from tests.helpers.faulty_media import readable_frames, truncated_clip, write_clip
+from tests.helpers.procfs import children as child_processes
 from tests.helpers.rtsp import free_port
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -30,6 +33,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 HEALTHY_FRAMES = 30
 THINNED_FRAMES = 30
 BAD = ("truncated", "empty", "text")
+FINISHED = ("healthy", "thinned", *BAD)  # every camera but "looping" finishes for good
 
 
 def shm_segments(pid: int) -> list[str]:
@@ -76,6 +80,7 @@ def media(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     text.write_text("not a video\n" * 50)
     return {
         "healthy": write_clip(d / "healthy.mp4", 160, 120, HEALTHY_FRAMES),
+        "looping": write_clip(d / "looping.mp4", 160, 120, 20),
         "thinned": write_clip(d / "thinned.mp4", 160, 120, THINNED_FRAMES),
         "truncated": truncated_clip(d / "truncated.mp4", 160, 120, frames=30, keep=0.6),
         "empty": empty,
@@ -91,12 +96,14 @@ devices: [cpu]
 publish: {{endpoint: "{endpoint}", stats_interval_s: 0.5}}
 batching: {{max_batch: 4, max_wait_ms: 5}}
 reconnect: {{initial_s: 0.2, max_s: 0.4}}
+supervisor: {{hang_timeout_s: 3}}
 cameras:
   - {{id: healthy, url: "{media['healthy']}", realtime: false}}
   - {{id: thinned, url: "{media['thinned']}", realtime: false, max_fps: 5}}
   - {{id: truncated, url: "{media['truncated']}", realtime: false}}
   - {{id: empty, url: "{media['empty']}", realtime: false}}
   - {{id: text, url: "{media['text']}", realtime: false}}
+  - {{id: looping, url: "{media['looping']}", loop: true}}
 """
     )
     return path
@@ -146,6 +153,41 @@ def test_broken_files_end_failed_beside_healthy_cameras(tmp_path: Path, fixtures
             elif msg is not None:
                 dets[msg["camera"]].append(msg)
         assert proc.poll() is None, "the daemon keeps running"
+
+        # each finished camera's decoder process and ring go away; the looping camera goes on
+        def released() -> bool:
+            comms = {p.comm for p in child_processes(proc.pid).values()}
+            segments = shm_segments(proc.pid)
+            return all(f"sd-decoder-{c}"[:15] not in comms and f"streamdet_{proc.pid}_{c}" not in segments
+                       for c in FINISHED)
+
+        def record(msg: dict | None) -> None:
+            if msg is not None and msg["type"] == "stats":
+                stats.append(msg)
+            elif msg is not None:
+                dets[msg["camera"]].append(msg)
+
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not released():
+            record(sub.recv(timeout=0.2))
+        assert released(), ({p.comm for p in child_processes(proc.pid).values()}, shm_segments(proc.pid))
+        assert "sd-decoder-loop" in {p.comm for p in child_processes(proc.pid).values()}
+        assert shm_segments(proc.pid) == [f"streamdet_{proc.pid}_looping"]
+        seen_stats, seen_looping = len(stats), len(dets["looping"])
+        settle = time.monotonic() + 3.0
+        while time.monotonic() < settle:
+            record(sub.recv(timeout=0.2))
+        after = stats[seen_stats:]
+        assert after and len(dets["looping"]) > seen_looping, (len(after), len(dets["looping"]) - seen_looping)
+        final = after[-1]["cameras"]
+        assert {c: final[c]["state"] for c in FINISHED} == {"healthy": "ended", "thinned": "ended",
+                                                            "truncated": "failed", "empty": "failed",
+                                                            "text": "failed"}
+        assert final["looping"]["state"] == "streaming"
+        for cam, words in (("truncated", "damaged data after frame"), ("empty", "the file is empty"),
+                           ("text", "not a decodable video file")):
+            assert words in final[cam]["last_error"], final[cam]
+        assert proc.poll() is None
     finally:
         sub.close()
         proc.send_signal(signal.SIGTERM)
@@ -160,12 +202,12 @@ def test_broken_files_end_failed_beside_healthy_cameras(tmp_path: Path, fixtures
     # every frame of the healthy camera, once, in order; the truncated file's readable frames, once
     assert [m["frame"] for m in dets["healthy"]] == list(range(HEALTHY_FRAMES))
     assert [m["frame"] for m in dets["truncated"]] == list(range(len(readable)))
-    assert not dets["empty"] and not dets["text"]
+    assert not dets["empty"] and not dets["text"] and dets["looping"]
     assert all((m["width"], m["height"]) == (160, 120) for c in ("healthy", "truncated") for m in dets[c])
 
     # final states stayed put; no reopen of a failed file
     assert states == {"healthy": "ended", "thinned": "ended", "truncated": "failed", "empty": "failed",
-                      "text": "failed"}
+                      "text": "failed", "looping": "streaming"}
     last = {cam: s for msg in stats for cam, s in msg["cameras"].items()}
     assert all(last[c]["reconnects"] == 0 for c in BAD)
     for cam, words in (("truncated", "damaged data after frame"), ("empty", "the file is empty"),

@@ -192,10 +192,12 @@ class Daemon:
         tmp.write_text(text.replace("{endpoint}", self.endpoint))
         tmp.replace(self.config_path)
 
-    def start(self) -> Daemon:
+    def start(self, new_session: bool = False) -> Daemon:
+        """``new_session``: in its own session and process group (pgid = its pid), as under a
+        process manager; a test may then signal the whole group."""
         with open(self.log_path, "ab") as err, open(self.stdout_path, "ab") as out:
             self.proc = subprocess.Popen([sys.executable, "-m", "streamdet", "run", str(self.config_path)],
-                                         stdout=out, stderr=err, env=self.env)
+                                         stdout=out, stderr=err, env=self.env, start_new_session=new_session)
         self._watcher = threading.Thread(target=self._watch, name=f"watch-{self.name}", daemon=True)
         self._watcher.start()
         return self

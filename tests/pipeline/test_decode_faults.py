@@ -83,9 +83,10 @@ def test_truncated_file_writes_each_readable_frame_once_then_fails(media, make_r
     errors = _records(caplog, logging.ERROR)
     assert len(errors) == 1 and "camera=cam" in errors[0] and "not retried" in errors[0]
     assert not [m for m in _records(caplog, logging.WARNING) if "reconnecting" in m]
-    assert r.thread.is_alive() and time.time() - st.heartbeat < 1.5  # idles heartbeating: not a hung decoder
+    r.thread.join(5)
+    assert not r.thread.is_alive() and r.reader.finished == "failed"  # done for good: its thread lets go
     r.halt()
-    assert ring.status().state == "failed"  # stop keeps the verdict
+    assert ring.status().state == "failed"
 
 
 def test_paced_truncated_file_never_replays(media, make_ring, run_reader) -> None:
@@ -115,7 +116,7 @@ def test_looping_truncated_file_loops_over_its_readable_frames(media, make_ring,
     assert [f.frame_index for f in frames] == list(range(len(frames)))  # counts across loops
     assert [number(f) for f in frames] == [i % k for i in range(len(frames))]
     st = ring.status()
-    assert st.reconnects == 0 and st.state == "stopped"
+    assert st.reconnects == 0 and st.state == "stopped" and r.reader.finished is None  # stopped, not finished
     damage = [m for m in _records(caplog, logging.WARNING) if "damaged data" in m]
     assert len(damage) == 1 and "looping" in damage[0]  # logged once, not once per pass
 
@@ -140,6 +141,7 @@ def test_undecodable_file_fails_once_without_retry(media, make_ring, run_reader,
     errors = _records(caplog, logging.ERROR)
     assert len(errors) == 1 and error in errors[0] and "camera=cam" in errors[0]
     assert sum("opened" in m for m in _records(caplog, logging.INFO)) <= 1
+    assert not r.thread.is_alive() and r.reader.finished == "failed"
     r.halt()
     assert ring.status().state == "failed"
 

@@ -33,6 +33,8 @@ class FakeStatus:
     frames_skipped: int = 0
     frames_behind: int = 0
     decode_ns: int = 0
+    last_error: str = ""
+    error_time: float = 0.0
 
 
 @dataclass

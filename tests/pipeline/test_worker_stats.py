@@ -101,6 +101,25 @@ def test_stats_message_carries_the_new_figures_and_stays_v1() -> None:
     assert "queue_depth" not in pub.sent[-1]["worker"]
 
 
+def test_stats_count_published_objects_and_carry_the_decoders_last_error() -> None:
+    ring = FakeRing("a")
+    pub = FakePublisher()
+    loop = WorkerLoop(_spec(stats_interval_s=0.0), {"a": ring}, fake_stages(), pub)
+    for _ in range(3):
+        ring.push()
+        loop.process(loop.gatherer.gather())
+    objects = sum(len(m["detections"]) for m in pub.sent)
+    loop.publish_stats()
+    cam = decode(encode(pub.sent[-1]))["cameras"]["a"]
+    assert cam["published"] == 3 and cam["objects"] == objects == 3  # the fake backend finds one box per frame
+    assert "last_error" not in cam and "last_error_ts" not in cam  # no error recorded yet
+    ring.counters.last_error, ring.counters.error_time = "connection refused", 1700000000.25
+    loop.publish_stats()
+    cam = pub.sent[-1]["cameras"]["a"]
+    assert cam["objects"] == 0  # a new interval
+    assert cam["last_error"] == "connection refused" and cam["last_error_ts"] == 1700000000.25
+
+
 def test_runner_counts_frames_waiting_in_its_queues() -> None:
     runner = PipelinedRunner(types.SimpleNamespace(), lanes=2)
     assert runner.frames_waiting() == {"prepared": 0, "inferred": 0}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import time
@@ -74,3 +75,62 @@ def decoder_crashing_for_cam2(spec: Any, stop: Any) -> None:
     if "cam2" in spec.ring_names:
         raise SystemExit(3)
     fake_decoder(spec, stop)
+
+
+def _starts(control: Any) -> int:
+    """Counts this worker's starts in a file beside its live settings; returns this start's number."""
+    path = Path(control.live_path).with_suffix(".starts")
+    n = int(path.read_text()) + 1 if path.exists() else 1
+    path.write_text(str(n))
+    return n
+
+
+def serve_once_then_die_while_starting(spec: Any, stop: Any, control: Any) -> None:
+    """Serves on its first start, then dies; every later start dies while still loading (as a
+    worker the OOM killer takes while it reloads its model)."""
+    if _starts(control) == 1:
+        serve_briefly_then_crash(spec, stop, control)
+    control.heartbeat.value = -time.time()
+    time.sleep(0.2)
+    raise SystemExit(3)
+
+
+def serve_first_then_load_slowly(spec: Any, stop: Any, control: Any) -> None:
+    """Serves on its first start; every later start stays loading (heartbeating) until stopped."""
+    if _starts(control) == 1:
+        beat_until_stopped(stop, control.heartbeat, control.phase)
+        return
+    while not stop.is_set():
+        control.heartbeat.value = -time.time()
+        time.sleep(0.05)
+
+
+def decoder_serving_then_crashing(spec: Any, stop: Any) -> None:
+    """Heartbeats its rings for a moment (it served), then dies."""
+    rings = {cam: FrameRing.attach(name) for cam, name in spec.ring_names.items()}
+    end = time.monotonic() + 0.6
+    while time.monotonic() < end:
+        for ring in rings.values():
+            ring.set_state("streaming")
+            ring.heartbeat()
+        time.sleep(0.05)
+    raise SystemExit(3)
+
+
+BAD_ERROR = "not a decodable video file (stand-in)"
+
+
+def finishing_decoder(spec: Any, stop: Any) -> None:
+    """A camera whose file is named ``bad*.mp4`` fails for good at once (state, error, flag), as
+    the real decoder does; a decoder left without a camera exits with EXIT_FINISHED (79); the
+    other cameras stream as with :func:`fake_decoder`."""
+    bad = {s.camera_id for s in spec.sources if Path(s.source().url).name.startswith("bad")}
+    for cam in bad:
+        ring = FrameRing.attach(spec.ring_names[cam])
+        ring.set_state("failed", error=BAD_ERROR)
+        ring.close()
+        spec.finished[cam].value = 1
+    if bad == set(spec.ring_names):
+        raise SystemExit(79)
+    fake_decoder(dataclasses.replace(spec, ring_names={c: n for c, n in spec.ring_names.items() if c not in bad}),
+                 stop)

@@ -138,7 +138,8 @@ def test_reconciler_gives_each_worker_its_gpu(tmp_path: Path) -> None:
     plan = make_plan(_config(tmp_path, ["a", "b"]), cpus=16, gpu_counter=gpus(2), environ={})
     ctx = mp.get_context("spawn")
     sup = SimpleNamespace(rings={c: SimpleNamespace(name=f"ring_{c}") for c in ("a", "b")}, children={},
-                          internal_endpoint="ipc:///nowhere", workdir=tmp_path, ctx=ctx)
+                          internal_endpoint="ipc:///nowhere", workdir=tmp_path, ctx=ctx,
+                          finished=SimpleNamespace(released={}))
     rec = Reconciler(sup)  # type: ignore[arg-type]
     for w in plan.workers:
         child = rec._new_worker(w)
