@@ -8,6 +8,8 @@ import os
 import signal
 from pathlib import Path
 
+import pytest
+
 from streamdet.supervisor.policy import EXIT_RUNTIME_FAILURE, EXIT_UNUSABLE
 from streamdet.supervisor.runtime import segments_of
 from tests.supervisor import fakes
@@ -16,6 +18,7 @@ from tests.supervisor.helpers import Running, fake_supervisor, write_config
 ONE_CAMERA = "  - {id: cam1, url: a.mp4}"
 
 
+@pytest.mark.slow  # restarts with real backoff: 15-35 s
 def test_worker_that_served_then_dies_while_restarting_exits_1_after_its_budget(tmp_path: Path, fixtures_dir: Path,
                                                                               monkeypatch, caplog) -> None:
     caplog.set_level(logging.INFO)
@@ -32,6 +35,7 @@ def test_worker_that_served_then_dies_while_restarting_exits_1_after_its_budget(
     assert segments_of(os.getpid()) == []
 
 
+@pytest.mark.slow  # restarts with real backoff: 15-35 s
 def test_worker_killed_three_times_while_restarting_is_restarted_again(tmp_path: Path, fixtures_dir: Path,
                                                                       monkeypatch, caplog) -> None:
     """The issue's case: a worker that served, SIGKILLed (as by the OOM killer) three times in a
