@@ -4,7 +4,8 @@
 #   bash tools/setup.sh          # .venv in this checkout: torch (CPU wheel), streamdet (editable),
 #                                # its dependencies and ONNX Runtime (the CPU backend for gateways)
 #   bash tools/setup.sh --test   # also every optional backend (OpenVINO), matplotlib for bench plots,
-#                                # pytest/ruff/mypy and the Debian packages the end-to-end tests use
+#                                # pytest/ruff/mypy, at the versions CI tests with (tools/constraints-test.txt),
+#                                # and the Debian packages the end-to-end tests use
 #                                # (GStreamer RTSP server, systemd-analyze; needs root or sudo)
 #   bash tools/setup.sh --venv /opt/streamdet/venv   # a service install (docs/operations.md):
 #                                # that environment, streamdet copied in (not editable)
@@ -58,7 +59,8 @@ VPY="$VENV/bin/python"
 if [ "$VENV" != .venv ]; then
   "$VPY" -m pip install -q '.[onnxruntime]'
 elif [ "$test_deps" = 1 ]; then
-  "$VPY" -m pip install -q -e '.[onnxruntime,openvino,bench,dev]'
+  # the versions CI tests with (tools/constraints-test.txt), so a fresh clone tests what CI passed
+  "$VPY" -m pip install -q -c tools/constraints-test.txt -e '.[onnxruntime,openvino,bench,dev]'
 else
   "$VPY" -m pip install -q -e '.[onnxruntime]'
 fi
