@@ -134,7 +134,9 @@ class PublishProxy:
     ``on_stats(message)``: called in the proxy's stats thread with every ``stats/`` message
     forwarded (decoded and validated by ``streamdet.wire.decode``), read from the proxy's capture
     socket; never with detections. ``context``: the process's ZeroMQ context; by default the
-    proxy makes its own and terminates it on ``stop``.
+    proxy makes its own and terminates it on ``stop``. ``view_endpoint`` (once started): an
+    inproc endpoint the XPUB also binds, for in-process subscribers such as the live view (a SUB
+    made with ``context`` while running); inproc has no handshake, so CURVE does not apply there.
     """
 
     def __init__(
@@ -154,6 +156,7 @@ class PublishProxy:
         self.on_stats = on_stats
         self.error: BaseException | None = None
         self.bound_endpoint: str | None = None
+        self.view_endpoint: str | None = None
         self._context = context
         self._ctx: ContextHolder | None = None
         self._control: zmq.Socket | None = None
@@ -167,6 +170,11 @@ class PublishProxy:
     def running(self) -> bool:
         """True while the forwarding thread is alive."""
         return self._thread is not None and self._thread.is_alive()
+
+    @property
+    def context(self) -> zmq.Context | None:
+        """The ZeroMQ context of the running proxy (None when stopped): ``view_endpoint`` lives in it."""
+        return self._ctx.context if self._ctx is not None else None
 
     @property
     def rejected_handshakes(self) -> int:
@@ -212,6 +220,8 @@ class PublishProxy:
             guard.open(xpub)  # ZAP handler and monitor exist before the first peer can connect
             bound = attach(xpub, self.public_endpoint, bind=True)
             guard.endpoint = bound  # log lines name the port actually bound
+            view = f"inproc://streamdet-view-{tag}"
+            xpub.bind(view)
 
             capture_pub = capture.open() if capture is not None else None
             if capture_pub is not None:
@@ -231,6 +241,7 @@ class PublishProxy:
             holder.close()
             raise
         self._ctx, self._control, self.bound_endpoint, self._capture = holder, control_out, bound, capture
+        self.view_endpoint = view
         with self._guard_lock:
             self._guard = guard
         guard.start()
@@ -269,6 +280,7 @@ class PublishProxy:
         thread, control, holder = self._thread, self._control, self._ctx
         guard, capture = self._guard, self._capture
         self._thread, self._control, self._ctx, self._capture = None, None, None, None
+        self.view_endpoint = None
         assert thread is not None and control is not None and guard is not None
         if thread.is_alive():
             try:

@@ -394,6 +394,20 @@ class FrameRing:
                 time.sleep(0.0001)
         return None
 
+    def peek(self, seq: int | None = None, retries: int = 3) -> Frame | None:
+        """A copy of frame ``seq`` (default: the newest) for an observer such as the live view, or
+        None when it is not held (any more), is being rewritten, or stayed torn ``retries`` times.
+        Never records ``consumed_seq`` and never waits: the worker and the writer do not notice."""
+        for _ in range(retries):
+            latest = int(self._hdr["latest_seq"])
+            want = latest if seq is None else seq
+            if want <= 0 or want > latest or want <= latest - self.slots:
+                return None
+            frame = self._try_read(want % self.slots, want - 1, None, exact=want)
+            if frame is not None:
+                return frame
+        return None
+
     def _consumed(self, frame: Frame) -> Frame:
         if frame.seq > int(self._hdr["consumed_seq"]):
             self._hdr["consumed_seq"] = frame.seq
