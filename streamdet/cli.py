@@ -65,7 +65,9 @@ def _cmd_check(args: argparse.Namespace) -> int:
             except StreamdetError as exc:
                 raise ConfigError(f"model.backend: {exc}") from exc
         backends[device] = name
-    problems = device_problems(devices, gpus) + check_curve(config)
+    from streamdet.bridge.check import mqtt_problems
+
+    problems = device_problems(devices, gpus) + check_curve(config) + mqtt_problems(config)
     shm = shm_problem(config)  # rings that do not fit kill their processes with SIGBUS later
     if shm:
         problems.append(shm)
@@ -118,6 +120,19 @@ def _cmd_subscribe(args: argparse.Namespace) -> int:
         args.endpoint, args.camera or None, stats=args.stats, count=args.count, timeout=args.timeout,
         summary=args.summary, server_key=args.server_key, client_key=args.client_key,
     )
+
+
+def _cmd_bridge_mqtt(args: argparse.Namespace) -> int:
+    from streamdet.logs import setup_logging
+    from streamdet_client.mqtt.cli import run_from_args, settings_from_args
+
+    try:
+        settings_from_args(args)  # bad options are usage errors (exit 2), found before anything starts
+    except StreamdetError as exc:
+        print(f"streamdet bridge mqtt: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    setup_logging(args.log_level, "streamdet-bridge")
+    return run_from_args(args)
 
 
 def _cmd_keygen(args: argparse.Namespace) -> int:
@@ -200,6 +215,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--server-key", metavar="PATH", help="CURVE: the daemon's public key file (NAME.key)")
     p.add_argument("--client-key", metavar="PATH", help="CURVE: this client's secret key file (NAME.key_secret)")
     p.set_defaults(func=_cmd_subscribe)
+
+    from streamdet_client.mqtt.cli import add_arguments as add_mqtt_arguments
+
+    p = sub.add_parser("bridge", help="forward a daemon's detections into a message broker (mqtt)")
+    kinds = p.add_subparsers(dest="bridge", metavar="KIND", required=True)
+    p = kinds.add_parser("mqtt", help="into an MQTT broker (topics in docs/wire.md; needs streamdet[mqtt])",
+                         description="Subscribe to a streamdet daemon (Curve keys as `subscribe` takes them) and "
+                         "publish its detections, camera states and stats into an MQTT broker until SIGTERM/Ctrl-C.")
+    add_mqtt_arguments(p)
+    p.set_defaults(func=_cmd_bridge_mqtt)
 
     p = sub.add_parser("keygen", help="create a CURVE key pair: DIR/NAME.key (public), DIR/NAME.key_secret")
     p.add_argument("dir", metavar="DIR", help="folder for the key files (created if missing)")

@@ -6,9 +6,10 @@ Library code raises these; only ``streamdet.cli`` turns them into exit codes
 
 from __future__ import annotations
 
-
-class StreamdetError(Exception):
-    """Base class of every error streamdet raises on purpose."""
+# The base class and the wire's error are the light client's (streamdet_client), so that one
+# ``except StreamdetError`` catches what the client and the daemon raise.
+from streamdet_client.errors import StreamdetError as StreamdetError
+from streamdet_client.errors import WireError as WireError
 
 
 class ConfigError(StreamdetError):
@@ -29,7 +30,3 @@ class UnsafeCheckpointError(CheckpointError):
 
 class SourceError(StreamdetError):
     """A video source cannot be opened or read."""
-
-
-class WireError(StreamdetError):
-    """A published message does not follow the wire contract."""

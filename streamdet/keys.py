@@ -19,29 +19,36 @@ import logging
 import os
 import re
 import shutil
-import stat
 import sys
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TextIO
 
-from streamdet.errors import StreamdetError
-from streamdet.transport import CurveClientKeys, CurveServerKeys
+from streamdet.transport import CurveServerKeys
+from streamdet_client.keys import (
+    CREDENTIALS_ENV,
+    PUBLIC_SUFFIX,
+    SECRET_SUFFIX,
+    KeyFileError,
+    credentials_dir,
+    exposed_mode,
+    load_client_keys,
+    locate_file,
+    read_certificate,
+    read_secret,
+)
+
+# the subscriber's half lives in the light client (streamdet_client.keys); re-exported here
+__all__ = ["CREDENTIALS_ENV", "PUBLIC_SUFFIX", "SECRET_SUFFIX", "KeyFileError", "authorized_files", "check_curve",
+           "exposed_mode", "holds_secret_key", "keygen", "keygen_main", "load_authorized_keys", "load_client_keys",
+           "load_server_keys", "locate_file", "locate_public_keys", "read_certificate", "secret_in_authorized",
+           "server_keys_from_config"]
 
 log = logging.getLogger(__name__)
 
-PUBLIC_SUFFIX = ".key"
-SECRET_SUFFIX = ".key_secret"
-CREDENTIALS_ENV = "CREDENTIALS_DIRECTORY"
-_Z85_ALPHABET = frozenset(b"0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ.-:+=^!/*?&<>()[]{}@%$#")
-_KEY_LEN = 40  # a 32-byte CURVE key in Z85
 _SECRET_ENTRY = re.compile(rb"^[ \t]*secret-key[ \t]*=", re.MULTILINE)  # zmq.auth's certificate syntax
 _SNIFF_BYTES = 64 * 1024  # a certificate is a few hundred bytes; never read a stray big file whole
-
-
-class KeyFileError(StreamdetError):
-    """A key or certificate file is missing, unreadable or malformed; the message names the file."""
 
 
 # -- keygen -------------------------------------------------------------------------------------
@@ -123,28 +130,6 @@ def keygen_main(
 
 
 # -- locating files -----------------------------------------------------------------------------
-def _credentials_dir(env: Mapping[str, str] | None) -> Path | None:
-    value = (os.environ if env is None else env).get(CREDENTIALS_ENV)
-    return Path(value) if value else None
-
-
-def locate_file(path: str | os.PathLike[str], what: str, env: Mapping[str, str] | None = None) -> Path:
-    """``path`` if it exists, else ``$CREDENTIALS_DIRECTORY/<file name>`` if that exists.
-
-    Raises KeyFileError naming ``what``, the path and where else it was looked for.
-    """
-    given = Path(path)
-    if given.exists():
-        return given
-    creds = _credentials_dir(env)
-    if creds is not None:
-        candidate = creds / given.name
-        if candidate.exists():
-            return candidate
-        raise KeyFileError(f"{what} {given}: no such file (nor {candidate} in ${CREDENTIALS_ENV})")
-    raise KeyFileError(f"{what} {given}: no such file")
-
-
 def authorized_files(directory: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> list[Path]:
     """Every file of a directory of client certificates (not only ``*.key``), sorted.
 
@@ -156,7 +141,7 @@ def authorized_files(directory: str | os.PathLike[str], env: Mapping[str, str] |
         return sorted(p for p in given.iterdir() if p.is_file())
     if given.exists():
         raise KeyFileError(f"authorized_keys {given}: not a directory")
-    creds = _credentials_dir(env)
+    creds = credentials_dir(env)
     prefix = given.name.rstrip("/")
     if creds is not None and creds.is_dir():
         found = sorted(p for p in creds.glob(f"{prefix}_*") if p.is_file())
@@ -193,55 +178,6 @@ def secret_in_authorized(directory: str | os.PathLike[str], path: Path) -> str:
 
 
 # -- reading certificates -----------------------------------------------------------------------
-def _valid_key(value: bytes | None) -> bool:
-    return value is not None and len(value) == _KEY_LEN and set(value) <= _Z85_ALPHABET
-
-
-def read_certificate(path: Path, what: str, *, secret: bool) -> tuple[bytes, bytes | None]:
-    """(public key, secret key or None) of a certificate file, both Z85; errors name the file only."""
-    from zmq.auth import load_certificate
-
-    if path.is_dir():
-        raise KeyFileError(f"{what} {path}: is a directory, expected a certificate file")
-    try:
-        public, secret_key = load_certificate(path)
-    except PermissionError:
-        raise KeyFileError(f"{what} {path}: permission denied") from None
-    except OSError as exc:
-        raise KeyFileError(f"{what} {path}: cannot read it: {exc.strerror or exc}") from None
-    except ValueError:
-        raise KeyFileError(f"{what} {path}: not a ZeroMQ certificate (no public-key line)") from None
-    if not _valid_key(public):
-        raise KeyFileError(f"{what} {path}: the public key is not a 40-character Z85 key")
-    if secret:
-        if secret_key is None:
-            raise KeyFileError(f"{what} {path}: has no secret key (the .key_secret file is needed, not the .key)")
-        if not _valid_key(secret_key):
-            raise KeyFileError(f"{what} {path}: the secret key is not a 40-character Z85 key")
-    return public, secret_key
-
-
-def exposed_mode(path: Path) -> str | None:
-    """A problem line if a secret file is readable or writable by group or others, else None."""
-    try:
-        mode = path.stat().st_mode
-    except OSError:
-        return None
-    if mode & (stat.S_IRWXG | stat.S_IRWXO):
-        return f"{path} is accessible to other users (mode {stat.S_IMODE(mode):04o}); chmod 600 it"
-    return None
-
-
-def _read_secret(path: str | os.PathLike[str], what: str, env: Mapping[str, str] | None) -> tuple[bytes, bytes]:
-    found = locate_file(path, what, env)
-    public, secret = read_certificate(found, what, secret=True)
-    warning = exposed_mode(found)
-    if warning:
-        log.warning("%s: %s", what, warning)
-    assert secret is not None
-    return public, secret
-
-
 def load_authorized_keys(directory: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> frozenset[bytes]:
     """The Z85 public keys of every ``*.key`` certificate in ``directory`` (may be empty).
 
@@ -265,23 +201,11 @@ def load_server_keys(
 
     An empty ``authorized_keys`` directory is allowed (every subscriber is refused) and warned about.
     """
-    public, secret = _read_secret(server_secret_key, "server secret key", env)
+    public, secret = read_secret(server_secret_key, "server secret key", env)
     authorized = load_authorized_keys(authorized_keys, env)
     if not authorized:
         log.warning("no client keys (*.key) in %s: every subscriber will be refused", authorized_keys)
     return CurveServerKeys(public_key=public, secret_key=secret, authorized=authorized)
-
-
-def load_client_keys(
-    server_key: str | os.PathLike[str],
-    client_key: str | os.PathLike[str],
-    env: Mapping[str, str] | None = None,
-) -> CurveClientKeys:
-    """A subscriber's keys: the server's public key (its ``.key``; a ``.key_secret`` works too)
-    and the client's own pair (its ``.key_secret``)."""
-    server_public, _ = read_certificate(locate_file(server_key, "server key", env), "server key", secret=False)
-    public, secret = _read_secret(client_key, "client key", env)
-    return CurveClientKeys(server_key=server_public, public_key=public, secret_key=secret)
 
 
 # -- configuration ------------------------------------------------------------------------------

@@ -57,3 +57,20 @@ def test_curve_without_the_directory_here(tmp_path: Path) -> None:
 def test_curve_config_is_exported() -> None:
     assert "CurveConfig" in streamdet.config.__all__
     assert streamdet.config.CurveConfig is CurveConfig
+
+
+def _summary_lines(folder: Path, extra: str) -> list[str]:
+    config = parse_config(textwrap.dedent(BASE) + extra, folder, env={"WEB_PASS": "s3cret"}, source="cams.yaml")
+    return summarize(config).splitlines()
+
+
+def test_web_line_names_the_address_and_auth_only_when_configured(tmp_path: Path) -> None:
+    folder = _folder(tmp_path)
+    assert not any(line.startswith("web:") for line in _summary_lines(folder, ""))
+    (line,) = [x for x in _summary_lines(folder, "web: {port: 8081}\n") if x.startswith("web:")]
+    assert "http://127.0.0.1:8081/" in line and "no auth: loopback only" in line
+    extra = 'web: {host: 0.0.0.0, port: 8082, auth: {username: ops, password: "${WEB_PASS}"}}\n'
+    lines = _summary_lines(folder, extra)
+    (line,) = [x for x in lines if x.startswith("web:")]
+    assert "http://0.0.0.0:8082/" in line and "HTTP Basic auth" in line
+    assert not any("s3cret" in x for x in lines)  # the password never shows

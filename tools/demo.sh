@@ -24,5 +24,11 @@ for _ in $(seq 1 600); do
   kill -0 $daemon 2>/dev/null || { echo "the daemon exited; its log:"; tail -20 "$LOG"; exit 1; }
   sleep 0.5
 done
+web=$(grep -o "live view on http://[^ ]*" "$LOG" | tail -1 | cut -d' ' -f4 || true)
+if [ -n "$web" ]; then
+  echo "--- live view: open $web in a browser while the demo runs ---"
+else
+  echo "--- no live view (see 'live view' in $LOG) ---"
+fi
 echo "--- 'streamdet subscribe --summary' for ${RUN_S} s (Ctrl-C to stop) ---"
 timeout --foreground "$RUN_S" "$PY" -m streamdet subscribe --summary --timeout 120 || true

@@ -14,8 +14,10 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from streamdet.camera_id import is_valid_camera_id
+from streamdet.config.mqtt import MqttConfig
 from streamdet.config.paths import _base_dir, _normalize_camera_url, _resolve_path, _split_tcp, _url_has_scheme
 from streamdet.config.problems import _cross_error
+from streamdet.config.web import WebConfig
 from streamdet.redact import redact_url
 
 _DEVICE_RE = re.compile(r"^(cpu|cuda(?::(\d+))?)$")
@@ -341,6 +343,8 @@ class Config(_Base):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
     threads: ThreadsConfig = Field(default_factory=ThreadsConfig)
+    mqtt: MqttConfig | None = Field(None, description="Detections into an MQTT broker (bridge process); null = off.")
+    web: WebConfig | None = Field(None, description="The live view (streamdet.config.web); off when absent.")
 
     @field_validator("cameras", mode="before")
     @classmethod
@@ -409,6 +413,9 @@ class Config(_Base):
                 problems.append(
                     (("metrics", "port"), f"port {port} is also used by publish.endpoint", ("publish", "endpoint"))
                 )
+        if self.web is not None:
+            problems += self.web.port_clashes(((port, host, ("publish", "endpoint")),
+                                               (self.metrics.port, self.metrics.host, ("metrics", "port"))))
         if problems:
             raise _cross_error(problems)
         return self

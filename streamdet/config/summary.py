@@ -32,6 +32,17 @@ def _devices(config: Config) -> str:
     return f"{', '.join(config.devices)} ({n} worker{'s' if n != 1 else ''})"
 
 
+def _mqtt(config: Config) -> str:
+    """The MQTT bridge in one line: broker, topics, QoS, queue, login (never the password)."""
+    q = config.mqtt
+    assert q is not None
+    s = q.bridge_settings()
+    login = f", user {q.username}" if q.username else ""
+    tls = "" if q.tls is None else (", TLS without host name check" if q.tls.insecure else ", TLS")
+    return (f"{s.broker} topics {q.topic_prefix}/{q.gateway_id}/... (MQTT {q.protocol}, qos {q.qos}, "
+            f"up to {q.max_queued} queued{tls}{login})")
+
+
 def summarize(config: Config) -> str:
     """A multi-line human summary (``streamdet check``); URLs are redacted."""
     m = config.model
@@ -51,6 +62,12 @@ def summarize(config: Config) -> str:
                           else f"http://{config.metrics.host}:{config.metrics.port}/metrics"),
         f"cameras:    {len(config.cameras)} ({enabled} enabled)",
     ]
+    if config.mqtt is not None:
+        lines.insert(-1, f"mqtt:       {_mqtt(config)}")
+    if config.web is not None:
+        w = config.web
+        lines.insert(-1, f"web:        http://{w.host}:{w.port}/ (live view, at most {w.max_fps:g} pictures/s per "
+                         f"camera, {'HTTP Basic auth' if w.auth else 'no auth: loopback only'})")
     width = max(len(c.id) for c in config.cameras)
     for cam in config.cameras:
         settings = [f"max_fps={cam.max_fps:g}" if cam.max_fps else "max_fps=source"]

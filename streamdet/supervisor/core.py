@@ -24,6 +24,8 @@ and one worker per device. It never imports torch and never initialises CUDA.
 - Reload (SIGHUP, ``streamdet reload``): the configuration file is read again; an invalid one is
   rejected with its located error and the daemon goes on with the old one; a valid one is applied
   as a diff (:mod:`streamdet.supervisor.reconcile`). RELOADING=1, then READY=1.
+- MQTT bridge (``mqtt:``, :mod:`streamdet.supervisor.bridge`): one more child, restarted with
+  backoff whenever it dies and never given up on: a broker problem never stops the daemon.
 - Stop (SIGTERM/SIGINT): every child is asked to stop, killed after ``stop_timeout_s``; exit 0.
 
 Signal handlers only record the signal; the supervision loop acts on it. Children and
@@ -45,6 +47,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from streamdet.bridge.check import mqtt_problems
 from streamdet.config import Config
 from streamdet.cpu_budget import usable_cpus
 from streamdet.errors import ConfigError, StreamdetError
@@ -101,6 +104,7 @@ class Supervisor:
         self._pidfile: PidFile | None = None
         self._ready = False
         self.metrics: Any = None
+        self.web: Any = None  # the live view (streamdet.web.service.WebService) when web: is set
         self._stats_thread: threading.Thread | None = None
         self._stats_stop = threading.Event()
         self.reconciler = Reconciler(self)
@@ -263,7 +267,7 @@ class Supervisor:
             too_big = shm_problem(new, held_bytes=ring_bytes(self.config))  # what our rings hold comes back
             if too_big:
                 raise ConfigError(too_big)
-            key_problems = check_curve(new)  # bad key files would leave the daemon without a publisher
+            key_problems = check_curve(new) + mqtt_problems(new)  # bad key files: no publisher, no bridge
             if key_problems:
                 raise ConfigError("; ".join(key_problems))
         except StreamdetError as exc:
@@ -285,6 +289,16 @@ class Supervisor:
 
         stop_metrics(self)
 
+    def _start_web(self) -> None:
+        from streamdet.supervisor.observe import start_web
+
+        start_web(self)
+
+    def _stop_web(self) -> None:
+        from streamdet.supervisor.observe import stop_web
+
+        stop_web(self)
+
     # -- main ----------------------------------------------------------------------------------
     def _open(self) -> None:
         removed = cleanup_stale_segments()
@@ -299,6 +313,9 @@ class Supervisor:
         too_big = shm_problem(self.config)  # rings that do not fit: SIGBUS on a later write, so refuse now
         if too_big:
             raise ConfigError(too_big)
+        bridge_problems = mqtt_problems(self.config)  # no paho, unreadable TLS files: refuse, exit 2
+        if bridge_problems:
+            raise ConfigError("; ".join(bridge_problems))
         self._workdir = Path(tempfile.mkdtemp(prefix=f"run-{os.getpid()}-", dir=rdir))
         if len(f"{self._workdir}/publish.sock") > IPC_PATH_MAX:  # a Unix socket path's limit
             self._workdir.rmdir()
@@ -314,6 +331,7 @@ class Supervisor:
                  self.plan.inference.threads)
         self.reconciler.create(self.plan)
         self._start_metrics()
+        self._start_web()
 
     @property
     def internal_endpoint(self) -> str:
@@ -367,6 +385,7 @@ class Supervisor:
                 signal.signal(s, handler)
 
     def _cleanup(self) -> None:
+        self._stop_web()
         self._stop_metrics()
         if self.proxy is not None:
             with contextlib.suppress(Exception):

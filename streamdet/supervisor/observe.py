@@ -23,6 +23,9 @@ def on_stats_callback(sup: Supervisor) -> Callable[[Mapping[str, Any]], None]:
     def on_stats(msg: Mapping[str, Any]) -> None:
         if sup.metrics is not None:
             sup.metrics.observe_stats(msg)
+        web = sup.web
+        if web is not None:
+            web.on_stats(msg)
 
     return on_stats
 
@@ -50,6 +53,9 @@ def start_metrics(sup: Supervisor) -> None:
         children=lambda: children_info(sup),
         rejected=lambda: sup.proxy.rejected_handshakes if sup.proxy is not None else 0,
     )
+    from streamdet.bridge.metrics import BridgeCollector
+
+    metrics.registry.register(BridgeCollector(sup.reconciler.bridge.counter_values))
     metrics.start(m.host, m.port)
     sup.metrics = metrics
     log.info("metrics on http://%s:%d/metrics", m.host, metrics.port)
@@ -60,3 +66,35 @@ def stop_metrics(sup: Supervisor) -> None:
         with contextlib.suppress(Exception):
             sup.metrics.stop()
         sup.metrics = None
+
+
+def start_web(sup: Supervisor) -> None:
+    """Serve the live view (``web:``) from this process; a port in use is logged, not fatal."""
+    w = sup.config.web
+    if w is None:
+        return
+    from streamdet.errors import StreamdetError
+    from streamdet.web.service import WebService
+
+    service = WebService(
+        w,
+        cameras=lambda: [c.id for c in sup.config.enabled_cameras],
+        ring_names=lambda: {cam: ring.name for cam, ring in list(sup.rings.items())},
+        statuses=sup.finished.statuses,
+        proxy=lambda: sup.proxy,
+    )
+    try:
+        service.start()
+    except StreamdetError as exc:
+        log.error("%s; the daemon runs without it", exc)
+        service.stop()
+        return
+    sup.web = service
+    log.info("live view on %s", service.url)
+
+
+def stop_web(sup: Supervisor) -> None:
+    if sup.web is not None:
+        with contextlib.suppress(Exception):
+            sup.web.stop()
+        sup.web = None

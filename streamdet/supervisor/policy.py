@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import sys
 import time
 from typing import TYPE_CHECKING
 
@@ -61,6 +62,10 @@ class RestartPolicy:
             log.info("%s cannot start; stopping with exit status %d", child.name, EXIT_UNUSABLE)
             self.exit_status = EXIT_UNUSABLE
             return False
+        if child.kind == "bridge":  # a broker problem never stops the daemon: restart it with backoff, always
+            child.record_restart(self.sup.config.supervisor.restart_window_s, sys.maxsize)
+            log.warning("%s %s; restarting in %.1f s", child.name, what, child.next_start - time.monotonic())
+            return True
         if child.kind == "decoder" and code == EXIT_FINISHED:
             child.finished = True
             log.info("%s finished: every camera of it ended or failed for good; not restarted until a reload "

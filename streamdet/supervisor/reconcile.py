@@ -6,7 +6,8 @@ messages, its ``seq`` keeps counting). Thresholds and ``max_fps`` apply live: wo
 their live settings file, decoders read ``max_fps`` from a shared value. What a worker needs a
 restart for (weights, img_size, backend, devices, batching, threads) restarts only that worker.
 A change of ``ring`` (slot count or size) re-creates every ring and so restarts every child;
-``publish`` restarts the proxy; ``metrics`` the metrics endpoint; ``supervisor`` and
+``publish`` restarts the proxy; ``metrics`` the metrics endpoint; ``mqtt`` the MQTT bridge child
+alone (:mod:`streamdet.supervisor.bridge`); ``supervisor`` and
 ``log_level`` apply to the supervisor at once (children take a new log level when they restart).
 
 Cameras that finished for good (:mod:`streamdet.supervisor.finished`) stay finished, without a
@@ -31,6 +32,7 @@ from streamdet.pipeline.publish import PublishProxy
 from streamdet.pipeline.ring import FrameRing, slot_bytes_for
 from streamdet.pipeline.worker import WorkerControl, WorkerSpec, worker_main
 from streamdet.stopflag import StopFlag
+from streamdet.supervisor.bridge import BridgeRunner
 from streamdet.supervisor.children import Child
 from streamdet.supervisor.finished import final_settings
 from streamdet.supervisor.plan import DaemonPlan, DecoderPlan, WorkerPlan, make_plan
@@ -49,6 +51,7 @@ class Reconciler:
         self.sup = sup
         self.max_fps: dict[str, Any] = {}  # camera -> shared double (0 = no limit), read by its decoder
         self.generation: dict[str, Any] = {}  # worker -> shared counter of its live settings file
+        self.bridge = BridgeRunner(sup)  # the MQTT bridge child (mqtt:)
 
     # -- rings -----------------------------------------------------------------------------
     def _create_ring(self, cam: str) -> None:
@@ -176,15 +179,18 @@ class Reconciler:
             self._new_decoder(d)
         for w in plan.workers:
             self._new_worker(w)
+        self.bridge.sync(None, self.sup.config)
         self.sup.plan = plan
 
     # -- proxy -----------------------------------------------------------------------------
     def start_proxy(self, config: Config) -> PublishProxy:
+        from streamdet.bridge.child import admit_bridge
         from streamdet.keys import server_keys_from_config
         from streamdet.supervisor.observe import on_stats_callback
 
+        curve = admit_bridge(server_keys_from_config(config), self.bridge.keys)  # the MQTT bridge may subscribe
         proxy = PublishProxy(self.sup.internal_endpoint, config.publish.endpoint, config.publish.hwm,
-                             curve=server_keys_from_config(config), on_stats=on_stats_callback(self.sup))
+                             curve=curve, on_stats=on_stats_callback(self.sup))
         proxy.start()
         log.info("publishing on %s", config.publish.endpoint)
         return proxy
@@ -302,6 +308,13 @@ class Reconciler:
             sup._stop_metrics()
             sup._start_metrics()
             notes.append("metrics endpoint restarted")
+        bridge_note = self.bridge.sync(old, new)  # mqtt: alone restarts the bridge alone
+        if bridge_note:
+            notes.append(bridge_note)
+        if new.web != old.web:
+            sup._stop_web()
+            sup._start_web()
+            notes.append("live view restarted" if new.web is not None else "live view stopped")
         sup.plan = plan
         parts = [f"cameras +{len(added)} -{len(removed)} restarted {len(restarted_cams)}"
                  f" unchanged {len(new_cams) - len(added) - len(restarted_cams)}"]

@@ -296,7 +296,7 @@ def _summary_round(seq: int) -> list[list[bytes]]:
 
 
 def test_subscribe_summary_prints_one_line_per_camera_per_stats_message(monkeypatch: pytest.MonkeyPatch) -> None:
-    from streamdet.client import subscriber
+    from streamdet_client import subscriber  # where subscribe_main looks Subscriber up
 
     topics: list[tuple[bytes, ...]] = []
 

@@ -37,7 +37,7 @@ def stats(cameras: dict[str, dict[str, Any]], ts: float = TS, interval_s: float 
 def test_a_full_entry_gives_every_figure() -> None:
     line = camera_line("door", entry(), TS, 10.0)
     assert line == (f"{clock(TS)} door: 25.0 fps, latency p50 38 ms p99 51 ms, 1.20 objects/frame, "
-                    "3 dropped (overwritten 2, max_fps 1), streaming")
+                    "2 dropped (overwritten 2), 1 skipped by max_fps, streaming")
 
 
 def test_missing_and_malformed_optional_fields_print_a_dash() -> None:
@@ -97,4 +97,13 @@ def test_worker_stats_through_the_wire_to_a_line() -> None:
     summary.update(state="backoff", reconnects=2, last_error="timed out", last_error_ts=TS - 1.0)
     (line,) = summary_lines(stats({"door": summary}, interval_s=2.0))
     assert line == (f"{clock(TS)} door: 2.0 fps, latency p50 35 ms p99 389 ms, 1.50 objects/frame, "
-                    f"2 dropped (overwritten 1, max_fps 1), backoff (last error at {clock(TS - 1.0)}: timed out)")
+                    f"1 dropped (overwritten 1), 1 skipped by max_fps, "
+                    f"backoff (last error at {clock(TS - 1.0)}: timed out)")
+
+
+def test_frames_skipped_by_max_fps_are_shown_apart_from_losses() -> None:
+    """The stats' ``dropped`` counts max_fps skips too (wire.md); a person sees them as intended."""
+    line = camera_line("gate", entry(dropped=75, drops={"max_fps": 75, "overwritten": 0}))
+    assert ", 0 dropped, 75 skipped by max_fps," in line
+    line = camera_line("gate", entry(dropped=80, drops={"max_fps": 75, "behind": 5}))
+    assert ", 5 dropped (behind 5), 75 skipped by max_fps," in line
