@@ -408,6 +408,17 @@ class FrameRing:
                 return frame
         return None
 
+    def latest_size(self) -> tuple[int, int] | None:
+        """The source size (width, height) of the newest frame written, or None before the first.
+        Reads two header fields only (no copy, no lock): for displays such as the live view's list."""
+        latest = int(self._hdr["latest_seq"])
+        if latest <= 0:
+            return None
+        slot = self._slot_hdr[latest % self.slots]
+        width = int(slot["src_width"]) or int(slot["width"])
+        height = int(slot["src_height"]) or int(slot["height"])
+        return (width, height) if width and height else None
+
     def _consumed(self, frame: Frame) -> Frame:
         if frame.seq > int(self._hdr["consumed_seq"]):
             self._hdr["consumed_seq"] = frame.seq

@@ -81,6 +81,7 @@ def start_web(sup: Supervisor) -> None:
         cameras=lambda: [c.id for c in sup.config.enabled_cameras],
         ring_names=lambda: {cam: ring.name for cam, ring in list(sup.rings.items())},
         statuses=sup.finished.statuses,
+        sizes=lambda: {cam: ring.latest_size() for cam, ring in list(sup.rings.items())},
         proxy=lambda: sup.proxy,
     )
     try:

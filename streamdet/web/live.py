@@ -41,17 +41,20 @@ class LiveView:
 
     ``cameras()``: the configured camera ids, in order; ``ring_names()``: camera -> ring segment
     name of the cameras that have a ring now; ``statuses()``: camera -> ring status (decoder
-    state, last error), as the metrics get them.
+    state, last error), as the metrics get them; ``sizes()``: camera -> source size of its newest
+    frame, for the cameras nobody watches (a watched camera's feed knows its size).
     """
 
     def __init__(self, config: WebConfig, *, cameras: Callable[[], Sequence[str]],
                  ring_names: Callable[[], Mapping[str, str]],
                  statuses: Callable[[], Mapping[str, RingStatus]] | None = None,
+                 sizes: Callable[[], Mapping[str, tuple[int, int] | None]] | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.config = config
         self.cameras = cameras
         self.ring_names = ring_names
         self.statuses = statuses
+        self.sizes = sizes
         self.clock = clock
         self._feeds: dict[str, CameraFeed] = {}
         self._feeds_lock = threading.Lock()
@@ -215,6 +218,7 @@ class LiveView:
     def camera_rows(self) -> list[dict[str, Any]]:
         """``/api/cameras``: one row per configured camera."""
         statuses = dict(self.statuses()) if self.statuses is not None else {}
+        sizes = dict(self.sizes()) if self.sizes is not None else {}
         with self._stats_lock:
             stats = dict(self._stats)
         rows = []
@@ -223,7 +227,7 @@ class LiveView:
             status = statuses.get(cam)
             with self._feeds_lock:
                 feed = self._feeds.get(cam)
-            size = feed.size if feed is not None else None
+            size = feed.size if feed is not None and feed.size is not None else sizes.get(cam)
             raw_latency = entry.get("latency_ms")
             latency: Mapping[str, Any] = raw_latency if isinstance(raw_latency, Mapping) else {}
             error = status.last_error if status is not None and status.last_error else entry.get("last_error")

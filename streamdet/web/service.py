@@ -26,9 +26,10 @@ class WebService:
     def __init__(self, config: WebConfig, *, cameras: Callable[[], Sequence[str]],
                  ring_names: Callable[[], Mapping[str, str]],
                  statuses: Callable[[], Mapping[str, RingStatus]] | None = None,
+                 sizes: Callable[[], Mapping[str, tuple[int, int] | None]] | None = None,
                  proxy: Callable[[], Any] = lambda: None) -> None:
         self.config = config
-        self.live = LiveView(config, cameras=cameras, ring_names=ring_names, statuses=statuses)
+        self.live = LiveView(config, cameras=cameras, ring_names=ring_names, statuses=statuses, sizes=sizes)
         auth = None
         if config.auth is not None:
             auth = BasicAuth(config.auth.username, config.auth.password.get_secret_value())

@@ -55,6 +55,15 @@ def test_write_read_roundtrip(ring: FrameRing) -> None:
     assert ring.read_latest(1) is None
 
 
+def test_latest_size_is_the_newest_frames_source_size_without_reading_it(ring: FrameRing) -> None:
+    assert ring.latest_size() is None  # nothing written yet
+    ring.write(_img(64, 48, 1), frame_index=0, pts=0, ts_capture=0, src_size=(128, 96))
+    assert ring.latest_size() == (128, 96)
+    ring.write(_img(32, 24, 2), frame_index=1, pts=0.04, ts_capture=0)  # no source size: the frame's own
+    assert ring.latest_size() == (32, 24)
+    assert ring.status().consumed_seq == 0  # nothing was taken from the worker
+
+
 def test_each_slot_records_the_frames_not_written_before_it(ring: FrameRing) -> None:
     ring.write(_img(64, 48, 1), frame_index=0, pts=0, ts_capture=0)
     first = ring.read_latest(0)

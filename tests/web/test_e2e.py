@@ -27,6 +27,8 @@ def rows(port: int) -> dict[str, dict]:
 def test_api_shows_every_camera_streaming(live_daemon: LiveDaemon) -> None:
     port = live_daemon.port
     assert wait_for(lambda: all((r["fps"] or 0) > 0 for r in rows(port).values()), 30), rows(port)
+    # the size is known before anybody watches (read from the ring's newest slot header)
+    assert all((r["width"], r["height"]) == (480, 270) for r in rows(port).values()), rows(port)
     for cam in live_daemon.cameras:
         get(port, f"/cameras/{cam}/latest.jpg")  # a viewer: the size becomes known
     got = rows(port)
