@@ -21,6 +21,7 @@ from streamdet.client import Subscriber
 from streamdet.supervisor.runtime import segments_of
 from tests.bridge.running import until
 from tests.helpers.daemon import Daemon
+from tests.helpers.media import make_test_clip
 from tests.helpers.mosquitto import Broker, Watcher, require_mosquitto, retained
 from tests.helpers.rtsp import free_port
 
@@ -28,19 +29,18 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parents[2]
 WEIGHTS = REPO / "configs" / "demo" / "shapes_yolov5n.pt"
-CLIP = REPO / "configs" / "demo" / "shapes_a.mp4"
 BASE = "fleet/gw-e2e"
 TIMEOUT_S = 60.0
 
 
-def config(port: int, metrics_port: int) -> str:
+def config(port: int, metrics_port: int, clip: Path) -> str:
     return f"""
 model: {{weights: "{WEIGHTS}", backend: torch, img_size: 256}}
 devices: [cpu]
 metrics: {{port: {metrics_port}}}
 publish: {{endpoint: "{{endpoint}}", stats_interval_s: 1.0}}
 cameras:
-  - {{id: a, url: "{CLIP}", loop: true, max_fps: 5}}
+  - {{id: a, url: "{clip}", loop: true, max_fps: 5}}
 mqtt:
   host: 127.0.0.1
   port: {port}
@@ -55,7 +55,8 @@ def test_daemon_bridge_outage_reload_and_will(tmp_path: Path) -> None:
     require_mosquitto()
     first, second = Broker(tmp_path), Broker(tmp_path)
     metrics_port = free_port()
-    daemon = Daemon(tmp_path / "d", config(first.port, metrics_port), name="mq")
+    clip = make_test_clip(tmp_path / "a.mp4", width=320, height=240, frames=50)  # a fresh clone has no demo clips
+    daemon = Daemon(tmp_path / "d", config(first.port, metrics_port, clip), name="mq")
 
     def scrape() -> str:
         with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10) as r:
@@ -95,7 +96,7 @@ def test_daemon_bridge_outage_reload_and_will(tmp_path: Path) -> None:
             # a reload that changes only mqtt: restarts only the bridge
             mark = daemon.mark()
             with Watcher(second, "fleet/#") as watch_second:
-                daemon.write_config(config(second.port, metrics_port))
+                daemon.write_config(config(second.port, metrics_port, clip))
                 daemon.signal(signal.SIGHUP)
                 line = daemon.wait_log(r"reloaded .*", since=mark, timeout=TIMEOUT_S)
                 assert line is not None and "MQTT bridge restarted" in line and "restarted 0" in line, line
@@ -118,7 +119,7 @@ def test_daemon_bridge_outage_reload_and_will(tmp_path: Path) -> None:
             # a reload whose mqtt: cannot work is rejected as a whole, the bridge untouched
             mark = daemon.mark()
             running_bridge = daemon.child_pid("sd-mqtt-bridge")
-            daemon.write_config(config(second.port, metrics_port) + "  tls: {ca_file: missing-ca.pem}\n")
+            daemon.write_config(config(second.port, metrics_port, clip) + "  tls: {ca_file: missing-ca.pem}\n")
             daemon.signal(signal.SIGHUP)
             line = daemon.wait_log(r"reload rejected", since=mark, timeout=TIMEOUT_S)
             assert line is not None and "mqtt.tls.ca_file" in line and "no such file" in line, line
