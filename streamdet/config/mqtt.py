@@ -101,18 +101,11 @@ class MqttConfig(BaseModel):
             raise ValueError(f"bad host {v[:80]!r}: expected a host name or address (no scheme, no port)")
         return v
 
-    @field_validator("gateway_id", mode="after")
+    @field_validator("gateway_id", "topic_prefix", mode="after")
     @classmethod
-    def _check_gateway_id(cls, v: str) -> str:
-        problem = gateway_id_problem(v)
-        if problem:
-            raise ValueError(problem)
-        return v
-
-    @field_validator("topic_prefix", mode="after")
-    @classmethod
-    def _check_prefix(cls, v: str) -> str:
-        problem = topic_prefix_problem(v)
+    def _check_topic_part(cls, v: str, info: ValidationInfo) -> str:
+        check = gateway_id_problem if info.field_name == "gateway_id" else topic_prefix_problem
+        problem = check(v)
         if problem:
             raise ValueError(problem)
         return v
