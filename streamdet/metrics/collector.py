@@ -20,7 +20,7 @@ from prometheus_client.utils import floatToGoString
 
 from streamdet.metrics.totals import Histogram, TotalsSnapshot
 from streamdet.pipeline.ring_layout import DECODER_STATES
-from streamdet.pipeline.worker import PHASES
+from streamdet.pipeline.worker.contract import PHASES
 
 log = logging.getLogger("streamdet.metrics")
 

@@ -17,8 +17,9 @@
                       and capture.py (the stats messages for the supervisor's metrics)
 
 stages.py puts 3-5 together (the one inference path, also behind ``streamdet.Detector``);
-worker.py runs them per batch (phases loading, warming_up, serving; live settings through
-``WorkerControl``), pipelined.py in three threads; registry.py picks implementations by name;
+worker/ runs them per batch (contract.py: phases loading, warming_up, serving, exit codes, live
+settings through ``WorkerControl``; loop.py the steps; runner.py overlaps them in threads);
+registry.py picks implementations by name;
 image.py is the picture type passed between stages.
 
 GPU path (issue 8; none of it has run on a GPU yet, see docs/gpu-verification.md; the CUDA

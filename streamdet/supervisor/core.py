@@ -54,6 +54,7 @@ from streamdet.errors import ConfigError, StreamdetError
 from streamdet.keys import check_curve
 from streamdet.pipeline.publish import PublishProxy
 from streamdet.pipeline.ring import FrameRing
+from streamdet.pipeline.worker.contract import SERVING
 from streamdet.preflight import ring_bytes, shm_problem
 from streamdet.supervisor.children import Child
 from streamdet.supervisor.finished import FinishedCameras
@@ -68,7 +69,7 @@ log = logging.getLogger("streamdet.supervisor")
 
 TICK_S = 0.2
 IPC_PATH_MAX = 100  # sockaddr_un.sun_path holds 107 bytes; keep a margin
-SERVING = 2  # streamdet.pipeline.worker.PHASES.index("serving")
+
 HEALTHY_BEAT_S = 5.0  # a child whose last heartbeat is older than this (or hang_timeout_s) is not healthy
 STARTUP_BEAT_GRACE_S = 30.0  # a starting child may go this long without a heartbeat (imports on a busy CPU)
 

@@ -32,7 +32,7 @@ def on_stats_callback(sup: Supervisor) -> Callable[[Mapping[str, Any]], None]:
 
 def children_info(sup: Supervisor) -> dict[str, dict[str, Any]]:
     """Per child: kind, restarts, phase, alive, parked (for the metrics)."""
-    from streamdet.pipeline.worker import PHASES
+    from streamdet.pipeline.worker.contract import PHASES
 
     out = {}
     for child in list(sup.children.values()):

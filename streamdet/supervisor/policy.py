@@ -28,6 +28,7 @@ import time
 from typing import TYPE_CHECKING
 
 from streamdet.pipeline.decoder_process import EXIT_FINISHED
+from streamdet.pipeline.worker.contract import EXIT_CANNOT_START
 from streamdet.supervisor.children import START_FAILURES_FATAL, Child
 
 if TYPE_CHECKING:
@@ -38,7 +39,6 @@ log = logging.getLogger("streamdet.supervisor")
 EXIT_STOPPED = 0
 EXIT_RUNTIME_FAILURE = 1
 EXIT_UNUSABLE = 2
-EXIT_CANNOT_START = 78  # streamdet.pipeline.worker.EXIT_CANNOT_START (not imported: that module is the worker's)
 
 
 class RestartPolicy:

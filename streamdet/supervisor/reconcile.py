@@ -30,7 +30,8 @@ from streamdet.config import Config
 from streamdet.pipeline.decoder_process import DecoderSpec, decoder_main
 from streamdet.pipeline.publish import PublishProxy
 from streamdet.pipeline.ring import FrameRing, slot_bytes_for
-from streamdet.pipeline.worker import WorkerControl, WorkerSpec, worker_main
+from streamdet.pipeline.worker.contract import WorkerControl, WorkerSpec
+from streamdet.pipeline.worker.process import worker_main
 from streamdet.stopflag import StopFlag
 from streamdet.supervisor.bridge import BridgeRunner
 from streamdet.supervisor.children import Child

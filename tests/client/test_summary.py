@@ -90,7 +90,7 @@ def test_detection_messages_give_no_line() -> None:
 def test_worker_stats_through_the_wire_to_a_line() -> None:
     """The worker's own per-interval figures (CameraStats) reach the line unchanged: 4 frames
     published with 6 objects in all are 1.50 objects per frame; p99 of 20/30/40/400 ms interpolates to 389."""
-    from streamdet.pipeline.worker import CameraStats
+    from streamdet.pipeline.worker.stats import CameraStats
 
     cam = CameraStats(published=4, objects=6, overwritten=1, latencies_ms=[20.0, 30.0, 40.0, 400.0])
     summary = cam.summary(2.0, {"decoded": 6, "skipped": 1, "behind": 0, "decode_ns": 0})

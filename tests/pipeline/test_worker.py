@@ -14,12 +14,15 @@ import pytest
 import torch
 
 from streamdet.pipeline.backends import InputContract
-from streamdet.pipeline.pipelined import PipelinedRunner
 from streamdet.pipeline.postprocess import Postprocessor
 from streamdet.pipeline.preprocess import CpuPreprocessor
 from streamdet.pipeline.ring import Frame
 from streamdet.pipeline.stages import Stages
-from streamdet.pipeline.worker import BatchGatherer, CameraStats, WorkerLoop, WorkerSpec
+from streamdet.pipeline.worker.contract import WorkerSpec
+from streamdet.pipeline.worker.gather import BatchGatherer
+from streamdet.pipeline.worker.loop import WorkerLoop
+from streamdet.pipeline.worker.runner import PipelinedRunner
+from streamdet.pipeline.worker.stats import CameraStats
 from streamdet.stopflag import StopFlag
 
 
@@ -390,7 +393,7 @@ def test_runner_heartbeats_only_while_no_lane_is_stuck() -> None:
 
 
 def test_lanes_split_the_cameras_into_smaller_batches() -> None:
-    from streamdet.pipeline.worker import lane_batch
+    from streamdet.pipeline.worker.gather import lane_batch
 
     assert lane_batch(8, 7, 2) == 4 and lane_batch(8, 4, 2) == 2
     assert lane_batch(8, 30, 2) == 8  # never above max_batch

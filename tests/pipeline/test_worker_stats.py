@@ -9,13 +9,12 @@ import types
 import numpy as np
 import pytest
 
-from streamdet.pipeline.pipelined import PipelinedRunner
-from streamdet.pipeline.worker import (
+from streamdet.pipeline.worker.loop import PreparedBatch, WorkerLoop
+from streamdet.pipeline.worker.runner import PipelinedRunner
+from streamdet.pipeline.worker.stats import (
     LATENCY_BUCKETS_MS,
     CameraStats,
-    PreparedBatch,
     StageTimer,
-    WorkerLoop,
     gpu_memory,
     latency_histogram,
 )

@@ -1,6 +1,6 @@
 """The worker's pipeline: prepare batch k+1 while batches are inferred and batch k-1 is published.
 
-Used by :mod:`streamdet.pipeline.worker`; the stage functions themselves live on the worker's
+Used by :mod:`streamdet.pipeline.worker.process`; the stage functions themselves live on the worker's
 loop object (:class:`StageLoop` is what this module needs of it).
 
 Threads: one feeder (gather + preprocess), one thread per inference *lane*, one publisher

@@ -1,0 +1,132 @@
+"""The worker <-> supervisor contract: what a worker is given, what it shares, how it exits.
+
+Imported by the supervisor (start, restart policy, hang detection), reconcile, observe and the
+metrics collector, and by the worker itself; so it imports neither numpy nor torch.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from multiprocessing.sharedctypes import Synchronized
+from pathlib import Path
+from typing import Protocol
+
+__all__ = [
+    "EXIT_BAD_MODEL", "EXIT_CANNOT_START", "PHASES", "SERVING", "STARTUP_BEAT_LIMIT_S", "BatchingSection",
+    "ModelSection", "StartupBeat", "WorkerControl", "WorkerSpec",
+]
+
+STARTUP_BEAT_LIMIT_S = 600.0  # a model load + export + warm-up longer than this counts as hung
+EXIT_CANNOT_START = 78  # EX_CONFIG: model, backend or device unusable; restarting would not help
+EXIT_BAD_MODEL = EXIT_CANNOT_START  # the former name
+PHASES = ("loading", "warming_up", "serving")  # WorkerControl.phase values, in order
+SERVING = PHASES.index("serving")
+
+
+class ModelSection(Protocol):
+    """What a worker reads of the configuration's frozen ``model`` section (streamdet.config's
+    ModelConfig; described here so that pipeline/ does not import the configuration package)."""
+
+    @property
+    def weights(self) -> Path: ...
+    @property
+    def img_size(self) -> int | None: ...  # None: the size the checkpoint was trained at, else 640
+    @property
+    def conf_thres(self) -> float: ...
+    @property
+    def iou_thres(self) -> float: ...
+    @property
+    def classes(self) -> tuple[int, ...] | None: ...
+    @property
+    def max_det(self) -> int: ...
+    @property
+    def half(self) -> bool: ...
+    @property
+    def backend(self) -> str: ...
+    @property
+    def export_cache(self) -> Path | None: ...
+
+
+class BatchingSection(Protocol):
+    """What a worker reads of the configuration's frozen ``batching`` section."""
+
+    @property
+    def max_batch(self) -> int: ...
+    @property
+    def max_wait_ms(self) -> float: ...
+
+
+@dataclass(frozen=True)
+class WorkerSpec:
+    """Everything a worker process needs, picklable for the spawn context: the configuration's
+    own frozen sections, plus what the supervisor decided (cameras, device, CPU plan)."""
+
+    name: str
+    device: str
+    ring_names: dict[str, str]
+    model: ModelSection
+    batching: BatchingSection
+    publish_endpoint: str
+    stats_interval_s: float
+    warmup_shape: tuple[int, int] = (720, 1280)
+    threads: int | None = None  # intra-op inference threads per lane; None = the backend's default
+    lanes: int = 1  # batches inferred concurrently, each on its own backend instance
+    pipelined: bool = True
+    stuck_s: float = 30.0  # one batch inferring this long stops the heartbeat (the supervisor sees a hang)
+
+
+class StartupBeat:
+    """Heartbeats with a negative value (-wall time) while the worker loads, exports and warms up.
+
+    The supervisor reads ``abs(value)`` for hang detection and ``value > 0`` as "serving": a first
+    start that exports an ONNX model (tens of seconds on a small CPU) is not mistaken for a hang,
+    and file cameras still wait for the real start. Stops by itself after STARTUP_BEAT_LIMIT_S.
+    """
+
+    def __init__(self, heartbeat: Synchronized | None, period_s: float = 1.0) -> None:
+        self.heartbeat = heartbeat
+        self.period_s = period_s
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="worker-startup-beat", daemon=True)
+
+    def _run(self) -> None:
+        end = time.monotonic() + STARTUP_BEAT_LIMIT_S
+        while self.heartbeat is not None and time.monotonic() < end:
+            self.heartbeat.value = -time.time()
+            if self._done.wait(self.period_s):
+                return
+
+    def __enter__(self) -> StartupBeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._done.set()
+        self._thread.join(2)
+
+
+
+@dataclass
+class WorkerControl:
+    """What a worker shares with its supervisor, besides the stop flag (all process-shared).
+
+    ``heartbeat``: wall time of the last sign of life (negative while loading, see StartupBeat).
+    ``phase``: index into PHASES; the supervisor applies its hang timeout only while serving.
+    ``generation`` and ``live_path``: the supervisor rewrites the JSON file at ``live_path`` (the
+    camera rings to serve and the detection thresholds) and then increments ``generation``; the
+    worker re-reads the file when the number changes. A file and a counter, not a queue: a
+    worker killed in the middle of a read cannot leave a lock held for its successor.
+    """
+
+    heartbeat: Synchronized | None = None
+    phase: Synchronized | None = None
+    generation: Synchronized | None = None
+    live_path: str | None = None
+
+    def set_phase(self, name: str) -> None:
+        if self.phase is not None:
+            self.phase.value = PHASES.index(name)
+
+
