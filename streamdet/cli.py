@@ -43,7 +43,14 @@ def _cmd_check(args: argparse.Namespace) -> int:
     from streamdet.model.checkpoint import read_checkpoint
     from streamdet.model.input_size import choose_img_size
     from streamdet.pipeline.backends import BACKENDS, available_backends
-    from streamdet.preflight import device_problems, probe_file_cameras, ring_bytes, shm_problem, visible_gpus
+    from streamdet.preflight import (
+        device_problems,
+        preprocess_plan,
+        probe_file_cameras,
+        ring_bytes,
+        shm_problem,
+        visible_gpus,
+    )
     from streamdet.supervisor.devices import resolve_devices
 
     config = load_config(args.config)
@@ -67,7 +74,8 @@ def _cmd_check(args: argparse.Namespace) -> int:
         backends[device] = name
     from streamdet.bridge.check import mqtt_problems
 
-    problems = device_problems(devices, gpus) + check_curve(config) + mqtt_problems(config)
+    preprocess, preprocess_problems = preprocess_plan(config.model.preprocess, backends)
+    problems = device_problems(devices, gpus) + preprocess_problems + check_curve(config) + mqtt_problems(config)
     shm = shm_problem(config)  # rings that do not fit kill their processes with SIGBUS later
     if shm:
         problems.append(shm)
@@ -85,6 +93,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
     if devices != tuple(config.devices):
         print(f"devices: auto -> {', '.join(devices)} ({gpus} GPU(s) visible)")
     print("inference: " + ", ".join(f"{device} -> {name}" for device, name in backends.items()))
+    print("preprocess: " + ", ".join(f"{device} -> {how}" for device, how in preprocess.items()))
     print(f"model: {ckpt.nc} classes ({', '.join(ckpt.names[:10])}{', ...' if ckpt.nc > 10 else ''})")
     print("configuration OK")
     return EXIT_OK
@@ -143,19 +152,25 @@ def _cmd_keygen(args: argparse.Namespace) -> int:
 
 def _cmd_val(args: argparse.Namespace) -> int:
     from streamdet.val import val_main
+    from streamdet.val_distributed import DevicesError, parse_devices
 
-    return val_main(
-        weights=args.weights,
-        data=args.data,
-        device=args.device,
-        half=args.half,
-        img_size=args.img_size,
-        conf_thres=args.conf,
-        iou_thres=args.iou,
-        batch_size=args.batch,
-        as_json=args.json,
-        backend=args.backend,
-    )
+    try:
+        return val_main(
+            weights=args.weights,
+            data=args.data,
+            device=args.device,
+            devices=parse_devices(args.devices) if args.devices is not None else None,
+            half=args.half,
+            img_size=args.img_size,
+            conf_thres=args.conf,
+            iou_thres=args.iou,
+            batch_size=args.batch,
+            as_json=args.json,
+            backend=args.backend,
+        )
+    except DevicesError as exc:
+        print(f"streamdet val: {exc}", file=sys.stderr)
+        return EXIT_USAGE
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
@@ -246,7 +261,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_args(p, conf=0.001, iou=0.6)
     p.add_argument("--data", required=True, help="YOLO-layout folder, or a .mp4 clip with its .jsonl beside it")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
-    p.set_defaults(func=_cmd_val)
+    p.add_argument("--devices", metavar="LIST",
+                   help="comma-separated devices, e.g. cuda:0,cuda:1: one process per device over torch.distributed "
+                        "(gloo; NCCL when all are GPUs), same result as one device; under torchrun, the device "
+                        "of each LOCAL_RANK (default there: cuda:LOCAL_RANK)")
+    p.set_defaults(func=_cmd_val, device=None)  # None: cpu, or under torchrun cuda:LOCAL_RANK
 
     from streamdet.bench.options import DESCRIPTION as BENCH_DESCRIPTION
     from streamdet.bench.options import add_arguments as add_bench_arguments

@@ -55,6 +55,27 @@ def device_problems(devices: tuple[str, ...], gpus: int) -> list[str]:
     return problems
 
 
+def preprocess_plan(mode: str, backends: dict[str, str]) -> tuple[dict[str, str], list[str]]:
+    """What ``model.preprocess`` means for each worker (device -> backend), and the problems that
+    make ``cuda`` impossible here (no CUDA device, no CuPy, not the torch backend). A CUDA worker
+    still runs its self-check when it starts; ``check`` does not initialise CUDA."""
+    from streamdet.pipeline.worker.feed_choice import device_feed_obstacle
+
+    plan: dict[str, str] = {}
+    problems: list[str] = []
+    for device, backend in backends.items():
+        obstacle = device_feed_obstacle(device, backend)
+        if mode == "cpu":
+            plan[device] = "cpu"
+        elif obstacle is None:
+            plan[device] = "cuda (if its start-up self-check passes" + (")" if mode == "cuda" else "; else cpu)")
+        elif mode == "cuda":
+            problems.append(f"model.preprocess: cuda cannot run on {device}: {obstacle}")
+        else:
+            plan[device] = f"cpu ({obstacle})"
+    return plan, problems
+
+
 def ring_bytes(config: Config) -> int:
     """Shared memory the rings of ``config`` need."""
     from streamdet.pipeline.ring import FrameRing, slot_bytes_for

@@ -5,6 +5,10 @@ postprocessing, so the number measured here is the daemon's accuracy. ``data`` i
 folder (see :mod:`streamdet.datasets.yolo`) or an ``.mp4`` clip with its ground truth
 ``<stem>.jsonl`` beside it (frames decoded with PyAV, matched to ground truth by index, their
 presentation times checked against the ground truth's ``pts``).
+
+With several devices (``devices=["cuda:0", "cuda:1"]``, or under ``torchrun``) the images are
+sharded over one process per device and the per-image predictions gathered to rank 0, which
+scores them exactly as one device does (:mod:`streamdet.val_distributed`).
 """
 
 from __future__ import annotations
@@ -12,8 +16,8 @@ from __future__ import annotations
 import json
 import sys
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -25,10 +29,19 @@ from streamdet.evaluation import ClassAP, EvalResult, evaluate, format_table
 from streamdet.pipeline.image import Image
 from streamdet.progress import Progress
 
-__all__ = ["PTS_TOLERANCE", "ValResult", "format_result", "iter_clip", "iter_yolo", "run_val", "val_main"]
+__all__ = [
+    "PTS_TOLERANCE", "Shard", "ValJob", "ValResult", "format_result", "iter_clip", "iter_yolo", "predict_shard",
+    "run_val", "score", "val_main",
+]
 
 PTS_TOLERANCE = 1e-3  # seconds between a decoded frame's time and its ground-truth pts
 VIDEO_SUFFIXES = frozenset({".mp4", ".mkv", ".mov", ".avi", ".ts", ".webm"})
+
+Keep = Callable[[int], bool]
+"""Which image/frame indices to read (the others are skipped without decoding where possible)."""
+
+Shard = list[tuple[int, np.ndarray, np.ndarray]]
+"""One process's share: (image index, predictions (n, 6) float64, ground truth (m, 5)) in index order."""
 
 
 @dataclass(frozen=True)
@@ -44,10 +57,11 @@ class ValResult:
     seconds: float
     names: list[str]
     detail: EvalResult
+    devices: list[str] = field(default_factory=lambda: ["cpu"])
 
     def to_dict(self) -> dict[str, Any]:
         """The stable JSON form: ``{"map50", "map50_95", "images", "seconds", "per_class": {name:
-        {"ap50", "ap50_95", "n_gt"}}}`` (NaN becomes null)."""
+        {"ap50", "ap50_95", "n_gt"}}, "devices": [...]}`` (NaN becomes null)."""
 
         def num(x: float) -> float | None:
             return None if x != x else round(float(x), 6)
@@ -61,6 +75,7 @@ class ValResult:
                 name: {"ap50": num(r.ap50), "ap50_95": num(r.ap50_95), "n_gt": r.n_gt}
                 for name, r in self.per_class.items()
             },
+            "devices": list(self.devices),
         }
 
     def to_json(self) -> str:
@@ -68,8 +83,9 @@ class ValResult:
         return json.dumps(self.to_dict())
 
 
-def iter_yolo(data: Path) -> tuple[int, Iterator[tuple[np.ndarray, np.ndarray]]]:
-    """(count, iterator of (BGR image, ground truth (m, 5))) over a YOLO-layout data set."""
+def iter_yolo(data: Path, keep: Keep | None = None) -> tuple[int, Iterator[tuple[np.ndarray, np.ndarray]]]:
+    """(count, iterator of (BGR image, ground truth (m, 5))) over a YOLO-layout data set; with
+    ``keep``, only the images whose index it accepts are read and yielded (count is still all)."""
     import cv2
 
     from streamdet.datasets.yolo import read_yolo_dir
@@ -77,7 +93,9 @@ def iter_yolo(data: Path) -> tuple[int, Iterator[tuple[np.ndarray, np.ndarray]]]
     samples = read_yolo_dir(data)
 
     def gen() -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        for s in samples:
+        for i, s in enumerate(samples):
+            if keep is not None and not keep(i):
+                continue
             img = cv2.imread(str(s.image), cv2.IMREAD_COLOR)
             if img is None:
                 raise DatasetError(f"cannot decode image {s.image}")
@@ -90,13 +108,14 @@ def iter_yolo(data: Path) -> tuple[int, Iterator[tuple[np.ndarray, np.ndarray]]]
     return len(samples), gen()
 
 
-def iter_clip(clip: Path) -> tuple[int, Iterator[tuple[Image, np.ndarray]]]:
+def iter_clip(clip: Path, keep: Keep | None = None) -> tuple[int, Iterator[tuple[Image, np.ndarray]]]:
     """(count, iterator of (frame, ground truth (m, 5))) over a clip and its ``.jsonl``.
 
     Frames are the daemon's: the decoded YUV planes exactly as a decoder writes them into the ring
     (:func:`streamdet.pipeline.frames.frame_to_image`), so the worker and val see the same bytes.
     Frames are matched to ground-truth lines by index; each decoded frame's time must equal the
-    line's ``pts`` within :data:`PTS_TOLERANCE`, and the counts must agree.
+    line's ``pts`` within :data:`PTS_TOLERANCE`, and the counts must agree. With ``keep``, every
+    frame is still decoded and checked (decoding is sequential) but only the kept ones are yielded.
     """
     import av
 
@@ -121,7 +140,8 @@ def iter_clip(clip: Path) -> tuple[int, Iterator[tuple[Image, np.ndarray]]]:
                 t = frame.time
                 if t is None or abs(t - gt.pts) > PTS_TOLERANCE:
                     raise DatasetError(f"{clip}: frame {n} is at {t} s but {gt_path} line {n + 1} has pts {gt.pts}")
-                yield frame_to_image(frame)[0], gt.boxes
+                if keep is None or keep(n):
+                    yield frame_to_image(frame)[0], gt.boxes
                 n += 1
         if n != len(truth):
             raise DatasetError(f"{clip}: {n} frames decoded but {gt_path} has {len(truth)}")
@@ -129,66 +149,90 @@ def iter_clip(clip: Path) -> tuple[int, Iterator[tuple[Image, np.ndarray]]]:
     return len(truth), gen()
 
 
-def _open_data(data: Path) -> tuple[int, Iterator[tuple[np.ndarray | Image, np.ndarray]]]:
+def _open_data(data: Path, keep: Keep | None) -> tuple[int, Iterator[tuple[np.ndarray | Image, np.ndarray]]]:
     """(count, iterator of (image or frame, ground truth)) over a YOLO-layout folder or a clip."""
     if data.is_dir():
-        return iter_yolo(data)
+        return iter_yolo(data, keep)
     if data.suffix.lower() in VIDEO_SUFFIXES:
-        return iter_clip(data)
+        return iter_clip(data, keep)
     if not data.exists():
         raise DatasetError(f"data not found: {data}")
     raise DatasetError(f"data must be a YOLO-layout folder or a video clip with a .jsonl beside it: {data}")
 
 
-def run_val(
-    weights: str | Path,
-    data: str | Path,
-    *,
-    device: str = "cpu",
-    half: bool = False,
-    img_size: int = 640,
-    conf_thres: float = 0.001,
-    iou_thres: float = 0.6,
-    max_det: int = 300,
-    batch_size: int = 8,
-    progress: bool = True,
-    backend: str = "auto",
-) -> ValResult:
-    """Run the detector over ``data`` and score it (see the module doc)."""
+@dataclass(frozen=True)
+class ValJob:
+    """What to validate and how: everything but the device (picklable, sent to each rank)."""
+
+    weights: str | Path
+    data: str | Path
+    half: bool = False
+    img_size: int = 640
+    conf_thres: float = 0.001
+    iou_thres: float = 0.6
+    max_det: int = 300
+    batch_size: int = 8
+    progress: bool = True
+    backend: str = "auto"
+
+
+def predict_shard(job: ValJob, device: str, rank: int = 0, world: int = 1) -> tuple[int, list[str], Shard]:
+    """Run the detector on ``device`` over this rank's share of the data: (image count of the whole
+    set, the model's class names, this rank's :data:`Shard`).
+
+    The share is whole batches: image ``i`` is in batch ``i // batch_size`` and batch ``k`` is
+    rank ``k % world``'s, so every batch holds the same images (and is letterboxed to the same
+    input shape) as in a one-device run, and each image gets the same predictions. A progress
+    bar (rank 0 only) counts this rank's images.
+    """
     from streamdet.detector import Detector
 
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    data = Path(data)
-    start = time.perf_counter()
-    total, items = _open_data(data)
+    if job.batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {job.batch_size}")
+
+    def keep(i: int) -> bool:
+        return (i // job.batch_size) % world == rank
+
+    total, items = _open_data(Path(job.data), None if world == 1 else keep)
+    indices = [i for i in range(total) if keep(i)]
     det = Detector(
-        weights,
+        job.weights,
         device=device,
-        img_size=img_size,
-        half=half,
-        conf_thres=conf_thres,
-        iou_thres=iou_thres,
-        max_det=max_det,
-        backend=backend,
+        img_size=job.img_size,
+        half=job.half,
+        conf_thres=job.conf_thres,
+        iou_thres=job.iou_thres,
+        max_det=job.max_det,
+        backend=job.backend,
     )
     names = [str(n) for n in det.names]
-    bar = Progress(total, "val") if progress else None
-    predictions: list[np.ndarray] = []
-    truths: list[np.ndarray] = []
+    bar = Progress(len(indices), "val") if job.progress and rank == 0 else None
+    shard: Shard = []
     try:
-        for batch in batched(items, batch_size):
+        for batch in batched(items, job.batch_size):
             frames = [f for f, _ in batch]
             out = det(frames)
             if len(out) != len(frames):
                 raise RuntimeError(f"detector returned {len(out)} results for {len(frames)} frames")
-            predictions.extend(np.asarray(o, np.float64).reshape(-1, 6) for o in out)
-            truths.extend(g for _, g in batch)
+            for (_, gt), o in zip(batch, out, strict=True):
+                shard.append((indices[len(shard)], np.asarray(o, np.float64).reshape(-1, 6), gt))
             if bar is not None:
                 bar.update(len(batch))
     finally:
         if bar is not None:
             bar.close()
+    if len(shard) != len(indices):
+        raise RuntimeError(f"rank {rank}: {len(shard)} images read, expected {len(indices)}")
+    return total, names, shard
+
+
+def score(names: list[str], total: int, shards: Sequence[Shard], seconds: float, devices: list[str]) -> ValResult:
+    """Reassemble the shards in image order and score them with :func:`~streamdet.evaluation.evaluate`."""
+    merged = sorted((item for shard in shards for item in shard), key=lambda item: item[0])
+    if [i for i, _, _ in merged] != list(range(total)):
+        raise RuntimeError(f"the shards hold {len(merged)} images, not each of the {total} once")
+    predictions = [p for _, p, _ in merged]
+    truths = [g for _, _, g in merged]
     top = max([len(names) - 1] + [int(g[:, 4].max()) for g in truths if len(g)])
     top = max([top] + [int(p[:, 5].max()) for p in predictions if len(p)])
     nc = top + 1
@@ -199,10 +243,53 @@ def run_val(
         map50_95=result.map50_95,
         per_class={names[c]: r for c, r in sorted(result.per_class.items())},
         images=result.n_images,
-        seconds=time.perf_counter() - start,
+        seconds=seconds,
         names=names,
         detail=result,
+        devices=list(devices),
     )
+
+
+def run_val(
+    weights: str | Path,
+    data: str | Path,
+    *,
+    device: str | None = None,
+    devices: Sequence[str] | None = None,
+    half: bool = False,
+    img_size: int = 640,
+    conf_thres: float = 0.001,
+    iou_thres: float = 0.6,
+    max_det: int = 300,
+    batch_size: int = 8,
+    progress: bool = True,
+    backend: str = "auto",
+) -> ValResult:
+    """Run the detector over ``data`` and score it (see the module doc).
+
+    ``device`` (default ``cpu``) runs in this process; ``devices`` with more than one entry runs
+    one process per device (:func:`streamdet.val_distributed.run_spawned`), with the same result.
+    Under ``torchrun`` this process is one rank of its group (:func:`streamdet.val_distributed.run_rank`)
+    and every rank returns rank 0's result. ``device`` and ``devices``
+    together raise :class:`~streamdet.val_distributed.DevicesError`.
+    """
+    from streamdet.val_distributed import DevicesError, check_devices, run_rank, run_spawned, torchrun_env
+
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if device is not None and devices is not None:
+        raise DevicesError("--device and --devices together: give one (--devices a,b,... runs a process per device)")
+    job = ValJob(weights, data, half, img_size, conf_thres, iou_thres, max_det, batch_size, progress, backend)
+    checked = check_devices(devices) if devices is not None else None
+    env = torchrun_env()
+    if env is not None:
+        return run_rank(job, env, checked, device)
+    if checked is not None and len(checked) > 1:
+        return run_spawned(job, checked)
+    dev = checked[0] if checked is not None else (device or "cpu")
+    start = time.perf_counter()
+    total, names, shard = predict_shard(job, dev)
+    return score(names, total, [shard], time.perf_counter() - start, [dev])
 
 
 def format_result(result: ValResult) -> str:
@@ -214,7 +301,8 @@ def val_main(
     weights: str | Path,
     data: str | Path,
     *,
-    device: str = "cpu",
+    device: str | None = None,
+    devices: Sequence[str] | None = None,
     half: bool = False,
     img_size: int = 640,
     conf_thres: float = 0.001,
@@ -228,13 +316,27 @@ def val_main(
 ) -> int:
     """``streamdet val``: run :func:`run_val` and print the table (or one JSON line); returns 0.
 
+    Under ``torchrun`` only rank 0 prints. On several devices of one machine::
+
+        streamdet val --weights best.pt --data DIR --devices cuda:0,cuda:1
+
+    and across machines (one process per GPU, rank 0's machine at HOST)::
+
+        torchrun --nnodes 2 --node-rank N --nproc-per-node 8 --master-addr HOST --master-port 29500 \\
+            -m streamdet.cli val --weights best.pt --data DIR
+
+    (each process takes ``--devices``' entry at its ``LOCAL_RANK``, else ``cuda:LOCAL_RANK``).
+
     Errors propagate as exceptions (``DatasetError`` and other ``StreamdetError`` kinds) for the
     CLI to map to exit codes.
     """
+    from streamdet.val_distributed import torchrun_env
+
     result = run_val(
         weights,
         data,
         device=device,
+        devices=devices,
         half=half,
         img_size=img_size,
         conf_thres=conf_thres,
@@ -244,6 +346,9 @@ def val_main(
         progress=progress,
         backend=backend,
     )
+    env = torchrun_env()
+    if env is not None and env.rank != 0:
+        return 0
     stream = out if out is not None else sys.stdout
     stream.write((result.to_json() if as_json else format_result(result)) + "\n")
     stream.flush()

@@ -152,8 +152,8 @@ def test_val_main_json_and_table(
     out = io.StringIO()
     assert val_main(weights, yolo_dir, as_json=True, progress=False, out=out) == 0
     doc = json.loads(out.getvalue())
-    assert list(doc) == ["map50", "map50_95", "images", "seconds", "per_class"]
-    assert doc["map50"] == 1.0 and doc["map50_95"] == 0.5 and doc["images"] == 5
+    assert list(doc) == ["map50", "map50_95", "images", "seconds", "per_class", "devices"]
+    assert doc["map50"] == 1.0 and doc["map50_95"] == 0.5 and doc["images"] == 5 and doc["devices"] == ["cpu"]
     for name, c in doc["per_class"].items():
         assert name in shapes.CLASS_NAMES and list(c) == ["ap50", "ap50_95", "n_gt"]
     assert val_main(weights, yolo_dir, progress=True) == 0

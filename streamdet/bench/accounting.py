@@ -26,7 +26,7 @@ import numpy as np
 from streamdet.pipeline.pacing import Schedule
 
 #: drop reasons of the stats messages that are real losses (``max_fps`` skips are intentional)
-LOSS_REASONS = ("overwritten", "behind", "unsent")
+LOSS_REASONS = ("overwritten", "behind", "unsent", "torn")
 
 
 def percentile(values: Sequence[float], q: float) -> float | None:

@@ -57,6 +57,11 @@ class ModelConfig(_Base):
     export_cache: Path | None = Field(
         None, description="Directory for ONNX exports (onnxruntime/openvino); null = ~/.cache/streamdet/onnx."
     )
+    preprocess: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", description="Where frames are converted and letterboxed: cuda = DMA from the page-locked ring and "
+        "the fused CUDA kernel (needs a CUDA device, CuPy and the torch backend); cpu = OpenCV on the host; "
+        "auto = cuda on a CUDA worker when CuPy imports and the start-up self-check passes, else cpu.",
+    )
 
     @field_validator("export_cache", mode="after")
     @classmethod
@@ -406,6 +411,9 @@ class Config(_Base):
         if self.model.half and "cpu" in self.devices:
             # the Detector refuses FP16 on CPU; fail here, at `streamdet check`, not in a restart loop
             problems.append((("model", "half"), "FP16 needs CUDA devices, but devices includes 'cpu'", ("devices",)))
+        if self.model.preprocess == "cuda" and "cpu" in self.devices:
+            problems.append((("model", "preprocess"), "preprocess: cuda needs CUDA devices, but devices includes 'cpu'",
+                             ("devices",)))
         port, host = self.publish.tcp_port, self.publish.tcp_host
         if self.metrics.port is not None and self.metrics.port == port:
             wild = {"*", "0.0.0.0", "::", "[::]"}

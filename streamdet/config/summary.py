@@ -54,7 +54,8 @@ def summarize(config: Config) -> str:
         f"model:      {m.weights}",
         f"            img_size={m.img_size if m.img_size is not None else 'from the checkpoint'} "
         f"conf_thres={m.conf_thres:g} iou_thres={m.iou_thres:g} "
-        f"classes={classes} max_det={m.max_det} half={'yes' if m.half else 'no'} backend={m.backend}",
+        f"classes={classes} max_det={m.max_det} half={'yes' if m.half else 'no'} backend={m.backend} "
+        f"preprocess={m.preprocess}",
         f"devices:    {_devices(config)}",
         f"publish:    {config.publish.endpoint} (hwm {config.publish.hwm}, stats every "
         f"{_fmt_s(config.publish.stats_interval_s)}{_curve(config.publish.curve)})",

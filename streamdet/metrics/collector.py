@@ -157,6 +157,7 @@ def _ring_families(rings: Mapping[str, Any], totals: TotalsSnapshot) -> list[Met
     for name, c in sorted(totals.cameras.items()):
         drops.add_metric([name, "overwritten"], c.overwritten)
         drops.add_metric([name, "unsent"], c.unsent)
+        drops.add_metric([name, "torn"], c.torn)
     return [up, state, decoded, skipped, behind, converted, decode_s, reconnects, drops]
 
 
@@ -200,6 +201,9 @@ def _worker_families(totals: TotalsSnapshot, children: Mapping[str, ChildInfo]) 
     gpu = _gauge("streamdet_worker_gpu_memory_bytes", "torch's CUDA memory on the worker's device, at its last "
                  "stats message (CUDA workers only)", ["worker", "kind"])
     phase = _gauge("streamdet_worker_phase", "The worker's phase: 1 for the current one", ["worker", "phase"])
+    feed = _gauge("streamdet_worker_feed_info", "1, labelled with the worker's feed: preprocess (cpu or cuda), "
+                  "pinned rings (yes, no, n/a) and CUDA graphs (graphs, eager, n/a)",
+                  ["worker", "preprocess", "pinned", "graphs"])
     seen = _gauge("streamdet_worker_last_stats_timestamp_seconds",
                   "UNIX time the worker's last stats message was received", w)
     phases = {name: c.phase for name, c in children.items() if c.phase}  # the supervisor knows best
@@ -214,11 +218,13 @@ def _worker_families(totals: TotalsSnapshot, children: Mapping[str, ChildInfo]) 
         for key, n in sorted(f.gpu_memory_bytes.items()):
             gpu.add_metric([name, key], n)
         seen.add_metric([name], f.last_seen)
+        if f.feed:
+            feed.add_metric([name, f.feed["preprocess"], f.feed["pinned"], f.feed["graphs"]], 1.0)
         if f.phase is not None:
             phases.setdefault(name, f.phase)
     for name, current in sorted(phases.items()):
         _one_hot(phase, name, current, PHASES)
-    return [batch, stage, queue, gpu, phase, seen]
+    return [batch, stage, queue, gpu, phase, feed, seen]
 
 
 def _child_families(children: Mapping[str, ChildInfo]) -> list[Metric]:

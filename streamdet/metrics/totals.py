@@ -75,6 +75,7 @@ class CameraFigures:
     dropped: int = 0
     overwritten: int = 0
     unsent: int = 0
+    torn: int = 0
     fps: float | None = None
     latency_ms: Histogram | None = None
 
@@ -88,6 +89,7 @@ class WorkerFigures:
     phase: str | None = None
     queue_depth: dict[str, int] = field(default_factory=dict)
     gpu_memory_bytes: dict[str, int] = field(default_factory=dict)
+    feed: dict[str, str] = field(default_factory=dict)  # preprocess (cpu|cuda), pinned, graphs, at the last message
     last_seen: float = 0.0  # UNIX time the collector received its last stats message
 
 
@@ -141,6 +143,7 @@ class StatsTotals:
         inferred = _count(stats.get("inferred", 0), f"{what}.inferred")
         overwritten = _count((stats.get("drops") or {}).get("overwritten", 0), f"{what}.drops.overwritten")
         unsent = _count((stats.get("drops") or {}).get("unsent", 0), f"{what}.drops.unsent")
+        torn = _count((stats.get("drops") or {}).get("torn", 0), f"{what}.drops.torn")
         fps = _number(stats["fps"], f"{what}.fps")
         hist = stats.get("latency_hist_ms")
         latency = Histogram.parse(hist, f"{what}.latency_hist_ms") if hist is not None else None
@@ -150,6 +153,7 @@ class StatsTotals:
         fig.inferred += inferred
         fig.overwritten += overwritten
         fig.unsent += unsent
+        fig.torn += torn
         fig.fps = fps
         if latency is not None:
             fig.latency_ms = latency if fig.latency_ms is None else fig.latency_ms.add(latency)
@@ -164,6 +168,7 @@ class StatsTotals:
             ("queue_depth", lambda: setattr(fig, "queue_depth", _counts(worker["queue_depth"], "queue_depth"))),
             ("gpu_memory_bytes",
              lambda: setattr(fig, "gpu_memory_bytes", _counts(worker["gpu_memory_bytes"], "gpu_memory_bytes"))),
+            ("preprocess", lambda: setattr(fig, "feed", _feed(worker))),
         ]
         for key, apply in parts:
             if key in worker:
@@ -201,6 +206,17 @@ def _phase(value: object) -> str:
     if not isinstance(value, str) or not value:
         raise ValueError(f"expected a phase name, got {value!r}")
     return value
+
+
+def _feed(worker: Mapping[str, Any]) -> dict[str, str]:
+    """The worker's feed as label values: preprocess, pinned (yes/no/n/a), graphs (graphs/eager/n/a)."""
+    preprocess = worker["preprocess"]
+    if preprocess not in ("cpu", "cuda"):
+        raise ValueError(f"expected cpu or cuda, got {preprocess!r}")
+    pinned = worker.get("pinned")
+    graphs = worker.get("graphs")
+    return {"preprocess": preprocess, "pinned": "n/a" if pinned is None else ("yes" if pinned else "no"),
+            "graphs": "n/a" if graphs is None else str(graphs)}
 
 
 def _counts(value: object, what: str) -> dict[str, int]:

@@ -18,6 +18,7 @@ numpy only.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Protocol
 
 import numpy as np
 
@@ -36,10 +37,23 @@ from streamdet.pipeline.kernel_plan import (
     plan_frame,
 )
 
-__all__ = ["HostMemory", "emulate", "reference_batch", "store_values"]
+__all__ = ["HostMemory", "PixelMemory", "emulate", "reference_batch", "store_values"]
 
 _D = {name: i for i, name in enumerate(DESC_FIELDS)}
 _Q_HALF = np.int32(1 << 19)
+
+
+class PixelMemory(Protocol):
+    """What :func:`emulate` reads through: an address space (a :class:`HostMemory` buffer, or the
+    device allocations of :class:`~streamdet.pipeline.cuda_emulation.EmulatedCuda`)."""
+
+    def gather_u8(self, addr: np.ndarray) -> np.ndarray:
+        """Bytes at the addresses ``addr`` (int64 array), as int32; IndexError outside the memory."""
+        ...
+
+    def int32s(self, addr: int, count: int) -> np.ndarray:
+        """``count`` int32 values at ``addr``; IndexError outside the memory."""
+        ...
 
 
 class HostMemory:
@@ -83,7 +97,7 @@ def _q20_u8(acc: np.ndarray) -> np.ndarray:
     return np.where(acc < 0, 0, np.clip(np.maximum(acc, 0) >> 20, 0, 255)).astype(np.int32)
 
 
-def _source_rgb(mem: HostMemory, d: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+def _source_rgb(mem: PixelMemory, d: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
     """The kernel's ``source_rgb`` for many (x, y): (3, n) int32."""
     x64, y64 = x.astype(np.int64), y.astype(np.int64)
     fmt = int(d[_D["fmt"]])
@@ -116,7 +130,7 @@ def store_values(values: np.ndarray, dtype: str) -> np.ndarray:
     raise ValueError(f"unsupported output dtype {dtype!r} (expected one of {tuple(OUT_DTYPES)})")
 
 
-def _frame_values(mem: HostMemory, d: np.ndarray, input_hw: tuple[int, int]) -> np.ndarray:
+def _frame_values(mem: PixelMemory, d: np.ndarray, input_hw: tuple[int, int]) -> np.ndarray:
     """(3, H, W) int32 channel values of one frame: ``letterbox_pixel`` for every (x, y)."""
     h, w = input_hw
     values = np.full((3, h, w), PAD_VALUE, np.int32)
@@ -139,7 +153,7 @@ def _frame_values(mem: HostMemory, d: np.ndarray, input_hw: tuple[int, int]) -> 
     return values
 
 
-def emulate(mem: HostMemory, descs: np.ndarray, input_hw: tuple[int, int], dtype: str = "uint8") -> np.ndarray:
+def emulate(mem: PixelMemory, descs: np.ndarray, input_hw: tuple[int, int], dtype: str = "uint8") -> np.ndarray:
     """What the kernel writes for ``descs`` ((B, len(DESC_FIELDS)) int64): a (B, 3, H, W) array of ``dtype``."""
     h, w = int(input_hw[0]), int(input_hw[1])
     descs = np.asarray(descs, np.int64).reshape(-1, len(DESC_FIELDS))

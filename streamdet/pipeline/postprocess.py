@@ -247,17 +247,29 @@ class Postprocessor:
         return out
 
     def _batched(self, pred: torch.Tensor, transforms: Sequence[Any]) -> list[np.ndarray]:
-        """Whole-batch NMS on pred's device, ONE device-to-host copy, then split and inverse on the host.
+        """Whole-batch NMS on pred's device, ONE device-to-host copy, then split and inverse on the host."""
+        if pred.shape[0] != len(transforms):
+            raise ValueError(f"{pred.shape[0]} predictions but {len(transforms)} transforms")
+        return self.unpack(self.packed(pred).cpu(), transforms)  # the one copy
 
-        The inverse runs on CPU tensors exactly as the per-frame path does, so the result is the
-        same bit for bit whatever the device (CUDA's scalar division would differ by an ulp).
-        """
+    def packed(self, pred: torch.Tensor) -> torch.Tensor:
+        """Whole-batch NMS on pred's device: (k, 7) float32 [x1, y1, x2, y2, score, cls, image] in model
+        input pixels, grouped by image in order (what :meth:`unpack` takes once on the host)."""
         from streamdet.pipeline.batch_nms import nms_packed  # lazy: batch_nms imports this module
 
         det, img = nms_packed(pred, conf_thres=self.conf_thres, iou_thres=self.iou_thres,
                               classes=self.classes, max_det=self.max_det)
-        packed = torch.cat((det.float(), img[:, None].float()), 1).cpu()  # the one copy (img < 2**24)
+        return torch.cat((det.float(), img[:, None].float()), 1)  # img < 2**24: exact in float32
+
+    def unpack(self, packed: torch.Tensor, transforms: Sequence[Any]) -> list[np.ndarray]:
+        """:meth:`packed`'s rows (on the CPU) split per image and mapped to source pixels.
+
+        The inverse runs on CPU tensors exactly as the per-frame path does, so the result is the
+        same bit for bit whatever the device (CUDA's scalar division would differ by an ulp).
+        """
         counts = torch.bincount(packed[:, 6].long(), minlength=len(transforms)).tolist()
+        if len(counts) != len(transforms):
+            raise ValueError(f"detections of {len(counts)} images but {len(transforms)} transforms")
         out = []
         for rows, transform in zip(packed[:, :6].split(counts), transforms, strict=True):
             rows = rows.clone()

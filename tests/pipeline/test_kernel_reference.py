@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from streamdet.pipeline.cuda_kernel import KERNEL_NAMES, kernel_source
 from streamdet.pipeline.image import Image
@@ -66,12 +67,14 @@ def test_fp32_is_torch_cudas_multiply_by_reciprocal() -> None:
     kernel = store_values(v, "float32")
     assert np.float32(1.0) / np.float32(255.0) == INV_255 and INV_255.dtype == np.float32
     np.testing.assert_array_equal(kernel, v.astype(np.float32) * INV_255)
-    # torch on the CPU divides; the two differ by at most one ulp (on 126 of 256 values), which is
-    # why the kernel's FP32 reference is to_model_input on the same CUDA device, not on the CPU
-    cpu = to_model_input(v.astype(np.uint8).reshape(1, 1, 16, 16), "cpu").reshape(-1).numpy()
-    ulps = np.abs(kernel.view(np.int32) - cpu.view(np.int32))
+    # a true division on the CPU differs from that by one ulp on 126 of the 256 values, so the model
+    # input multiplies by the float32 reciprocal on every device: the host feed's input on the CPU is
+    # bit for bit the kernel's (and what torch computes on CUDA for v / 255)
+    divided = (torch.from_numpy(v.astype(np.float32)) / 255).numpy()
+    ulps = np.abs(kernel.view(np.int32) - divided.view(np.int32))
     assert ulps.max() == 1 and int((ulps == 1).sum()) == 126
-    # FP16 does not see that difference: both round to the same half
+    cpu = to_model_input(v.astype(np.uint8).reshape(1, 1, 16, 16), "cpu").reshape(-1).numpy()
+    np.testing.assert_array_equal(kernel.view(np.int32), cpu.view(np.int32))
     np.testing.assert_array_equal(kernel.astype(np.float16), cpu.astype(np.float16))
 
 

@@ -223,7 +223,9 @@ def test_to_model_input() -> None:
     before = batch.copy()
     x = to_model_input(batch, "cpu")
     assert x.dtype == torch.float32 and x.shape == (2, 3, 8, 16) and x.device.type == "cpu"
-    assert torch.equal(x, torch.from_numpy(before).float() / 255)
+    # times the float32 reciprocal of 255 (what CUDA computes for / 255 and the kernel writes), not a CPU division
+    assert torch.equal(x, torch.from_numpy(before).float() * float(np.float32(1) / np.float32(255)))
+    assert torch.allclose(x, torch.from_numpy(before).float() / 255, rtol=1.2e-7, atol=0)
     assert float(x.max()) <= 1.0 and float(x.min()) >= 0.0
     np.testing.assert_array_equal(batch, before)  # input untouched
     xh = to_model_input(torch.from_numpy(batch), torch.device("cpu"), half=True)

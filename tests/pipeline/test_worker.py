@@ -161,7 +161,7 @@ def test_camera_stats_summary() -> None:
     s = CameraStats(published=10, overwritten=3, latencies_ms=[10.0, 20.0, 30.0, 40.0])
     out = s.summary(2.0, {"decoded": 20, "skipped": 5, "behind": 1, "decode_ns": 40_000_000})
     assert out["fps"] == 5.0 and out["dropped"] == 9
-    assert out["drops"] == {"overwritten": 3, "max_fps": 5, "behind": 1, "unsent": 0}
+    assert out["drops"] == {"overwritten": 3, "max_fps": 5, "behind": 1, "unsent": 0, "torn": 0}
     assert out["decoded"] == 20 and out["decode_ms"] == 2.0
     assert out["latency_ms"]["max"] == 40.0 and out["latency_ms"]["p50"] == 25.0
     assert out["latency_ms"]["p99"] == pytest.approx(39.7)
@@ -258,9 +258,9 @@ def test_drops_by_reason_come_from_the_ring_counters() -> None:
     loop.process(loop.gatherer.gather())
     loop.publish_stats()
     cam = pub.sent[-1]["cameras"]["a"]
-    assert cam["drops"] == {"overwritten": 0, "max_fps": 4, "behind": 2, "unsent": 0} and cam["dropped"] == 6
+    assert cam["drops"] == {"overwritten": 0, "max_fps": 4, "behind": 2, "unsent": 0, "torn": 0} and cam["dropped"] == 6
     loop.publish_stats()  # the next interval counts only what happened since
-    assert pub.sent[-1]["cameras"]["a"]["drops"] == {"overwritten": 0, "max_fps": 0, "behind": 0, "unsent": 0}
+    assert pub.sent[-1]["cameras"]["a"]["drops"] == {"overwritten": 0, "max_fps": 0, "behind": 0, "unsent": 0, "torn": 0}
 
 
 def test_detection_dropped_counts_every_frame_not_published_whatever_the_reason() -> None:
@@ -291,7 +291,7 @@ def test_detection_dropped_counts_every_frame_not_published_whatever_the_reason(
     loop.process(loop.gatherer.gather())
     assert pub.sent[-1]["dropped"] == 1
     loop.publish_stats()
-    assert pub.sent[-1]["cameras"]["a"]["drops"] == {"overwritten": 2, "max_fps": 3, "behind": 1, "unsent": 1}
+    assert pub.sent[-1]["cameras"]["a"]["drops"] == {"overwritten": 2, "max_fps": 3, "behind": 1, "unsent": 1, "torn": 0}
 
 
 def test_a_message_that_breaks_the_contract_is_skipped_not_fatal() -> None:

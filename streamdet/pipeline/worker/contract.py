@@ -47,6 +47,8 @@ class ModelSection(Protocol):
     def backend(self) -> str: ...
     @property
     def export_cache(self) -> Path | None: ...
+    @property
+    def preprocess(self) -> str: ...  # "auto" | "cpu" | "cuda"
 
 
 class BatchingSection(Protocol):

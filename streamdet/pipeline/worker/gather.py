@@ -11,6 +11,13 @@ from streamdet.stopflag import StopFlag
 
 IDLE_POLL_S = 0.002
 
+Take = Callable[[str, FrameRing, int], "Frame | None"]
+"""How a frame is picked: (camera, its ring, the last seq taken) -> the next frame or None (a feed's ``take``)."""
+
+
+def _read_next(camera: str, ring: FrameRing, after_seq: int) -> Frame | None:
+    return ring.read_next(after_seq)
+
 
 def lane_batch(max_batch: int, cameras: int, lanes: int) -> int:
     """Frames per batch with ``lanes`` concurrent inference lanes: the cameras split evenly over
@@ -22,7 +29,9 @@ class BatchGatherer:
     """Collects the next frame of each camera into a batch (see module docstring)."""
 
     def __init__(self, rings: dict[str, FrameRing], max_batch: int, max_wait_s: float,
-                 clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep) -> None:
+                 clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep,
+                 take: Take | None = None) -> None:
+        self.take: Take = take if take is not None else _read_next
         self.rings = rings
         self.order = list(rings)
         self.last_seq = {cam: ring.resume_seq() for cam, ring in rings.items()}
@@ -53,7 +62,7 @@ class BatchGatherer:
             cam = self.order[(self._start + k) % n]
             if cam in taken:
                 continue
-            frame = self.rings[cam].read_next(self.last_seq[cam])
+            frame = self.take(cam, self.rings[cam], self.last_seq[cam])
             if frame is not None:
                 self.last_seq[cam] = frame.seq
                 frame.skipped = max(0, frame.not_written - self.last_not_written.get(cam, frame.not_written))

@@ -33,7 +33,6 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from multiprocessing.sharedctypes import Synchronized
 from pathlib import Path
 from typing import Any
@@ -42,29 +41,12 @@ import numpy as np
 
 from streamdet.pipeline.ring import Frame, FrameRing
 from streamdet.pipeline.worker.contract import WorkerControl, WorkerSpec
+from streamdet.pipeline.worker.feed import Feed, HostFeed, InferredBatch, PreparedBatch
 from streamdet.pipeline.worker.gather import IDLE_POLL_S, BatchGatherer, lane_batch
 from streamdet.pipeline.worker.stats import CameraStats, StageTimer, final_counters, gpu_memory, ring_counters
 from streamdet.stopflag import StopFlag
 
 log = logging.getLogger("streamdet.worker")
-
-
-@dataclass
-class PreparedBatch:
-    """Stage 3's output: the frames, their model-input batch and each frame's geometry."""
-
-    frames: list[Frame]
-    batch: np.ndarray
-    transforms: list[Any]
-
-
-@dataclass
-class InferredBatch:
-    """Stage 4's output: the frames, their transforms and the raw predictions."""
-
-    frames: list[Frame]
-    transforms: list[Any]
-    pred: Any
 
 
 class WorkerLoop:
@@ -75,8 +57,10 @@ class WorkerLoop:
     """
 
     def __init__(self, spec: WorkerSpec, rings: dict[str, FrameRing], stages: Any, publisher: Any,
-                 heartbeat: Synchronized | None = None, control: WorkerControl | None = None) -> None:
+                 heartbeat: Synchronized | None = None, control: WorkerControl | None = None,
+                 feed: Feed | None = None) -> None:
         self.spec = spec
+        self.feed: Feed = feed if feed is not None else HostFeed(stages)
         self.rings = rings  # replaced, never mutated: other threads may iterate the old dict
         self.stages = stages
         self.publisher = publisher
@@ -89,10 +73,11 @@ class WorkerLoop:
         # (from the live settings), reported in the stats messages in place of a ring's
         self.finished: dict[str, dict[str, Any]] = {}
         self.gatherer = BatchGatherer(rings, lane_batch(spec.batching.max_batch, len(rings), len(stages.backends)),
-                                      spec.batching.max_wait_ms / 1000.0)
+                                      spec.batching.max_wait_ms / 1000.0, take=self.feed.take)
         self.names = stages.names
         self.stats = {cam: CameraStats() for cam in rings}
         self.timer = StageTimer()
+        self._torn_reported = 0  # the feed's torn count at the last stats message
         self._ring_base = {cam: ring_counters(ring.status()) for cam, ring in rings.items()}
         self._stats_started = time.monotonic()
 
@@ -160,6 +145,7 @@ class WorkerLoop:
         keep = []
         for t, ring in self._retired:
             if now - t >= min_age_s:
+                self.feed.forget(ring)
                 ring.close()
             else:
                 keep.append((t, ring))
@@ -167,6 +153,7 @@ class WorkerLoop:
 
     def close_rings(self) -> None:
         for ring in self.rings.values():
+            self.feed.forget(ring)
             ring.close()
         self.close_retired(0.0)
 
@@ -186,32 +173,48 @@ class WorkerLoop:
         return frames
 
     def prepare(self, frames: list[Frame]) -> PreparedBatch:
-        """Stage 3: letterbox every frame into one model-input batch (colour conversion happens here)."""
+        """Stage 3: the frames' model-input batch (the feed letterboxes; colour conversion happens
+        here). Frames the decoder rewrote while the device feed copied them come back as ``torn``."""
         t0 = time.perf_counter()
-        images = [f.to_image() for f in frames]
-        batch, transforms = self.stages.preprocess(images, [(f.src_height, f.src_width) for f in frames])
+        prepared = self.feed.prepare(frames)
         self.timer.add("preprocess", time.perf_counter() - t0)
-        return PreparedBatch(frames, batch, transforms)
+        return prepared
 
     def infer(self, prepared: PreparedBatch, lane: int = 0) -> InferredBatch:
         """Stage 4: the backend's raw predictions for the batch (on inference lane ``lane``)."""
         t0 = time.perf_counter()
-        pred = self.stages.infer(prepared.batch, lane)
-        self.timer.add("inference", time.perf_counter() - t0, frames=len(prepared.frames))
-        return InferredBatch(prepared.frames, prepared.transforms, pred)
+        inferred = self.feed.infer(prepared, lane)
+        inferred.torn = prepared.torn
+        if prepared.frames:
+            self.timer.add("inference", time.perf_counter() - t0, frames=len(prepared.frames))
+        return inferred
+
+    def postprocess(self, inferred: InferredBatch) -> list[np.ndarray]:
+        """Stage 5: NMS and each frame's boxes in its source pixels (host arrays)."""
+        t0 = time.perf_counter()
+        dets = self.feed.detections(inferred)
+        self.timer.add("postprocess", time.perf_counter() - t0)
+        return dets
 
     def publish(self, inferred: InferredBatch) -> None:
-        """Stage 5 (NMS, boxes to source pixels) and stage 6 (one message per frame)."""
+        """Stage 5 (:meth:`postprocess`) and stage 6 (:meth:`send`): one message per frame."""
+        for frame in inferred.torn:  # dropped, never published: counted here, in the camera's order
+            stats = self.stats.get(frame.camera) or self.stats.setdefault(frame.camera, CameraStats())
+            stats.torn += 1
+            stats.overwritten += frame.dropped
+            self._unsent[frame.camera] = self._unsent.get(frame.camera, 0) + frame.dropped + frame.skipped + 1
+        if inferred.frames:
+            self.send(inferred.frames, self.postprocess(inferred))
+
+    def send(self, frames: list[Frame], dets: list[np.ndarray]) -> None:
+        """Stage 6: one wire message per frame, in order; counts what was published and what was not."""
         from streamdet.errors import WireError
         from streamdet.pipeline.postprocess import detection_records
         from streamdet.wire import detection_message
 
-        t0 = time.perf_counter()
-        dets = self.stages.postprocess(inferred.pred, inferred.transforms)
         t1 = time.perf_counter()
-        self.timer.add("postprocess", t1 - t0)
         rings, all_stats = self.rings, self.stats
-        for frame, det in zip(inferred.frames, dets, strict=True):
+        for frame, det in zip(frames, dets, strict=True):
             ring = rings.get(frame.camera)
             if ring is None:
                 continue  # the camera was removed by a reload while this batch was in flight
@@ -295,7 +298,8 @@ class WorkerLoop:
             if cam not in cameras:
                 cameras[cam] = self._final_entry(cam, final, all_stats.get(cam), interval)
         worker = {"name": self.spec.name, "device": self.spec.device, "backend": self.stages.backend.name,
-                  "threads": self.spec.threads, "lanes": len(self.stages.backends), **self.timer.summary()}
+                  "threads": self.spec.threads, "lanes": len(self.stages.backends), **self._feed_stats(),
+                  **self.timer.summary()}
         if queue_depth is not None:
             worker["queue_depth"] = dict(queue_depth)
         memory = gpu_memory(self.spec.device)
@@ -307,6 +311,13 @@ class WorkerLoop:
         self.timer.reset()
         self._stats_started = now
         self.close_retired()
+
+    def _feed_stats(self) -> dict[str, Any]:
+        """The feed's fields for the stats message, ``torn`` over this interval (the feed counts since start)."""
+        feed = dict(self.feed.stats())
+        total = int(feed.get("torn") or 0)
+        feed["torn"], self._torn_reported = max(0, total - self._torn_reported), total
+        return feed
 
     def _final_entry(self, cam: str, final: dict[str, Any], stats: CameraStats | None,
                      interval: float) -> dict[str, Any]:

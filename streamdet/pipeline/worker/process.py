@@ -10,6 +10,8 @@ from typing import Any
 
 from streamdet.pipeline.ring import FrameRing
 from streamdet.pipeline.worker.contract import EXIT_CANNOT_START, StartupBeat, WorkerControl, WorkerSpec
+from streamdet.pipeline.worker.feed import Feed
+from streamdet.pipeline.worker.feed_choice import FeedUnavailable, choose_feed
 from streamdet.pipeline.worker.loop import WorkerLoop
 from streamdet.pipeline.worker.runner import PipelinedRunner
 from streamdet.stopflag import StopFlag
@@ -25,8 +27,8 @@ def worker_main(spec: WorkerSpec, stop: StopFlag, control: WorkerControl) -> Non
         ready = _start_worker(spec, control)
     if ready is None:
         return
-    stages, rings, publisher = ready
-    loop = WorkerLoop(spec, rings, stages, publisher, control.heartbeat, control)
+    stages, rings, publisher, feed = ready
+    loop = WorkerLoop(spec, rings, stages, publisher, control.heartbeat, control, feed=feed)
     try:
         control.set_phase("serving")
         if spec.pipelined:
@@ -35,12 +37,13 @@ def worker_main(spec: WorkerSpec, stop: StopFlag, control: WorkerControl) -> Non
             loop.run(stop)
     finally:
         publisher.close()
-        stages.close()
         loop.close_rings()
+        feed.close()
+        stages.close()
 
 
-def _start_worker(spec: WorkerSpec, control: WorkerControl) -> tuple[Any, dict[str, FrameRing], Any] | None:
-    """Load the stages, attach the rings, warm up, connect the publisher.
+def _start_worker(spec: WorkerSpec, control: WorkerControl) -> tuple[Any, dict[str, FrameRing], Any, Feed] | None:
+    """Load the stages, attach the rings, warm up, choose the feed (``model.preprocess``), connect the publisher.
 
     Exits with EXIT_CANNOT_START when a restart cannot help (a bad checkpoint, a missing backend,
     a device that does not exist), after one clear log line.
@@ -78,15 +81,20 @@ def _start_worker(spec: WorkerSpec, control: WorkerControl) -> tuple[Any, dict[s
     try:
         control.set_phase("warming_up")
         t0 = time.monotonic()
-        stages.warmup([spec.warmup_shape], min(spec.batching.max_batch, max(1, len(rings))))
-        log.info("%s ready on %s: %d cameras, backend %s, %d inference lane(s) of %s thread(s), warm-up %.1f s",
-                 spec.name, spec.device, len(rings), stages.backend.name, len(stages.backends),
-                 spec.threads or "default", time.monotonic() - t0)
-        return stages, rings, Publisher(spec.publish_endpoint)
+        max_batch = min(spec.batching.max_batch, max(1, len(rings)))
+        stages.warmup([spec.warmup_shape], max_batch)
+        try:
+            feed = choose_feed(spec.name, getattr(spec.model, "preprocess", "auto"), spec.device, stages,
+                               max_batch=spec.batching.max_batch, warmup_hw=spec.warmup_shape)
+        except FeedUnavailable as exc:
+            log.error("%s cannot start: %s", spec.name, exc)
+            raise SystemExit(EXIT_CANNOT_START) from exc
+        log.info("%s ready on %s: %d cameras, backend %s, preprocess %s, %d inference lane(s) of %s thread(s), "
+                 "warm-up %.1f s", spec.name, spec.device, len(rings), stages.backend.name, feed.stats()["preprocess"],
+                 len(stages.backends), spec.threads or "default", time.monotonic() - t0)
+        return stages, rings, Publisher(spec.publish_endpoint), feed
     except BaseException:
         stages.close()
         for ring in rings.values():
             ring.close()
         raise
-
-

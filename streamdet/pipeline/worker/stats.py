@@ -35,6 +35,7 @@ class CameraStats:
     overwritten: int = 0  # frames the ring overwrote before the worker took them
     unsent: int = 0  # frames inferred but not published (the message could not be built or sent)
     objects: int = 0  # detections in the published messages (objects per frame = objects / published)
+    torn: int = 0  # frames the decoder rewrote while the device feed copied them (dropped)
     latencies_ms: list[float] = field(default_factory=list)  # one per inferred frame, published or not
 
     def summary(self, interval_s: float, ring_delta: dict[str, int]) -> dict[str, Any]:
@@ -46,7 +47,7 @@ class CameraStats:
         )
         latency["max"] = round(float(lat.max()), 2) if lat.size else None
         drops = {"overwritten": self.overwritten, "max_fps": ring_delta["skipped"], "behind": ring_delta["behind"],
-                 "unsent": self.unsent}
+                 "unsent": self.unsent, "torn": self.torn}
         decoded = ring_delta["decoded"]
         return {
             "fps": round(self.published / interval_s, 2) if interval_s > 0 else 0.0,
