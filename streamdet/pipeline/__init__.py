@@ -22,8 +22,9 @@ settings through ``WorkerControl``; loop.py the steps; runner.py overlaps them i
 registry.py picks implementations by name;
 image.py is the picture type passed between stages.
 
-GPU path (issue 8; none of it has run on a GPU yet, see docs/gpu-verification.md; the CUDA
-preprocessor, the pinned copier and CUDA graphs are not used by the worker yet):
+GPU path (none of it has run on a GPU yet, see docs/gpu-verification.md): the worker's device
+feed (worker/device_feed.py, chosen by ``model.preprocess`` in worker/feed_choice.py) drives these
+through cuda_runtime.py, the CUDA layer; cuda_emulation.py runs that layer on the CPU for CI:
 
     hwdecode.py          1  NVDEC through PyAV's CUDA hwaccel, falling back to the CPU for good
     ring_slots.py        2  seqlock slot reader: pick a slot, copy it elsewhere, validate after
@@ -34,4 +35,6 @@ preprocessor, the pinned copier and CUDA graphs are not used by the worker yet):
     kernel_reference.py  3  numpy emulation of the kernel, which CI checks against the CPU path
     backends/cuda_graphs.py 4  one CUDA graph per batch size for the torch backend, eager fallback
     batch_nms.py         5  whole-batch NMS in one pass and one device-to-host copy (CUDA predictions)
+    cuda_runtime.py      -  CudaRuntime: streams, events, copies, the kernel launch (TorchCudaRuntime)
+    cuda_emulation.py    -  EmulatedCuda: the same calls on the CPU, streams as threads with delays
 """

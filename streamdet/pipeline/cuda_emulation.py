@@ -18,7 +18,6 @@ each item after a random delay, so a missing ``wait`` or ``synchronize`` shows u
 
 from __future__ import annotations
 
-import bisect
 import ctypes
 import itertools
 import queue
@@ -28,18 +27,25 @@ import time
 import weakref
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
 import numpy as np
 import torch
 
+from streamdet.pipeline.cuda_emulation_memory import (
+    DEVICE,
+    PINNED,
+    REGISTERED,
+    AddressMap,
+    DeviceMemory,
+    Range,
+    aligned_zeros,
+)
 from streamdet.pipeline.cuda_runtime import NotReady
 from streamdet.pipeline.kernel_plan import (
     DESC_FIELDS,
     OUT_DTYPES,
-    TABLE_ALIGN,
     DeviceFrame,
     axis_table,
     describe,
@@ -55,115 +61,10 @@ __all__ = ["EmulatedCuda", "EmulatedDeferred", "EmulatedEvent", "EmulatedStream"
 
 T = TypeVar("T")
 
-DEVICE, PINNED, REGISTERED = "device", "pinned", "registered"
 
 
 class StreamError(RuntimeError):
     """Work on an emulated stream failed (the cause is chained)."""
-
-
-@dataclass(frozen=True)
-class _Range:
-    start: int
-    nbytes: int
-    kind: str
-    view: np.ndarray | None = None  # its bytes (keeps them alive); the kernel reads device ones
-
-    @property
-    def end(self) -> int:
-        return self.start + self.nbytes
-
-
-class _AddressMap:
-    """Non-overlapping ranges by start address (thread-safe: host threads add, stream threads look up)."""
-
-    def __init__(self) -> None:
-        self._lock = threading.RLock()
-        self._starts: list[int] = []
-        self._ranges: list[_Range] = []
-
-    def add(self, r: _Range) -> None:
-        """Insert ``r``; RuntimeError if it overlaps a known range (e.g. a range registered twice)."""
-        with self._lock:
-            i = bisect.bisect_right(self._starts, r.start)
-            prev = self._ranges[i - 1] if i else None
-            nxt = self._ranges[i] if i < len(self._ranges) else None
-            for other in (prev, nxt):
-                if other is not None and other.start < r.end and r.start < other.end:
-                    raise RuntimeError(f"[{r.start:#x}, {r.end:#x}) overlaps {other.kind} memory "
-                                       f"[{other.start:#x}, {other.end:#x}) (already registered?)")
-            self._starts.insert(i, r.start)
-            self._ranges.insert(i, r)
-
-    def discard(self, start: int, kind: str) -> bool:
-        """Remove the ``kind`` range starting at ``start``; False if there is none."""
-        with self._lock:
-            i = bisect.bisect_left(self._starts, start)
-            if i < len(self._ranges) and self._starts[i] == start and self._ranges[i].kind == kind:
-                del self._starts[i], self._ranges[i]
-                return True
-            return False
-
-    def find(self, addr: int, nbytes: int, kinds: tuple[str, ...]) -> _Range | None:
-        """The range of one of ``kinds`` that holds all of [addr, addr + nbytes), or None."""
-        with self._lock:
-            i = bisect.bisect_right(self._starts, addr) - 1
-            r = self._ranges[i] if i >= 0 else None
-        if r is None or r.kind not in kinds or addr + nbytes > r.end:
-            return None
-        return r
-
-    def readable(self) -> list[tuple[int, np.ndarray]]:
-        """(start, bytes) of the device ranges the kernel may read, in address order."""
-        with self._lock:
-            return [(r.start, r.view) for r in self._ranges if r.kind == DEVICE and r.view is not None]
-
-
-class _DeviceMemory:
-    """Device memory as the kernel emulation reads it (a :class:`~streamdet.pipeline.kernel_reference.
-    PixelMemory`): absolute addresses resolved through a snapshot of the address map."""
-
-    def __init__(self, blocks: list[tuple[int, np.ndarray]]) -> None:
-        self._blocks = blocks
-        self._starts = np.array([start for start, _ in blocks], np.int64)
-        self._ends = np.array([start + view.size for start, view in blocks], np.int64)
-
-    def _locate(self, addr: np.ndarray, nbytes: int, what: str) -> np.ndarray:
-        """The block holding each [addr, addr + nbytes); IndexError if one is outside them all."""
-        idx = np.searchsorted(self._starts, addr, side="right") - 1
-        bad = (idx < 0) | (addr + nbytes > self._ends[np.maximum(idx, 0)]) if self._blocks else addr == addr
-        if bad.any():
-            raise IndexError(f"{what} at {int(addr[bad].flat[0]):#x} is outside every device allocation")
-        return idx
-
-    def gather_u8(self, addr: np.ndarray) -> np.ndarray:
-        addr = np.asarray(addr, np.int64)
-        out = np.empty(addr.shape, np.int32)
-        if addr.size == 0:
-            return out
-        idx = self._locate(addr, 1, "a pixel load")
-        if idx.min() == idx.max():  # the usual case: one plane of one allocation
-            start, view = self._blocks[int(idx.flat[0])]
-            out[...] = view[addr - start]
-            return out
-        for i in np.unique(idx):
-            start, view = self._blocks[int(i)]
-            sel = idx == i
-            out[sel] = view[addr[sel] - start]
-        return out
-
-    def int32s(self, addr: int, count: int) -> np.ndarray:
-        n = 4 * int(count)
-        start, view = self._blocks[int(self._locate(np.array([addr], np.int64), n, "a table read")[0])]
-        return view[addr - start:addr - start + n].view(np.int32)
-
-
-def _aligned_zeros(nbytes: int) -> np.ndarray:
-    """A zeroed uint8 array of ``nbytes`` (at least 1) starting on a 256-byte boundary, as cudaMalloc's."""
-    n = max(int(nbytes), 1)
-    raw = np.zeros(n + TABLE_ALIGN, np.uint8)
-    shift = (-raw.ctypes.data) % TABLE_ALIGN
-    return raw[shift:shift + n]
 
 
 class EmulatedEvent:
@@ -295,7 +196,7 @@ class EmulatedCuda:
         self.fail_register = fail_register
         self.timeout_s = float(timeout_s)
         self.during_copy: Callable[[int, int, int], None] | None = None
-        self._map = _AddressMap()
+        self._map = AddressMap()
         self._streams: list[EmulatedStream] = []
         self._index = itertools.count()
         self._tables: dict[tuple[int, int, bool], np.ndarray] = {}
@@ -365,21 +266,21 @@ class EmulatedCuda:
             raise RuntimeError(self.fail_register)
         if int(nbytes) <= 0:
             raise RuntimeError(f"host_register of {nbytes} bytes (invalid value)")
-        self._map.add(_Range(int(ptr), int(nbytes), REGISTERED))
+        self._map.add(Range(int(ptr), int(nbytes), REGISTERED))
 
     def host_unregister(self, ptr: int) -> None:
         if not self._map.discard(int(ptr), REGISTERED):
             raise RuntimeError(f"host_unregister: {int(ptr):#x} is not a registered range (HostMemoryNotRegistered)")
 
     def pinned_empty(self, nbytes: int) -> HostBuffer:
-        buf = _aligned_zeros(nbytes)
-        self._map.add(_Range(int(buf.ctypes.data), buf.size, PINNED, buf))  # kept alive: never reused
+        buf = aligned_zeros(nbytes)
+        self._map.add(Range(int(buf.ctypes.data), buf.size, PINNED, buf))  # kept alive: never reused
         return HostBuffer(buf[:int(nbytes)], int(buf.ctypes.data), buf)
 
     def device_empty(self, nbytes: int, stream: Any) -> DeviceBuffer:
         self._stream(stream)
-        buf = _aligned_zeros(nbytes)
-        self._map.add(_Range(int(buf.ctypes.data), buf.size, DEVICE, buf))
+        buf = aligned_zeros(nbytes)
+        self._map.add(Range(int(buf.ctypes.data), buf.size, DEVICE, buf))
         return DeviceBuffer(int(buf.ctypes.data), int(nbytes), buf)
 
     def empty_batch(self, numel: int, dtype: str, stream: Any) -> torch.Tensor:
@@ -390,7 +291,7 @@ class EmulatedCuda:
         t = torch.zeros(int(numel), dtype=getattr(torch, dtype))
         if t.numel():
             start = int(t.data_ptr())
-            self._map.add(_Range(start, t.numel() * t.element_size(), DEVICE))  # no view: it would keep t alive
+            self._map.add(Range(start, t.numel() * t.element_size(), DEVICE))  # no view: it would keep t alive
             weakref.finalize(t, self._map.discard, start, DEVICE)
         return t
 
@@ -437,7 +338,7 @@ class EmulatedCuda:
         dtype = str(batch.dtype).removeprefix("torch.")
 
         def kernel() -> None:
-            values = emulate(_DeviceMemory(self._map.readable()), descs, hw, dtype)
+            values = emulate(DeviceMemory(self._map.readable()), descs, hw, dtype)
             batch.copy_(torch.from_numpy(values))
             self._count(kernels=1)
 
@@ -464,9 +365,9 @@ class EmulatedCuda:
             table = self._tables.get(key)
             if table is None:
                 data = axis_table(*key).view(np.uint8).reshape(-1)
-                table = self._tables[key] = _aligned_zeros(data.size)
+                table = self._tables[key] = aligned_zeros(data.size)
                 table[:] = data
-                self._map.add(_Range(int(table.ctypes.data), table.size, DEVICE, table))
+                self._map.add(Range(int(table.ctypes.data), table.size, DEVICE, table))
         return int(table.ctypes.data)
 
     # -- counters and shutdown ---------------------------------------------------------------------
