@@ -3,12 +3,14 @@
 One line per frame, in order: ``{"frame": 0, "pts": 0.0, "boxes": [[x1, y1, x2, y2, class_id], ...]}``;
 ``frame`` is the 0-based frame index, ``pts`` the presentation time in seconds as a PyAV decoder
 reports it, boxes in pixels of the original frame with x2/y2 one past the last covered pixel.
-The file lies beside the clip: same stem, suffix ``.jsonl``.
+The file lies beside the clip: same stem, suffix ``.jsonl``. A line may also carry ``"ids"``, as
+many as boxes: ``ids[i]`` is box i's object, the same for that object in every frame of the clip
+(tracking ground truth, shapes-v1 "Tracking ground truth"); files without it read as ``ids=None``.
 
 Reading checks every line (a JSON object with ``frame`` equal to its position, finite increasing
 ``pts``, boxes of five finite numbers with ``x2 > x1``, ``y2 > y1`` and a non-negative integer class)
-and raises :class:`DatasetError` naming the file and line. Keys other than these three are ignored,
-so later versions may add fields.
+and raises :class:`DatasetError` naming the file and line; ``ids``, where present, must be distinct
+non-negative integers, one per box. Other keys are ignored, so later versions may add fields.
 """
 
 from __future__ import annotations
@@ -39,11 +41,15 @@ class DatasetError(StreamdetError, ValueError):
 
 @dataclass(frozen=True)
 class GroundTruthFrame:
-    """The ground truth of one frame: index, presentation time (s), boxes (m, 5) [x1, y1, x2, y2, cls]."""
+    """The ground truth of one frame: index, presentation time (s), boxes (m, 5) [x1, y1, x2, y2, cls].
+
+    ``ids`` (m,) int64: each box's object id (tracking ground truth), or None where the file has none.
+    """
 
     frame: int
     pts: float
     boxes: np.ndarray
+    ids: np.ndarray | None = None
 
 
 def groundtruth_path(clip: str | Path) -> Path:
@@ -57,11 +63,22 @@ def _number_text(value: float) -> int | float:
     return int(value) if value.is_integer() else value
 
 
-def format_groundtruth_line(frame: int, pts: float, boxes: np.ndarray | Sequence[Sequence[float]]) -> str:
-    """One JSON Lines record (without the newline)."""
+def format_groundtruth_line(
+    frame: int,
+    pts: float,
+    boxes: np.ndarray | Sequence[Sequence[float]],
+    ids: np.ndarray | Sequence[int] | None = None,
+) -> str:
+    """One JSON Lines record (without the newline); ``ids`` (one per box) written when given."""
     arr = np.asarray(boxes, dtype=np.float64).reshape(-1, 5)
     rows = [[_number_text(v) for v in row[:4]] + [int(row[4])] for row in arr]
-    return json.dumps({"frame": int(frame), "pts": float(pts), "boxes": rows}, separators=(", ", ": "))
+    record: dict[str, object] = {"frame": int(frame), "pts": float(pts), "boxes": rows}
+    if ids is not None:
+        id_list = [int(i) for i in np.asarray(ids).reshape(-1)]
+        if len(id_list) != len(rows):
+            raise ValueError(f"frame {frame}: {len(id_list)} ids for {len(rows)} boxes")
+        record["ids"] = id_list
+    return json.dumps(record, separators=(", ", ": "))
 
 
 def write_groundtruth(path: str | Path, frames: Iterable[GroundTruthFrame]) -> Path:
@@ -69,7 +86,7 @@ def write_groundtruth(path: str | Path, frames: Iterable[GroundTruthFrame]) -> P
     path = Path(path)
     with path.open("w", encoding="utf-8") as fh:
         for gt in frames:
-            fh.write(format_groundtruth_line(gt.frame, gt.pts, gt.boxes) + "\n")
+            fh.write(format_groundtruth_line(gt.frame, gt.pts, gt.boxes, gt.ids) + "\n")
     return path
 
 
@@ -108,7 +125,21 @@ def _parse_line(text: str, expected_frame: int, last_pts: float | None, where: s
         if cls < 0 or float(cls) != int(cls):
             raise DatasetError(f"{where}: box {j} class id {cls!r} is not a non-negative integer")
         arr[j] = box
-    return GroundTruthFrame(frame=frame, pts=float(pts), boxes=arr)
+    ids = _parse_ids(record["ids"], len(boxes), where) if "ids" in record else None
+    return GroundTruthFrame(frame=frame, pts=float(pts), boxes=arr, ids=ids)
+
+
+def _parse_ids(ids: object, n_boxes: int, where: str) -> np.ndarray:
+    if not isinstance(ids, list):
+        raise DatasetError(f"{where}: 'ids' must be a list, got {type(ids).__name__}")
+    if len(ids) != n_boxes:
+        raise DatasetError(f"{where}: 'ids' has {len(ids)} entries for {n_boxes} boxes")
+    for j, value in enumerate(ids):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise DatasetError(f"{where}: id {j} must be a non-negative integer, got {value!r}")
+    if len(set(ids)) != len(ids):
+        raise DatasetError(f"{where}: 'ids' must be distinct within a frame, got {ids!r}")
+    return np.array(ids, dtype=np.int64)
 
 
 def read_groundtruth(path: str | Path) -> list[GroundTruthFrame]:

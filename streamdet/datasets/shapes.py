@@ -126,6 +126,11 @@ class RenderedFrame:
     in_gt: np.ndarray
     shapes: tuple[Shape, ...]
 
+    @property
+    def ids(self) -> np.ndarray:
+        """(k,) int64 each box's object: its index in the drawing order (shapes-v1 tracking ground truth)."""
+        return np.flatnonzero(self.in_gt).astype(np.int64)
+
 
 def _check_size(width: int, height: int) -> None:
     if width < MIN_FRAME_SIDE or height < MIN_FRAME_SIDE:
@@ -413,6 +418,9 @@ def write_clip(
 ) -> Path:
     """Render a clip and write it as H.264 MP4 plus its ground truth (``<stem>.jsonl``); returns the mp4 path.
 
+    The ground truth carries each box's object id (``ids``: the object's index in the clip's
+    drawing order, the same in every frame, also after the object was hidden).
+
     libx264, yuv420p, constant quality ``crf`` (20-28), a keyframe at least every 2 s. The ``pts``
     written to the ground truth are read back from the muxed file, so they are what a PyAV decoder
     reports. ``progress(n)`` is called after each frame with the number of frames done.
@@ -429,17 +437,20 @@ def write_clip(
     clip = ShapesClip(width, height, seed, num_frames=frames, variation=variation)
     gop = max(1, math.floor(2 * rate))
     all_boxes: list[np.ndarray] = []
+    all_ids: list[np.ndarray] = []
     with av.open(str(path), mode="w") as container:
         stream = container.add_stream("libx264", rate=rate)
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
         stream.codec_context.gop_size = gop
         stream.options = {"crf": str(crf), "g": str(gop)}
         time_base = Fraction(1, 1) / rate
-        for i, (image, boxes) in enumerate(clip.frames()):
-            frame = av.VideoFrame.from_ndarray(image, format="bgr24")
+        for i in range(frames):
+            rendered = clip.render(i)
+            frame = av.VideoFrame.from_ndarray(rendered.image, format="bgr24")
             frame.pts, frame.time_base = i, time_base
             container.mux(stream.encode(frame))
-            all_boxes.append(boxes)
+            all_boxes.append(rendered.boxes)
+            all_ids.append(rendered.ids)
             if progress is not None:
                 progress(i + 1)
         container.mux(stream.encode(None))
@@ -448,7 +459,10 @@ def write_clip(
         raise RuntimeError(f"{path}: muxed {len(pts)} frames, expected {frames}")
     write_groundtruth(
         groundtruth_path(path),
-        (GroundTruthFrame(frame=i, pts=t, boxes=b) for i, (t, b) in enumerate(zip(pts, all_boxes, strict=True))),
+        (
+            GroundTruthFrame(frame=i, pts=t, boxes=b, ids=k)
+            for i, (t, b, k) in enumerate(zip(pts, all_boxes, all_ids, strict=True))
+        ),
     )
     return path
 

@@ -132,6 +132,11 @@ def test_box_is_of_the_whole_mask_even_when_covered() -> None:
     assert np.array_equal(both.all_boxes[0], alone.all_boxes[0])
     assert both.visible[0] < 0.6 and not both.in_gt[0]
     assert both.boxes.tolist() == [both.all_boxes[1].tolist()]
+    # the tracking id of a box is its object's place in the drawing order, hidden objects skipped
+    third = shapes.Shape(cls=2, cx=20.0, cy=20.0, diameter=20.0, angle=0.0, color=(0.0, 255.0, 0.0))
+    three = shapes.render_frame(bg, [under, over, third])
+    assert three.ids.tolist() == [1, 2] and alone.ids.tolist() == [0]
+    assert three.boxes.tolist() == [three.all_boxes[1].tolist(), three.all_boxes[2].tolist()]
 
 
 def test_pixels_are_the_object_colour_inside_and_background_outside() -> None:
@@ -207,8 +212,12 @@ def test_write_clip_round_trip(tmp_path: Path) -> None:
         for i, frame in enumerate(container.decode(stream)):
             assert frame.time == pytest.approx(gt[i].pts, abs=1e-6)
             assert gt[i].pts == pytest.approx(i / fps, abs=1e-9)
-            image, boxes = clip.frame(i)
+            rendered = clip.render(i)
+            image, boxes = rendered.image, rendered.boxes
             assert np.array_equal(gt[i].boxes, boxes.astype(np.float64))
+            # tracking ground truth: each box names its object by drawing order
+            assert gt[i].ids is not None and gt[i].ids.tolist() == np.flatnonzero(rendered.in_gt).tolist()
+            assert np.array_equal(rendered.all_boxes[gt[i].ids], boxes)
             got = frame.to_ndarray(format="bgr24")
             assert np.abs(got.astype(np.int16) - image).mean() < 6  # same picture, up to compression
             if frame.key_frame:
