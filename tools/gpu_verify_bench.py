@@ -1,4 +1,4 @@
-"""Stages ``bandwidth``, ``kernel``, ``inference`` and ``nms`` of tools/gpu_verify.py (torch on the GPU).
+"""Stages ``bandwidth``, ``inference`` and ``nms`` of tools/gpu_verify.py (torch on the GPU).
 
 Every time is the median of CUDA-event intervals after a warm-up, on random data (never zeros);
 each stage reports what it measured so far (``ctx.partial``) as it goes, so a stage cut off at
@@ -7,16 +7,16 @@ its time limit still returns its first rows.
 
 from __future__ import annotations
 
+import functools
 import time
 from multiprocessing import shared_memory
 from typing import Any
 
 import numpy as np
-from gpu_verify_common import Skip, StageContext, cuda_times_ms, not_in_dry_run, require_cuda, require_cupy, summary_ms
+from gpu_verify_common import StageContext, cuda_times_ms, not_in_dry_run, require_cuda, summary_ms
 
 DEV = "cuda:0"  # the device measured (a constant, so a harness check can point it elsewhere)
 FRAME_1080P_NV12 = 1920 * 1080 * 3 // 2
-BATCHES = (1, 8, 32, 64)
 INPUT_HW = (384, 640)  # a 16:9 frame letterboxed to 640
 MODEL_HW = (640, 640)  # the inference sweep's input (the issue's "640")
 
@@ -103,55 +103,6 @@ def bandwidth_stage(ctx: StageContext) -> dict[str, Any]:
     return result
 
 
-# -- the CUDA preprocessing kernel ----------------------------------------------------------------------
-
-
-def kernel_stage(ctx: StageContext) -> dict[str, Any]:
-    torch = require_cuda()
-    require_cupy()
-    try:
-        from streamdet.pipeline.cuda_preprocess import CudaPreprocessor
-        from streamdet.pipeline.image import Image
-        from streamdet.pipeline.kernel_plan import DeviceFrame
-        from streamdet.pipeline.preprocess import CpuPreprocessor
-    except ImportError as exc:
-        raise Skip(f"the CUDA preprocessor is not in this tree ({exc})") from None
-    not_in_dry_run(ctx)
-    result: dict[str, Any] = {}
-    t0 = time.perf_counter()
-    pre = CudaPreprocessor(DEV, dtype="float16")
-    pre.compile()
-    result["compile_s"] = round(time.perf_counter() - t0, 3)
-    rng = np.random.default_rng(0)
-    host = rng.integers(0, 256, (4, 1080 * 3 // 2, 1920), dtype=np.uint8)
-    images = [Image(host[i], "nv12") for i in range(4)]
-    gpu = pre(images, INPUT_HW, np.empty((4, 3, *INPUT_HW), np.uint8))
-    cpu = CpuPreprocessor()(images, INPUT_HW)
-    result["parity_uint8_vs_cpu"] = {"equal": bool(np.array_equal(gpu, cpu)),
-                                     "mismatches": int(np.count_nonzero(gpu != cpu))}
-    frames_dev = torch.randint(0, 256, (max(BATCHES), FRAME_1080P_NV12), dtype=torch.uint8, device=DEV)
-    frames = [DeviceFrame(frames_dev[i].data_ptr(), "nv12", 1920, 1080) for i in range(max(BATCHES))]
-    out = torch.empty((max(BATCHES), 3, *INPUT_HW), dtype=torch.float16, device=DEV)
-    rows = {}
-    for b in BATCHES:
-        until = time.monotonic() + max(1.0, (ctx.left() - 5) / 6)
-        t = summary_ms(cuda_times_ms(torch, lambda b=b: pre.launch(frames[:b], INPUT_HW, out), warmup=3, iters=50,
-                                     until=until))
-        rows[f"b{b}"] = {**t, "frames_per_s": round(b / (t["median_ms"] / 1e3)) if t["n"] else None,
-                         "read_GB_s": _gbps(b * FRAME_1080P_NV12, t["median_ms"])}
-        ctx.partial(**result, device_frames=rows)
-    result["device_frames"] = rows
-    host_images = [Image(rng.integers(0, 256, (1080 * 3 // 2, 1920), dtype=np.uint8), "nv12") for _ in range(32)]
-    t = summary_ms(cuda_times_ms(torch, lambda: pre(host_images, INPUT_HW, out), warmup=2, iters=10,
-                                 until=time.monotonic() + max(1.0, ctx.left() - 3)))
-    result["host_images_b32"] = {**t, "note": "pageable host frames: CPU copy to staging + H2D + kernel"}
-    b32 = rows.get("b32", {})
-    result["headline"] = (f"compile {result['compile_s']} s; b32 {b32.get('median_ms')} ms "
-                          f"({b32.get('frames_per_s')} frames/s); parity with CPU: "
-                          f"{result['parity_uint8_vs_cpu']['equal']}")
-    return result
-
-
 # -- inference -------------------------------------------------------------------------------------
 
 
@@ -170,6 +121,20 @@ def _variant_fn(torch: Any, model: Any, x: Any, graph: bool) -> Any:
     return g.replay
 
 
+INFERENCE_VARIANTS = (  # name, FP16, channels_last, CUDA graph, batches; the issue's numbers first
+    ("fp16", True, False, False, (32, 64)),
+    ("fp16_graph", True, False, True, (32, 64)),
+    ("fp16_channels_last", True, True, False, (32, 64)),
+    ("fp16_channels_last_graph", True, True, True, (1, 8, 32, 64)),
+    ("fp32", False, False, False, (32,)),
+)
+GOAL_IMG_PER_S, STRETCH_IMG_PER_S = 3000, 8000
+
+
+def _img_per_s(b: int, t: dict[str, Any]) -> int | None:
+    return round(b / (t["median_ms"] / 1e3)) if t["n"] else None
+
+
 def inference_stage(ctx: StageContext) -> dict[str, Any]:
     torch = require_cuda()
     from streamdet.model.yolov5 import ARCHITECTURES, YOLOv5
@@ -178,70 +143,99 @@ def inference_stage(ctx: StageContext) -> dict[str, Any]:
     torch.backends.cudnn.benchmark = True
     torch.manual_seed(0)
     base = YOLOv5(ARCHITECTURES["yolov5s"]).fuse().eval().to(DEV)
-    variants = (("fp32", torch.float32, False, False), ("fp16", torch.float16, False, False),
-                ("fp16_channels_last", torch.float16, True, False),
-                ("fp16_channels_last_graph", torch.float16, True, True))
     rows: dict[str, dict[str, Any]] = {}
-    configs = len(variants) * len(BATCHES) + 1
+    configs = sum(len(v[4]) for v in INFERENCE_VARIANTS) + 6  # + the daemon's backend below
     done = 0
     with torch.no_grad():
-        for name, dtype, channels_last, graph in variants:
+        for name, half, channels_last, graph, batches in INFERENCE_VARIANTS:
+            dtype = torch.float16 if half else torch.float32
             model = base.to(dtype=dtype)
             fmt = torch.channels_last if channels_last else torch.contiguous_format
             model = model.to(memory_format=fmt)  # type: ignore[call-overload]  # documented, not in the stubs
             rows[name] = {}
-            for b in BATCHES:
+            for b in batches:
                 cap = max(1.0, (ctx.left() - 8) / max(1, configs - done))
                 x = torch.rand((b, 3, *MODEL_HW), device=DEV, dtype=dtype).contiguous(memory_format=fmt)
                 t0 = time.monotonic()
                 try:
                     fn = _variant_fn(torch, model, x, graph)
                     t = summary_ms(cuda_times_ms(torch, fn, warmup=5, iters=50, until=t0 + cap))
-                    rows[name][f"b{b}"] = {**t, "img_per_s": round(b / (t["median_ms"] / 1e3)) if t["n"] else None}
+                    rows[name][f"b{b}"] = {**t, "img_per_s": _img_per_s(b, t)}
                 except Exception as exc:  # one variant failing (e.g. graph capture) must not hide the others
                     rows[name][f"b{b}"] = {"error": f"{type(exc).__name__}: {exc}"}
                 done += 1
                 ctx.partial(sweep=rows)
-    result: dict[str, Any] = {"sweep": rows, "input": list(MODEL_HW), "model": "yolov5s (random weights, fused)"}
+    del base, model
+    torch.cuda.empty_cache()
+    result: dict[str, Any] = {"sweep": rows, "input": list(MODEL_HW), "model": "yolov5s (random weights, fused)",
+                              "goal_img_per_s": GOAL_IMG_PER_S, "stretch_img_per_s": STRETCH_IMG_PER_S}
     try:
-        result["torch_backend_fp16_b32"] = _torch_backend_b32(torch, ctx)
+        result["daemon_backend"] = _daemon_backend(torch, ctx)
     except Exception as exc:  # the sweep above stands on its own
-        result["torch_backend_fp16_b32"] = {"error": f"{type(exc).__name__}: {exc}"}
-    best = rows.get("fp16_channels_last_graph", {}).get("b32", {})
-    fp32 = rows.get("fp32", {}).get("b32", {})
-    result["headline"] = (f"b32: fp32 {fp32.get('img_per_s')} img/s, fp16+cl+graph {best.get('img_per_s')} img/s; "
-                          f"TorchBackend fp16 b32 {result['torch_backend_fp16_b32'].get('img_per_s')} img/s")
+        result["daemon_backend"] = {"error": f"{type(exc).__name__}: {exc}"}
+
+    def ips(variant: str, b: int) -> Any:
+        return rows.get(variant, {}).get(f"b{b}", {}).get("img_per_s")
+
+    d = result["daemon_backend"]
+    result["headline"] = (
+        f"FP16 img/s b32/b64: eager {ips('fp16', 32)}/{ips('fp16', 64)}, graphs {ips('fp16_graph', 32)}/"
+        f"{ips('fp16_graph', 64)}, channels_last+graphs {ips('fp16_channels_last_graph', 32)}/"
+        f"{ips('fp16_channels_last_graph', 64)} (goal {GOAL_IMG_PER_S}, stretch {STRETCH_IMG_PER_S}); daemon "
+        f"backend {d.get('input')}: eager {d.get('eager_b32', {}).get('img_per_s')}/"
+        f"{d.get('eager_b64', {}).get('img_per_s')}, runner ({d.get('graph_mode')}) "
+        f"{d.get('runner_b32', {}).get('img_per_s')}/{d.get('runner_b64', {}).get('img_per_s')}; fp32 b32 "
+        f"{ips('fp32', 32)}")
     return result
 
 
-def _torch_backend_b32(torch: Any, ctx: StageContext) -> dict[str, Any]:
-    """The daemon's own backend (uint8 batch from host memory, /255 on the GPU, FP16 forward)."""
+def _daemon_backend(torch: Any, ctx: StageContext) -> dict[str, Any]:
+    """The daemon's own inference: TorchBackend FP16 on device FP16 batches (the device feed's
+    384x640 letterboxed input), eagerly and through its GraphRunner (sizes 32 and 64), then on a
+    pageable uint8 host batch (the host feed: H2D and /255 included, wall time)."""
     if ctx.left() < 10:
         return {"skipped": "out of time"}
     from streamdet.model.checkpoint import save_checkpoint
     from streamdet.model.yolov5 import ARCHITECTURES, YOLOv5
+    from streamdet.pipeline.backends.cuda_graphs import for_backend
     from streamdet.pipeline.backends.torch_backend import TorchBackend
 
     weights = ctx.work / "yolov5s_random.pt"
     if not weights.exists():
         save_checkpoint(YOLOv5(ARCHITECTURES["yolov5s"]), weights)
     backend = TorchBackend(weights, device=DEV, half=True)
-    batch = np.random.default_rng(0).integers(0, 256, (32, 3, *MODEL_HW), dtype=np.uint8)
+    out: dict[str, Any] = {"input": list(INPUT_HW)}
+    xs = {b: torch.rand((b, 3, *INPUT_HW), device=DEV, dtype=torch.float16) for b in (32, 64)}
+    for b, x in xs.items():
+        t = summary_ms(cuda_times_ms(torch, functools.partial(backend.infer, x), warmup=5, iters=40,
+                                     until=time.monotonic() + max(1.0, (ctx.left() - 8) / 6)))
+        out[f"eager_b{b}"] = {**t, "img_per_s": _img_per_s(b, t)}
+        ctx.partial(daemon_backend=out)
+    t0 = time.perf_counter()
+    runner = for_backend(backend, INPUT_HW, 64, sizes=(32, 64))
+    out["graph_mode"] = runner.warmup()
+    out["graph_warmup_s"] = round(time.perf_counter() - t0, 2)
+    for b, x in xs.items():
+        t = summary_ms(cuda_times_ms(torch, functools.partial(runner, x), warmup=3, iters=40,
+                                     until=time.monotonic() + max(1.0, (ctx.left() - 8) / 4)))
+        out[f"runner_b{b}"] = {**t, "img_per_s": _img_per_s(b, t)}
+        ctx.partial(daemon_backend=out)
+    batch = np.random.default_rng(0).integers(0, 256, (32, 3, *INPUT_HW), dtype=np.uint8)
     times = []
-    until = time.monotonic() + min(15.0, ctx.left() - 3)
+    until = time.monotonic() + max(1.0, min(10.0, ctx.left() - 3))
     for i in range(25):
         torch.cuda.synchronize()
-        t0 = time.perf_counter()
+        t1 = time.perf_counter()
         backend.infer(batch)
         torch.cuda.synchronize()
         if i >= 5:
-            times.append((time.perf_counter() - t0) * 1e3)
+            times.append((time.perf_counter() - t1) * 1e3)
         if time.monotonic() > until:
             break
     backend.close()
     t = summary_ms(times)
-    return {**t, "img_per_s": round(32 / (t["median_ms"] / 1e3)) if t["n"] else None,
-            "note": "wall time incl. pageable H2D of the uint8 batch"}
+    out["host_uint8_b32"] = {**t, "img_per_s": _img_per_s(32, t), "note": "wall time incl. pageable H2D and /255"}
+    return out
 
 
 # -- NMS -------------------------------------------------------------------------------------------

@@ -34,8 +34,9 @@ class StageContext:
     out: Path
     work: Path
     dry_run: bool = False
-    e2e_cameras: tuple[int, ...] = (64, 96, 128, 160)
+    e2e_ladder: tuple[int, int, int, int] | None = None  # e2e: start, step, max, resolution (None: the profile's)
     cpu_smoke: bool = False  # run the media stages' CPU profile (a check of the harness without a GPU)
+    prior: dict[str, Any] | None = None  # this stage's record from an earlier call being resumed, if any
     started: float = field(default_factory=time.monotonic)
 
     def left(self) -> float:
@@ -102,8 +103,10 @@ def summary_ms(times: list[float]) -> dict[str, Any]:
 def run_stage_here(ctx: StageContext) -> int:
     """Run stage ``ctx.name`` in this process; print its one result line. Always exits 0: the
     status is in the line."""
-    from gpu_verify_bench import bandwidth_stage, inference_stage, kernel_stage, nms_stage
-    from gpu_verify_media import e2e_stage, nvdec_stage
+    from gpu_verify_bench import bandwidth_stage, inference_stage, nms_stage
+    from gpu_verify_e2e import e2e_stage
+    from gpu_verify_kernel import kernel_stage
+    from gpu_verify_media import nvdec_stage
     from gpu_verify_probe import gpu_tests_stage, probe_stage
 
     stages: dict[str, Callable[[StageContext], dict[str, Any]]] = {

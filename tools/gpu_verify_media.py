@@ -1,29 +1,17 @@
-"""Stages ``nvdec`` and ``e2e`` of tools/gpu_verify.py: NVDEC decode rates, and the daemon end to end.
+"""Stage ``nvdec`` of tools/gpu_verify.py, and the media profile and clip the ``e2e`` and ``kernel`` stages share.
 
 ``nvdec``: streamdet's own decoder (CameraReader, ``decode: nvdec``) on a 1080p30 H.264 clip
 (made here with the av wheel's libx264), NVDEC frames against CPU frames (pixels and colour
-tags), then the aggregate decode rate of 1, 8, 32, 64 concurrent NVDEC sessions (threads in 8
+tags), then the aggregate decode rate of 1, 16, 64 concurrent NVDEC sessions (threads in 8
 processes) against CPU decoding, and one session keeping frames on the GPU (no download).
 
-``e2e``: ``streamdet run`` with N paced, looping 1080p30 file cameras on ``cuda:0`` (``decode:
-auto``, i.e. NVDEC when it works), N = 64 then more while time allows: after a warm-up, a
-window of published messages per camera, drops, capture-to-publish latency, CPU cores used by
-the daemon's processes, GPU and decoder utilisation, and each ring's decode mode.
-
-``--cpu-smoke`` (a developer's check of this harness on a machine without a GPU) runs both on
-a small clip with the CPU profile: CPU decoding only, the demo model on ``cpu``, 2 cameras.
+``--cpu-smoke`` (a developer's check of this harness on a machine without a GPU) runs it on a
+small clip with the CPU profile: CPU decoding only.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
-import resource
-import shutil
-import signal
-import statistics
-import subprocess
-import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -33,7 +21,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from gpu_verify_common import Skip, StageContext, not_in_dry_run, require_cuda
+from gpu_verify_common import Skip, StageContext, not_in_dry_run
+from gpu_verify_search import Ladder
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -46,19 +35,31 @@ class Profile:
     height: int = 1080
     fps: int = 30
     seconds: int = 10
-    sessions: tuple[int, ...] = (1, 8, 32, 64)
+    sessions: tuple[int, ...] = (1, 16, 64)
     device: str = "cuda:0"
     weights: Path | None = None  # None: yolov5s with random weights, made here
     img_size: int = 640
     half: bool = True
-    warmup_s: float = 90.0
-    window_s: float = 30.0
+    decode: str = "nvdec"  # the cameras' decoder in the e2e runs (the mixed run puts some on "cpu")
+    fast_preprocess: str | None = "cuda"  # model.preprocess of the grow runs (None: key left out)
+    compare_preprocess: str | None = "cpu"  # ... of the compare run
+    compare: bool = True  # the compare run (same N, compare_preprocess)
+    mixed: bool = True  # one run with extra CPU-decoded cameras when NVDEC-only fails
+    ladder: Ladder = Ladder()
+    max_batch: int = 64
+    warmup_s: float = 75.0  # at most, waiting for every camera to publish
+    settle_s: float = 3.0  # after that, before the window
+    window_s: float = 16.0
+    stats_interval_s: float = 4.0
+    run_estimate_s: float = 60.0  # one daemon run (start, warm-up, window, stop) before one is timed
 
 
 GPU = Profile()
 CPU_SMOKE = Profile(width=320, height=240, fps=10, seconds=4, sessions=(1, 2), device="cpu",
                     weights=REPO / "configs" / "demo" / "shapes_yolov5n.pt", img_size=320, half=False,
-                    warmup_s=60.0, window_s=6.0)
+                    decode="cpu", fast_preprocess=None, compare_preprocess=None, mixed=False,
+                    ladder=Ladder(start=1, step=1, max_cameras=2, resolution=1), max_batch=8, warmup_s=60.0,
+                    settle_s=1.0, window_s=6.0, stats_interval_s=2.0, run_estimate_s=20.0)
 
 
 def profile_of(ctx: StageContext) -> Profile:
@@ -272,169 +273,3 @@ def nvdec_stage(ctx: StageContext) -> dict[str, Any]:
     result["headline"] = (f"reader mode {result['reader']['decode_mode']}; NVDEC best {best} fps aggregate; "
                           f"parity: {result.get('parity', {}).get('frames_not_identical')} frames differ")
     return result
-
-
-# -- end to end ------------------------------------------------------------------------------------
-
-
-def _config(ctx: StageContext, p: Profile, clip: Path, n: int, endpoint: str) -> Path:
-    import yaml
-
-    weights = p.weights
-    if weights is None:
-        from streamdet.model.checkpoint import save_checkpoint
-        from streamdet.model.yolov5 import ARCHITECTURES, YOLOv5
-
-        weights = ctx.work / "yolov5s_random.pt"
-        if not weights.exists():
-            save_checkpoint(YOLOv5(ARCHITECTURES["yolov5s"]), weights)
-    cfg = {
-        "model": {"weights": str(weights), "img_size": p.img_size, "half": p.half, "conf_thres": 0.5,
-                  "backend": "torch"},
-        "devices": [p.device],
-        "publish": {"endpoint": endpoint, "hwm": 100000, "stats_interval_s": 5.0},
-        "batching": {"max_batch": 32, "max_wait_ms": 5},
-        "ring": {"slots": 3, "max_width": p.width, "max_height": p.height},
-        "decode": {"cameras_per_process": 8},
-        "supervisor": {"startup_timeout_s": 300},
-        "cameras": [{"id": f"cam{i:03d}", "url": str(clip), "loop": True, "realtime": True, "decode": "auto"}
-                    for i in range(n)],
-    }
-    path = ctx.work / f"e2e_{n}.yaml"
-    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
-    return path
-
-
-def _percentile(values: list[float], q: float) -> float | None:
-    return round(float(np.percentile(values, q)), 1) if values else None
-
-
-def _gpu_util() -> str:
-    try:
-        out = subprocess.run(["nvidia-smi", "--query-gpu=utilization.gpu,utilization.decoder,memory.used",
-                              "--format=csv,noheader"], capture_output=True, text=True, timeout=5)
-        return out.stdout.strip()
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        return f"<{type(exc).__name__}>"
-
-
-def _tree_cpu_s(pid: int) -> float:
-    from soak_probe import descendants
-
-    return sum(cpu for _, _, cpu in descendants(pid).values())
-
-
-def _rings(pid: int, n: int) -> dict[str, Any]:
-    from streamdet.pipeline.ring import FrameRing
-    from streamdet.supervisor.runtime import ring_name
-
-    modes: dict[str, int] = {}
-    fallbacks = 0
-    for i in range(n):
-        with contextlib.suppress(OSError, ValueError):
-            ring = FrameRing.attach(ring_name(pid, f"cam{i:03d}"))
-            st = ring.status()
-            modes[st.decode_mode] = modes.get(st.decode_mode, 0) + 1
-            fallbacks += st.hw_fallbacks
-            ring.close()
-    return {"decode_modes": modes, "hw_fallbacks": fallbacks}
-
-
-def _run_daemon(ctx: StageContext, p: Profile, clip: Path, n: int) -> dict[str, Any]:
-    from streamdet.client.subscriber import Subscriber
-
-    endpoint = f"ipc://{ctx.work}/e2e.sock"
-    cfg = _config(ctx, p, clip, n, endpoint)
-    log = ctx.work / f"e2e_{n}.log"
-    env = {**os.environ, "RUNTIME_DIRECTORY": str(ctx.work / "runtime"), "PYTHONUNBUFFERED": "1"}
-    (ctx.work / "runtime").mkdir(exist_ok=True)
-    cams = {f"cam{i:03d}" for i in range(n)}
-    with log.open("w") as logf:
-        daemon = subprocess.Popen([sys.executable, "-m", "streamdet", "run", str(cfg)], stdout=logf,
-                                  stderr=subprocess.STDOUT, env=env, cwd=REPO)
-    result: dict[str, Any] = {"cameras": n}
-    try:
-        sub = Subscriber(endpoint, stats=True)
-        seen: set[str] = set()
-        t0 = time.monotonic()
-        warm_until = t0 + min(p.warmup_s, ctx.left() - p.window_s - 20)
-        while seen != cams and time.monotonic() < warm_until and daemon.poll() is None:
-            msg = sub.recv(0.5)
-            if msg is not None and msg.get("type") == "detections":
-                seen.add(msg["camera"])
-        result["warmup_s"] = round(time.monotonic() - t0, 1)
-        result["cameras_publishing"] = len(seen)
-        if daemon.poll() is not None:
-            raise RuntimeError(f"the daemon exited {daemon.returncode} during warm-up (log {log.name})")
-        window = max(3.0, min(p.window_s, ctx.left() - 15))
-        counts = dict.fromkeys(cams, 0)
-        dropped = 0
-        latency: list[float] = []
-        stats: dict[str, Any] = {}
-        util: list[str] = []
-        cpu0, w0 = _tree_cpu_s(daemon.pid), time.monotonic()
-        while time.monotonic() - w0 < window:
-            if len(util) < 3 and time.monotonic() - w0 > window * len(util) / 3:
-                util.append(_gpu_util())
-            msg = sub.recv(0.2)
-            if msg is None:
-                continue
-            if msg.get("type") == "stats":
-                stats[msg["source"]] = msg.get("worker")
-                continue
-            counts[msg["camera"]] = counts.get(msg["camera"], 0) + 1
-            dropped += int(msg.get("dropped", 0))
-            latency.append((msg["ts_publish"] - msg["ts_capture"]) * 1e3)
-        elapsed = time.monotonic() - w0
-        cores = (_tree_cpu_s(daemon.pid) - cpu0) / elapsed
-        fps = [c / elapsed for c in counts.values()]
-        result.update(window_s=round(elapsed, 1), fps_per_camera_mean=round(statistics.mean(fps), 2),
-                      fps_per_camera_min=round(min(fps), 2), fps_total=round(sum(fps), 1), target_fps=p.fps,
-                      cameras_below_90pct=sum(1 for f in fps if f < 0.9 * p.fps), dropped=dropped,
-                      latency_ms={"p50": _percentile(latency, 50), "p99": _percentile(latency, 99),
-                                  "max": _percentile(latency, 100)},
-                      daemon_cores=round(cores, 2), gpu_util_decoder_mem=util, worker_stats=stats,
-                      rings=_rings(daemon.pid, n), lost_seq=sub.lost)
-        sub.close()
-    finally:
-        if daemon.poll() is None:
-            daemon.send_signal(signal.SIGTERM)
-            try:
-                daemon.wait(20)
-            except subprocess.TimeoutExpired:
-                daemon.kill()
-                daemon.wait(5)
-        result["exit_status"] = daemon.returncode
-        result["log_tail"] = log.read_text(errors="replace")[-1500:]
-    return result
-
-
-def e2e_stage(ctx: StageContext) -> dict[str, Any]:
-    p = profile_of(ctx)
-    if p.device != "cpu":
-        require_cuda()
-    not_in_dry_run(ctx)
-    clip = ensure_clip(ctx.work, p)
-    runs: list[dict[str, Any]] = []
-    counts = ctx.e2e_cameras if p.device != "cpu" else (2,)
-    slot = p.width * p.height * 3 // 2 + 4096
-    for n in counts:
-        if ctx.left() < p.window_s + 60:
-            break
-        free = shutil.disk_usage("/dev/shm").free
-        if n * 3 * slot > free:
-            runs.append({"cameras": n, "skipped": f"the rings need {n * 3 * slot / 2**30:.1f} GiB of /dev/shm, "
-                         f"{free / 2**30:.1f} GiB free"})
-            break
-        try:
-            runs.append(_run_daemon(ctx, p, clip, n))
-        except Exception as exc:  # keep the runs before it; a bigger N would fail the same way
-            runs.append({"cameras": n, "error": f"{type(exc).__name__}: {exc}"})
-            break
-        finally:
-            ctx.partial(runs=runs)
-    if not runs:
-        raise Skip(f"out of time ({ctx.left():.0f} s left)")
-    head = "; ".join(f"N={r['cameras']}: {r.get('fps_per_camera_mean')} fps/camera (min {r.get('fps_per_camera_min')}),"
-                     f" p99 {r.get('latency_ms', {}).get('p99')} ms, {r.get('daemon_cores')} cores" for r in runs)
-    return {"runs": runs, "headline": head, "self_cpu_s": round(resource.getrusage(resource.RUSAGE_SELF).ru_utime, 1)}

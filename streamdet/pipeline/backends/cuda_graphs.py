@@ -13,7 +13,8 @@ the runner logs one line and runs eagerly. The capture and timing mechanics are 
 the policy is tested on CPU with fake graphs; :class:`TorchCudaGraph` and :func:`cuda_timer`
 are the CUDA parts and have never run on a GPU (docs/gpu-verification.md).
 
-Used by the worker's device feed (:meth:`streamdet.pipeline.worker.device_feed.DeviceFeed.warm_graphs`), one runner per lane.
+Used by the worker's device feed, one runner per lane
+(:meth:`streamdet.pipeline.worker.device_feed.DeviceFeed.warm_graphs`).
 """
 
 from __future__ import annotations
