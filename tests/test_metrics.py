@@ -97,6 +97,23 @@ def test_scrape_has_exact_figures_from_rings_stats_and_children(metrics: DaemonM
     assert _v(s, "streamdet_publish_rejected_handshakes_total") == 7
 
 
+def test_tracked_only_torn_and_the_feed(metrics: DaemonMetrics) -> None:
+    s = CameraStats(published=5, latencies_ms=[10.0] * 5, tracked_only=3, torn=2)
+    entry = s.summary(1.0, {"decoded": 0, "skipped": 0, "behind": 0, "decode_ns": 0})
+    assert (entry["inferred"], entry["tracked_only"], entry["drops"]["torn"]) == (2, 3, 2)
+    entry.update(state="streaming", reconnects=0)
+    feed = {"preprocess": "cuda", "pinned": False, "graphs": "eager", "torn": 2}
+    for _ in range(2):
+        metrics.observe_stats(stats_message(source="worker-cpu", interval_s=1.0, cameras={"door": entry},
+                                            worker=_worker(2, **feed)))
+    _, samples, _ = _scrape(metrics)
+    assert _v(samples, "streamdet_camera_frames_inferred_total", camera="door") == 4
+    assert _v(samples, "streamdet_camera_frames_tracked_only_total", camera="door") == 6
+    assert _v(samples, "streamdet_camera_drops_total", camera="door", reason="torn") == 4
+    assert _v(samples, "streamdet_worker_feed_info", worker="worker-cpu", preprocess="cuda", pinned="no",
+              graphs="eager") == 1
+
+
 def test_latency_histogram_accumulates_across_messages(metrics: DaemonMetrics) -> None:
     metrics.observe_stats(_stats(latencies=(20.0, 40.0, 400.0)))
     metrics.observe_stats(_stats(latencies=(5.0, 3000.0)))

@@ -7,6 +7,7 @@ import math
 import time
 from typing import Any
 
+import numpy as np
 import pytest
 import zmq
 
@@ -335,11 +336,32 @@ def _first_det_with(**changes: Any) -> dict[str, Any]:
         (_first_det_with(class_id=1.5), "'class_id'"),
         (_first_det_with(class_id=-1), "'class_id'"),
         (_first_det_with(label=3), "'label'"),
+        (_first_det_with(track_id=0), "'track_id'"),
+        (_first_det_with(track_id=2.5), "'track_id'"),
+        (_first_det_with(track_id="7"), "'track_id'"),
+        (_det_with(inferred=1), "'inferred'"),
+        (_det_with(inferred="yes"), "'inferred'"),
     ],
 )
 def test_decode_rejects_bad_detection_fields(msg: dict[str, Any], match: str) -> None:
     with pytest.raises(WireError, match=match):
         wire.decode([wire.detection_topic("cam1"), json.dumps(msg).encode()])
+
+
+def test_tracking_fields_round_trip_and_are_checked_when_built() -> None:
+    det = {"box": [1.0, 2.0, 3.0, 4.0], "score": 0.5, "class_id": 0, "label": "a", "track_id": np.int64(12)}
+    msg = wire.detection_message(camera="cam1", seq=0, frame=0, pts=0.0, ts_capture=1.0, width=8, height=8,
+                                 detections=[det], inferred=False)
+    assert msg["inferred"] is False and msg["detections"][0]["track_id"] == 12
+    assert type(msg["detections"][0]["track_id"]) is int
+    topic, payload = wire.encode(msg)
+    assert wire.decode([topic, payload]) == msg
+    plain = wire.detection_message(camera="cam1", seq=0, frame=0, pts=0.0, ts_capture=1.0, width=8, height=8,
+                                   detections=[])
+    assert "inferred" not in plain
+    with pytest.raises(WireError, match="track_id"):
+        wire.detection_message(camera="cam1", seq=0, frame=0, pts=0.0, ts_capture=1.0, width=8, height=8,
+                               detections=[{**det, "track_id": -3}])
 
 
 def test_decode_rejects_missing_detection_keys() -> None:

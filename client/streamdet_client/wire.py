@@ -112,6 +112,8 @@ def _detection_record(i: int, record: Mapping[str, Any]) -> dict[str, Any]:
         class_id=_count(f"{where}.class_id", class_id),
         label=str(label),
     )
+    if "track_id" in record:
+        out["track_id"] = _count(f"{where}.track_id", record["track_id"], 1)
     return out
 
 
@@ -127,17 +129,20 @@ def detection_message(
     detections: Iterable[Mapping[str, Any]],
     dropped: int = 0,
     ts_publish: float | None = None,
+    inferred: bool | None = None,
 ) -> dict[str, Any]:
     """Build a v1 detections message for one frame of one camera.
 
     ``detections`` are records ``{"box": [x1, y1, x2, y2], "score", "class_id", "label"}`` in the
     pixels of a ``width`` x ``height`` frame (``postprocess.detection_records``); numpy scalars are accepted
     and converted. A NaN or infinite ``pts`` becomes None (JSON null): JSON has no NaN, and an
-    unknown timestamp is what it means. ``ts_publish`` defaults to now. Raises WireError on
-    anything that cannot be represented (bad camera id, negative counts, non-finite boxes).
+    unknown timestamp is what it means. ``ts_publish`` defaults to now. With tracking, records carry
+    ``track_id`` (an integer >= 1) and ``inferred`` says whether the detector ran on this frame
+    (None: the key is left out, as without tracking). Raises WireError on anything that cannot be
+    represented (bad camera id, negative counts, non-finite boxes, a bad track id).
     """
     detection_topic(camera)  # validates the id
-    return {
+    msg = {
         "v": VERSION,
         "type": DETECTIONS,
         "camera": camera,
@@ -151,6 +156,9 @@ def detection_message(
         "dropped": _count("dropped", dropped),
         "detections": [_detection_record(i, r) for i, r in enumerate(detections)],
     }
+    if inferred is not None:
+        msg["inferred"] = bool(inferred)
+    return msg
 
 
 _LATENCY_KEYS = ("p50", "p95", "max")
@@ -277,6 +285,10 @@ def _validate_detections(msg: Mapping[str, Any]) -> None:
         _check_number(det, "score", where)
         _check_int(det, "class_id", 0, where)
         _check_str(det, "label", where)
+        if "track_id" in det:
+            _check_int(det, "track_id", 1, where)
+    if "inferred" in msg and not isinstance(msg["inferred"], bool):
+        raise WireError(f"field 'inferred': expected true or false, got {msg['inferred']!r}")
 
 
 def _validate_stats(msg: Mapping[str, Any]) -> None:

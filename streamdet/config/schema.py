@@ -17,6 +17,7 @@ from streamdet.camera_id import is_valid_camera_id
 from streamdet.config.mqtt import MqttConfig
 from streamdet.config.paths import _base_dir, _normalize_camera_url, _resolve_path, _split_tcp, _url_has_scheme
 from streamdet.config.problems import _cross_error
+from streamdet.config.tracking import TrackingConfig
 from streamdet.config.web import WebConfig
 from streamdet.redact import redact_url
 
@@ -186,6 +187,10 @@ class CameraConfig(_Base):
         "auto", description="Decoder: nvdec (NVIDIA GPU, CPU fallback), cpu, or auto = nvdec when the camera's "
         "worker runs on a GPU, else cpu.",
     )
+    tracking: bool = Field(True, description="Track this camera's objects when tracking.enabled is on; "
+                           "false opts this camera out.")
+    detect_every: int = Field(1, ge=1, le=100, description="Run the detector on every Nth frame the worker "
+                              "takes; the frames in between get the tracker's predicted boxes (needs tracking).")
 
     @field_validator("id", mode="before")
     @classmethod
@@ -350,6 +355,8 @@ class Config(_Base):
     threads: ThreadsConfig = Field(default_factory=ThreadsConfig)
     mqtt: MqttConfig | None = Field(None, description="Detections into an MQTT broker (bridge process); null = off.")
     web: WebConfig | None = Field(None, description="The live view (streamdet.config.web); off when absent.")
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig,
+                                     description="Multi-object tracking (streamdet.config.tracking); off by default.")
 
     @field_validator("cameras", mode="before")
     @classmethod
@@ -406,6 +413,11 @@ class Config(_Base):
                 )
             else:
                 first[cam.id] = i
+        for i, cam in enumerate(self.cameras):
+            if cam.detect_every > 1 and not (self.tracking.enabled and cam.tracking):
+                why = "tracking.enabled is false" if not self.tracking.enabled else "this camera has tracking: false"
+                problems.append((("cameras", i, "detect_every"), f"detect_every > 1 needs tracking ({why}): the "
+                                 "frames between detections get the tracker's boxes", ("tracking",)))
         if not any(cam.enabled for cam in self.cameras):
             problems.append((("cameras",), "no enabled camera (set enabled: true on at least one)", None))
         if self.model.half and "cpu" in self.devices:

@@ -141,7 +141,8 @@ def _ring_families(rings: Mapping[str, Any], totals: TotalsSnapshot) -> list[Met
     decode_s = _counter("streamdet_camera_decode_seconds_total", "Time the decoder spent decoding and copying", cam)
     reconnects = _counter("streamdet_camera_reconnects_total", "Times the source was reopened", cam)
     drops = _counter("streamdet_camera_drops_total", "Frames not published, by reason: overwritten (the worker was "
-                     "behind), max_fps, behind (a paced file's decoder was behind), unsent (inferred, not sent)",
+                     "behind), max_fps, behind (a paced file's decoder was behind), unsent (inferred, not sent), "
+                     "torn (rewritten during the device feed's copy)",
                      ["camera", "reason"])
     for name, s in rings.items():
         up.add_metric([name], 1.0 if s.state == "streaming" else 0.0)
@@ -164,6 +165,8 @@ def _ring_families(rings: Mapping[str, Any], totals: TotalsSnapshot) -> list[Met
 def _camera_families(totals: TotalsSnapshot) -> list[Metric]:
     cam = ["camera"]
     inferred = _counter("streamdet_camera_frames_inferred_total", "Frames that went through the detector", cam)
+    tracked = _counter("streamdet_camera_frames_tracked_only_total", "Frames published with the tracker's predicted "
+                       "boxes, without the detector (detect_every)", cam)
     published = _counter("streamdet_camera_published_total", "Detection messages published", cam)
     dropped = _counter("streamdet_camera_dropped_total", "Frames not published, for any reason", cam)
     fps = _gauge("streamdet_camera_fps", "Messages published per second over the last stats interval", cam)
@@ -172,13 +175,14 @@ def _camera_families(totals: TotalsSnapshot) -> list[Metric]:
                                     labels=cam)
     for name, c in sorted(totals.cameras.items()):
         inferred.add_metric([name], c.inferred)
+        tracked.add_metric([name], c.tracked_only)
         published.add_metric([name], c.published)
         dropped.add_metric([name], c.dropped)
         if c.fps is not None:
             fps.add_metric([name], c.fps)
         if c.latency_ms is not None:
             latency.add_metric([name], _buckets(c.latency_ms, scale=1e-3), c.latency_ms.total / 1000.0)
-    return [inferred, published, dropped, fps, latency]
+    return [inferred, tracked, published, dropped, fps, latency]
 
 
 def _buckets(h: Histogram, scale: float = 1.0) -> list[tuple[str, float]]:

@@ -71,6 +71,7 @@ class CameraFigures:
     """One camera's totals since the collector started, and the latest interval's gauges."""
 
     inferred: int = 0
+    tracked_only: int = 0  # published with the tracker's boxes, without the detector
     published: int = 0
     dropped: int = 0
     overwritten: int = 0
@@ -141,6 +142,7 @@ class StatsTotals:
         published = _count(stats["published"], f"{what}.published")
         dropped = _count(stats["dropped"], f"{what}.dropped")
         inferred = _count(stats.get("inferred", 0), f"{what}.inferred")
+        tracked_only = _count(stats.get("tracked_only", 0), f"{what}.tracked_only")
         overwritten = _count((stats.get("drops") or {}).get("overwritten", 0), f"{what}.drops.overwritten")
         unsent = _count((stats.get("drops") or {}).get("unsent", 0), f"{what}.drops.unsent")
         torn = _count((stats.get("drops") or {}).get("torn", 0), f"{what}.drops.torn")
@@ -151,6 +153,7 @@ class StatsTotals:
         fig.published += published
         fig.dropped += dropped
         fig.inferred += inferred
+        fig.tracked_only += tracked_only
         fig.overwritten += overwritten
         fig.unsent += unsent
         fig.torn += torn

@@ -32,6 +32,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from streamdet.pipeline.kernel_plan import DeviceFrame, align_up, pack_offsets
+from streamdet.pipeline.ring import FrameRing
 from streamdet.pipeline.ring_slots import SlotReader, SlotRef
 
 __all__ = ["CudaApi", "CupyTorchCuda", "DeviceBuffer", "HostBuffer", "PendingCopy", "PinnedRing", "SlotCopier",
@@ -141,13 +142,10 @@ class CupyTorchCuda:
         stream.wait_event(event)
 
 
-def ring_buffer(ring: Any) -> memoryview:
-    """The whole mapped segment of a :class:`~streamdet.pipeline.ring.FrameRing`.
-
-    FrameRing has no public accessor for its mapping yet; this is the one place that reads it.
-    """
-    buf: memoryview = ring._buf
-    return buf
+def ring_buffer(ring: FrameRing) -> memoryview:
+    """The whole mapped segment of a :class:`~streamdet.pipeline.ring.FrameRing` (what :meth:`SlotCopier.attach`
+    page-locks); detach it from the copier before the ring is closed."""
+    return ring.buffer
 
 
 class PinnedRing(SlotReader):

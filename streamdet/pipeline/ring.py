@@ -20,7 +20,8 @@ Protocol (one writer, one consuming reader, no locks):
   ``lock += 1`` (even: stable), then ``latest_seq = seq``.
 - reader: read ``latest_seq``; read a slot's ``lock`` (skip if odd), copy header and pixels,
   re-read ``lock``; the copy is consistent if both reads are equal. After a consistent copy it
-  stores ``consumed_seq = seq`` (never lowering it).
+  stores ``consumed_seq = seq`` (never lowering it). The one implementation is
+  :class:`~streamdet.pipeline.ring_slots.SlotReader` (also used by the GPU's DMA path).
 - latest wins (default; live sources, paced files): the writer never waits and overwrites the
   oldest slot; ``read_latest`` returns the newest frame and ``Frame.dropped`` counts the frames
   the reader never saw (overwritten before inference).
@@ -79,6 +80,7 @@ from streamdet.pipeline.ring_layout import (
     segment_bytes,
     slot_bytes_for,
 )
+from streamdet.pipeline.ring_slots import SlotReader
 
 __all__ = ["DECODER_STATES", "PIX_FMTS", "Frame", "FrameRing", "RingStatus", "WriteAborted", "frame_nbytes",
            "slot_bytes_for"]
@@ -127,6 +129,7 @@ class FrameRing:
         self._lock = self._slot_hdr["lock"]
         self._data = np.ndarray((slots, self.slot_bytes), dtype=np.uint8, buffer=buf,
                                 offset=HEADER_BYTES + SLOT_HEADER_BYTES, strides=(stride, 1))
+        self._reader = SlotReader(buf, self.camera_id)  # every read goes through it (ring_slots)
 
     @staticmethod
     def segment_bytes(slots: int, slot_bytes: int) -> int:
@@ -361,51 +364,61 @@ class FrameRing:
         written after ``after_seq`` but never returned (only the newest is read). Records
         ``consumed_seq``. A reader that starts late should pass :meth:`resume_seq`.
         """
-        _check_out(out)
-        for attempt in range(retries):
-            latest = int(self._hdr["latest_seq"])
-            if latest <= after_seq:
-                return None
-            # newest first; older slots only if the newer ones are being rewritten right now
-            for seq in range(latest, max(after_seq, latest - self.slots), -1):
-                frame = self._try_read(seq % self.slots, after_seq, out)
-                if frame is not None:
-                    return self._consumed(frame)
-            if attempt > 2:
-                time.sleep(0.0001)
-        return None
+        return self._read(after_seq, out, retries, lossless=False)
 
     def read_next(self, after_seq: int = 0, out: np.ndarray | None = None, retries: int = 100) -> Frame | None:
         """Lossless mode: frame ``after_seq + 1`` (the oldest unread, in order; if it was already
         overwritten, the oldest still held) or None; latest-wins mode: as :meth:`read_latest`.
         ``consumed_seq`` is set once the copy is complete, which frees the slot for the writer."""
-        if not self.lossless:
-            return self.read_latest(after_seq, out, retries)
-        _check_out(out)
-        for attempt in range(retries):
-            latest = int(self._hdr["latest_seq"])
-            if latest <= after_seq:
-                return None
-            for seq in range(max(after_seq + 1, latest - self.slots + 1), latest + 1):
-                frame = self._try_read(seq % self.slots, after_seq, out, exact=seq)
-                if frame is not None:
-                    return self._consumed(frame)
-            if attempt > 2:
-                time.sleep(0.0001)
-        return None
+        return self._read(after_seq, out, retries, None)
 
     def peek(self, seq: int | None = None, retries: int = 3) -> Frame | None:
         """A copy of frame ``seq`` (default: the newest) for an observer such as the live view, or
         None when it is not held (any more), is being rewritten, or stayed torn ``retries`` times.
         Never records ``consumed_seq`` and never waits: the worker and the writer do not notice."""
+        reader = self._reader
         for _ in range(retries):
-            latest = int(self._hdr["latest_seq"])
+            latest = reader.latest_seq
             want = latest if seq is None else seq
             if want <= 0 or want > latest or want <= latest - self.slots:
                 return None
-            frame = self._try_read(want % self.slots, want - 1, None, exact=want)
-            if frame is not None:
-                return frame
+            ref = reader.peek_exact(want)
+            if ref is not None:
+                data = reader.data(ref).copy()
+                if reader.still_valid(ref):
+                    return ref.to_frame(self.camera_id, want - 1,
+                                        data.reshape(image_shape(ref.width, ref.height, ref.pix_fmt)))
+        return None
+
+    def _read(self, after_seq: int, out: np.ndarray | None, retries: int, lossless: bool | None) -> Frame | None:
+        """The consuming read: pick a slot (SlotReader's choice; ``lossless`` None: the ring's mode),
+        copy its pixels into ``out`` or a new array, validate, record ``consumed_seq``; retry while
+        every candidate is being written or the copy was torn. One function: the worker's hot path."""
+        if out is not None:
+            _check_out(out)
+        reader = self._reader
+        for attempt in range(retries):
+            ref = reader.peek(after_seq, lossless)
+            if ref is not None:
+                data: np.ndarray | None
+                if out is None:
+                    data = reader.data(ref).copy()
+                elif ref.nbytes <= out.size:
+                    data = out[:ref.nbytes]
+                    np.copyto(data, reader.data(ref))
+                elif reader.still_valid(ref):
+                    raise ValueError(f"out buffer of {out.size} bytes is too small for a {ref.width}x"
+                                     f"{ref.height} {ref.pix_fmt} frame ({ref.nbytes} bytes)")
+                else:
+                    data = None  # torn: the size read may be wrong, try again
+                if data is not None and reader.still_valid(ref):
+                    reader.consume(ref)
+                    return ref.to_frame(self.camera_id, after_seq,
+                                        data.reshape(image_shape(ref.width, ref.height, ref.pix_fmt)))
+            elif reader.latest_seq <= after_seq:
+                return None  # nothing newer (else every candidate was being written: poll again)
+            if attempt > 2:
+                time.sleep(0.0001)
         return None
 
     def latest_size(self) -> tuple[int, int] | None:
@@ -418,49 +431,6 @@ class FrameRing:
         width = int(slot["src_width"]) or int(slot["width"])
         height = int(slot["src_height"]) or int(slot["height"])
         return (width, height) if width and height else None
-
-    def _consumed(self, frame: Frame) -> Frame:
-        if frame.seq > int(self._hdr["consumed_seq"]):
-            self._hdr["consumed_seq"] = frame.seq
-        return frame
-
-    def _try_read(self, i: int, after_seq: int, out: np.ndarray | None, exact: int | None = None) -> Frame | None:
-        hdr = self._slot_hdr
-        lock = int(self._lock[i])
-        if lock & 1:
-            return None
-        seq = int(hdr["seq"][i])
-        if seq <= after_seq or (exact is not None and seq != exact):
-            return None
-        nbytes = int(hdr["nbytes"][i])
-        width, height = int(hdr["width"][i]), int(hdr["height"][i])
-        codes = int(hdr["pix_fmt"][i]), int(hdr["color_matrix"][i]), int(hdr["color_range"][i])
-        frame_index, pts, ts = int(hdr["frame_index"][i]), float(hdr["pts"][i]), float(hdr["ts_capture"][i])
-        not_written = int(hdr["not_written"][i])
-        src_w, src_h = int(hdr["src_width"][i]), int(hdr["src_height"][i])
-        if (nbytes > self.slot_bytes or not 0 < codes[0] < len(PIX_FMTS) or codes[1] >= len(COLOR_MATRICES)
-                or codes[2] >= len(COLOR_RANGES)):
-            return None  # torn header; the lock check below would fail anyway
-        pix_fmt = PIX_FMTS[codes[0]]
-        if frame_nbytes(width, height, pix_fmt) != nbytes:
-            return None
-        if out is None:
-            data = self._data[i, :nbytes].copy()
-        elif nbytes > out.size:
-            if int(self._lock[i]) != lock:
-                return None
-            raise ValueError(f"out buffer of {out.size} bytes is too small for a {width}x{height} {pix_fmt} "
-                             f"frame ({nbytes} bytes)")
-        else:
-            data = out[:nbytes]
-            np.copyto(data, self._data[i, :nbytes])
-        if int(self._lock[i]) != lock:
-            return None
-        return Frame(camera=self.camera_id, seq=seq, frame_index=frame_index, pts=pts, ts_capture=ts,
-                     width=width, height=height, src_width=src_w, src_height=src_h, pix_fmt=pix_fmt,
-                     image=data.reshape(image_shape(width, height, pix_fmt)),
-                     dropped=max(0, seq - after_seq - 1), color_matrix=COLOR_MATRICES[codes[1]],
-                     color_range=COLOR_RANGES[codes[2]], not_written=not_written)
 
     def next_message_seq(self) -> int:
         """Per-camera wire message seq: 0, 1, 2, ... kept in shared memory so that it survives a
@@ -475,11 +445,19 @@ class FrameRing:
 
     # -- lifetime -----------------------------------------------------------------------------
 
+    @property
+    def buffer(self) -> memoryview:
+        """The whole mapped segment, e.g. for page-locking it or for another :class:`SlotReader`.
+        Views made of it must be dropped (``SlotReader.close``) before :meth:`close`."""
+        return self._buf
+
     def close(self) -> None:
         """Unmap (idempotent). Frames already returned stay valid: they are copies (or live in
-        the caller's buffer)."""
+        the caller's buffer). BufferError if views of :attr:`buffer` made elsewhere are still alive:
+        the segment then stays mapped but the ring is unusable; drop them and call close again."""
         if self._closer is None:
             return
+        self._reader.close()
         self._hdr = self._slot_hdr = self._lock = self._data = None  # type: ignore[assignment]
         self._buf.release()
         self._closer.close()  # type: ignore[attr-defined]

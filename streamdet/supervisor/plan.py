@@ -55,6 +55,10 @@ class WorkerPlan:
     stuck_s: float
     # GPU workers: the CUDA_VISIBLE_DEVICES entry naming this worker's GPU (None on the CPU)
     visible_device: str | None = None
+    # tracking (applied live): the tracker's settings (None: tracking off) and camera -> detect_every
+    # for each of this worker's cameras that tracks
+    tracker: tuple[tuple[str, float | int], ...] | None = None
+    detect_every: tuple[tuple[str, int], ...] = ()
 
     @property
     def spec_device(self) -> str:
@@ -70,6 +74,12 @@ class WorkerPlan:
         """What a change of needs a worker restart: everything but the cameras and the thresholds."""
         return (self.device, self.visible_device, self.model.model_dump(exclude=set(LIVE_MODEL_FIELDS)),
                 self.batching, self.stats_interval_s, self.threads, self.lanes, self.stuck_s)
+
+    def tracking(self) -> dict[str, object] | None:
+        """The live settings' ``tracking`` entry (streamdet.pipeline.worker.tracks.CameraTracks.configure)."""
+        if self.tracker is None:
+            return None
+        return {"settings": dict(self.tracker), "cameras": dict(self.detect_every)}
 
     def thresholds(self) -> dict[str, object]:
         """The settings a worker applies live."""
@@ -226,5 +236,8 @@ def make_plan(config: Config, cpus: int, previous: DaemonPlan | None = None,
             threads=plan.threads if device == "cpu" else None, lanes=plan.lanes if device == "cpu" else 1,
             stuck_s=max(1.0, config.supervisor.hang_timeout_s / 2),
             visible_device=cuda_visible_entry(device, environ),
+            tracker=tuple(config.tracking.tracker_settings().items()) if config.tracking.enabled else None,
+            detect_every=tuple((cam.id, cam.detect_every) for cam in cams
+                               if placement[cam.id] == device and cam.tracking and config.tracking.enabled),
         ))
     return DaemonPlan(decoders, tuple(workers), plan)

@@ -102,6 +102,7 @@ class Reconciler:
     def _write_live(self, plan: WorkerPlan) -> None:
         rings, released = self.sup.rings, self.sup.finished.released
         live = {"cameras": {c: rings[c].name for c in plan.cameras if c in rings}, "thresholds": plan.thresholds(),
+                "tracking": plan.tracking(),
                 "finished": {c: final_settings(released[c]) for c in plan.cameras if c in released}}
         path = self._live_path(plan.name)
         tmp = path.with_suffix(".tmp")
@@ -292,7 +293,7 @@ class Reconciler:
                 self._restart(child)
                 restarted_workers.append(w.name)
             elif (before_worker.cameras != w.cameras or before_worker.thresholds() != w.thresholds()
-                  or revived & set(w.cameras)):
+                  or before_worker.tracking() != w.tracking() or revived & set(w.cameras)):
                 self._write_live(w)
                 child.build_args = self._worker_args(w, child)
                 child.cameras = w.cameras

@@ -80,6 +80,10 @@ class FakeRing:
         self.msg_seq += 1
         return self.msg_seq
 
+    @property
+    def name(self) -> str:
+        return f"ring-{self.camera}"
+
 
 class FakeClock:
     def __init__(self) -> None:

@@ -160,6 +160,12 @@ class DeviceFeed:
                       for f, _ in kept]
         return PreparedBatch([f for f, _ in kept], out, transforms, ready=ready, torn=torn, slot=index)
 
+    def skip(self, frames: list[Frame]) -> None:
+        """Consume the slots of frames the detector does not run on, without copying them."""
+        for f in frames:
+            if isinstance(f, SlotFrame) and f.reader is not None and f.ref is not None:
+                f.reader.consume(f.ref)
+
     # -- stage 4 -------------------------------------------------------------------------------------
 
     def infer(self, prepared: PreparedBatch, lane: int) -> InferredBatch:

@@ -45,6 +45,7 @@ class PreparedBatch:
     ready: Any = None
     torn: list[Frame] = field(default_factory=list)
     slot: int | None = None  # the device feed's batch buffer holding ``batch``
+    tracked_only: list[Frame] = field(default_factory=list)  # taken, not for the detector (detect_every)
 
 
 @dataclass
@@ -57,6 +58,7 @@ class InferredBatch:
     pred: Any
     done: Any = None
     torn: list[Frame] = field(default_factory=list)  # the prepared batch's torn frames, counted when published
+    tracked_only: list[Frame] = field(default_factory=list)  # published with the tracker's boxes, in this order
 
 
 class Feed(Protocol):
@@ -70,6 +72,10 @@ class Feed(Protocol):
 
     def prepare(self, frames: list[Frame]) -> PreparedBatch:
         """Stage 3: the model-input batch of the picked frames."""
+        ...
+
+    def skip(self, frames: list[Frame]) -> None:
+        """Frames taken that the detector does not run on (``detect_every``): free their slots."""
         ...
 
     def infer(self, prepared: PreparedBatch, lane: int) -> InferredBatch:
@@ -107,6 +113,9 @@ class HostFeed:
         images = [f.to_image() for f in frames]
         batch, transforms = self.stages.preprocess(images, [(f.src_height, f.src_width) for f in frames])
         return PreparedBatch(frames, batch, transforms)
+
+    def skip(self, frames: list[Frame]) -> None:
+        return None  # read_next consumed them already
 
     def infer(self, prepared: PreparedBatch, lane: int) -> InferredBatch:
         return InferredBatch(prepared.frames, prepared.transforms, self.stages.infer(prepared.batch, lane))

@@ -44,6 +44,7 @@ from streamdet.pipeline.worker.contract import WorkerControl, WorkerSpec
 from streamdet.pipeline.worker.feed import Feed, HostFeed, InferredBatch, PreparedBatch
 from streamdet.pipeline.worker.gather import IDLE_POLL_S, BatchGatherer, lane_batch
 from streamdet.pipeline.worker.stats import CameraStats, StageTimer, final_counters, gpu_memory, ring_counters
+from streamdet.pipeline.worker.tracks import CameraTracks
 from streamdet.stopflag import StopFlag
 
 log = logging.getLogger("streamdet.worker")
@@ -61,6 +62,7 @@ class WorkerLoop:
                  feed: Feed | None = None) -> None:
         self.spec = spec
         self.feed: Feed = feed if feed is not None else HostFeed(stages)
+        self.tracks = CameraTracks()
         self.rings = rings  # replaced, never mutated: other threads may iterate the old dict
         self.stages = stages
         self.publisher = publisher
@@ -101,6 +103,7 @@ class WorkerLoop:
             return False
         self._generation = generation
         self._apply_thresholds(live.get("thresholds") or {})
+        self.tracks.configure(live.get("tracking"))
         self.finished = dict(live.get("finished") or {})
         self._apply_cameras(dict(live.get("cameras") or {}))
         return True
@@ -173,20 +176,29 @@ class WorkerLoop:
         return frames
 
     def prepare(self, frames: list[Frame]) -> PreparedBatch:
-        """Stage 3: the frames' model-input batch (the feed letterboxes; colour conversion happens
-        here). Frames the decoder rewrote while the device feed copied them come back as ``torn``."""
+        """Stage 3: the model-input batch of the frames the detector runs on (the feed letterboxes;
+        colour conversion happens here). The others (``detect_every``) ride along as ``tracked_only``;
+        frames the decoder rewrote while the device feed copied them come back as ``torn``."""
         t0 = time.perf_counter()
-        prepared = self.feed.prepare(frames)
+        detect = [f for f in frames if self.tracks.detect(f.camera)]
+        skipped = [f for f in frames if all(f is not d for d in detect)]
+        prepared = self.feed.prepare(detect) if detect else PreparedBatch([], None, [])
+        if skipped:
+            self.feed.skip(skipped)
+            prepared.tracked_only = skipped
         self.timer.add("preprocess", time.perf_counter() - t0)
         return prepared
 
     def infer(self, prepared: PreparedBatch, lane: int = 0) -> InferredBatch:
         """Stage 4: the backend's raw predictions for the batch (on inference lane ``lane``)."""
         t0 = time.perf_counter()
-        inferred = self.feed.infer(prepared, lane)
-        inferred.torn = prepared.torn
         if prepared.frames:
+            inferred = self.feed.infer(prepared, lane)
             self.timer.add("inference", time.perf_counter() - t0, frames=len(prepared.frames))
+        else:
+            inferred = InferredBatch([], [], None)
+        inferred.torn = prepared.torn
+        inferred.tracked_only = prepared.tracked_only
         return inferred
 
     def postprocess(self, inferred: InferredBatch) -> list[np.ndarray]:
@@ -203,11 +215,14 @@ class WorkerLoop:
             stats.torn += 1
             stats.overwritten += frame.dropped
             self._unsent[frame.camera] = self._unsent.get(frame.camera, 0) + frame.dropped + frame.skipped + 1
-        if inferred.frames:
-            self.send(inferred.frames, self.postprocess(inferred))
+        dets: list[np.ndarray | None] = list(self.postprocess(inferred)) if inferred.frames else []
+        frames = inferred.frames + inferred.tracked_only
+        if frames:
+            self.send(frames, dets + [None] * len(inferred.tracked_only))
 
-    def send(self, frames: list[Frame], dets: list[np.ndarray]) -> None:
-        """Stage 6: one wire message per frame, in order; counts what was published and what was not."""
+    def send(self, frames: list[Frame], dets: list[np.ndarray | None]) -> None:
+        """Stage 6: one wire message per frame, in order; counts what was published and what was not.
+        ``None`` in ``dets``: a frame the detector skipped (its camera's tracker predicts its boxes)."""
         from streamdet.errors import WireError
         from streamdet.pipeline.postprocess import detection_records
         from streamdet.wire import detection_message
@@ -221,8 +236,15 @@ class WorkerLoop:
             stats = all_stats.get(frame.camera) or all_stats.setdefault(frame.camera, CameraStats())
             # every frame of this camera not published since its previous message, whatever the reason
             dropped = frame.dropped + frame.skipped + self._unsent.pop(frame.camera, 0)
+            tracked = self.tracks.step(frame, ring.name, det)
             ts_publish = time.time()
             try:  # a non-finite score breaks the contract; one bad message never stops the worker
+                if tracked is None:
+                    records = detection_records(det if det is not None else np.zeros((0, 6), np.float32), self.names)
+                else:
+                    records = detection_records(tracked.det, self.names)
+                    for record, track_id in zip(records, tracked.track_ids.tolist(), strict=True):
+                        record["track_id"] = track_id
                 msg = detection_message(
                     camera=frame.camera,
                     seq=ring.next_message_seq(),
@@ -233,7 +255,8 @@ class WorkerLoop:
                     width=frame.src_width,
                     height=frame.src_height,
                     dropped=dropped,
-                    detections=detection_records(det, self.names),
+                    detections=records,
+                    inferred=None if tracked is None else tracked.inferred,
                 )
                 sent = self.publisher.send(msg)
             except WireError as exc:
@@ -246,6 +269,8 @@ class WorkerLoop:
                 stats.unsent += 1
                 self._unsent[frame.camera] = dropped + 1  # counted in the camera's next message
             stats.overwritten += frame.dropped
+            if det is None:
+                stats.tracked_only += 1
             stats.latencies_ms.append((ts_publish - frame.ts_capture) * 1000.0)
         self.timer.add("publish", time.perf_counter() - t1)
 

@@ -36,6 +36,7 @@ class CameraStats:
     unsent: int = 0  # frames inferred but not published (the message could not be built or sent)
     objects: int = 0  # detections in the published messages (objects per frame = objects / published)
     torn: int = 0  # frames the decoder rewrote while the device feed copied them (dropped)
+    tracked_only: int = 0  # frames published with the tracker's boxes, without the detector (detect_every)
     latencies_ms: list[float] = field(default_factory=list)  # one per inferred frame, published or not
 
     def summary(self, interval_s: float, ring_delta: dict[str, int]) -> dict[str, Any]:
@@ -51,7 +52,8 @@ class CameraStats:
         decoded = ring_delta["decoded"]
         return {
             "fps": round(self.published / interval_s, 2) if interval_s > 0 else 0.0,
-            "inferred": int(lat.size),
+            "inferred": int(lat.size) - self.tracked_only,
+            "tracked_only": self.tracked_only,
             "published": self.published,
             "objects": self.objects,
             "dropped": sum(drops.values()),

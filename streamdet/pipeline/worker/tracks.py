@@ -1,0 +1,121 @@
+"""The worker's per-camera tracking step: which frames the detector sees, and the tracks of each camera.
+
+Two halves, in two threads, both in each camera's frame order:
+
+* the feeder (gathering) asks :meth:`CameraTracks.detect` whether the detector runs on the frame
+  it just took: every ``detect_every``-th frame a tracked camera's worker takes does (the first
+  one always); the others skip preprocessing and inference and ride along in the batch;
+* the publisher (after postprocessing) calls :meth:`CameraTracks.step` for every frame it
+  publishes: detector frames update the camera's tracker (``Tracker.update``), the others get its
+  predicted boxes (``Tracker.predict``).
+
+A camera's tracker lives as long as the worker serves the camera with tracking on; a reload that
+does not touch the camera keeps it (new tracker thresholds apply to the same tracks). It is reset,
+with one log line, when the camera's stream restarts (its ring was replaced, its frame numbers
+went back) or its resolution changes; ids are never reused either way.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from streamdet.pipeline.ring import Frame
+from streamdet.pipeline.tracking.bytetrack import Tracker, TrackerSettings
+
+__all__ = ["CameraTracks", "TrackedFrame"]
+
+log = logging.getLogger("streamdet.worker")
+
+
+@dataclass(frozen=True)
+class TrackedFrame:
+    """One frame's detections after tracking: (n, 6) boxes in source pixels and their track ids."""
+
+    det: np.ndarray
+    track_ids: np.ndarray  # int64, one per row of ``det``
+    inferred: bool
+
+
+@dataclass
+class _Camera:
+    tracker: Tracker
+    ring: str
+    size: tuple[int, int] = (0, 0)
+    frame_index: int = -1
+
+
+class CameraTracks:
+    """Tracking state of one worker's cameras (see the module docstring); thread-safe."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._settings: TrackerSettings | None = None
+        self._every: dict[str, int] = {}  # tracked camera -> detect_every
+        self._taken: dict[str, int] = {}  # camera -> frames taken since its last detector frame
+        self._cameras: dict[str, _Camera] = {}
+
+    def configure(self, live: dict[str, Any] | None) -> None:
+        """Apply the live settings' ``tracking`` entry: ``{"settings": {...} | None, "cameras": {camera:
+        detect_every}}`` (a camera that is not listed is not tracked); None turns tracking off."""
+        live = live or {}
+        raw = live.get("settings")
+        settings = TrackerSettings(**raw) if raw else None
+        every = {str(cam): max(1, int(n)) for cam, n in (live.get("cameras") or {}).items()} if settings else {}
+        with self._lock:
+            self._settings = settings
+            self._every = every
+            for cam in [c for c in self._cameras if c not in every]:
+                del self._cameras[cam]  # tracking turned off for it: its tracks end
+            for cam in [c for c in self._taken if c not in every]:
+                del self._taken[cam]
+            if settings is not None:
+                for state in self._cameras.values():
+                    state.tracker.settings = settings
+
+    def tracked(self, camera: str) -> bool:
+        with self._lock:
+            return camera in self._every
+
+    def detect(self, camera: str) -> bool:
+        """Feeder thread, once per frame taken: whether the detector runs on it."""
+        with self._lock:
+            every = self._every.get(camera, 1)
+            taken = self._taken.get(camera, 0)
+            self._taken[camera] = (taken + 1) % every
+            return taken == 0
+
+    def step(self, frame: Frame, ring: str, det: np.ndarray | None) -> TrackedFrame | None:
+        """Publisher thread, once per published frame of a tracked camera (None for an untracked one):
+        ``det`` is the detector's (n, 6) output, or None for a frame the detector skipped."""
+        with self._lock:
+            settings = self._settings
+            if settings is None or frame.camera not in self._every:
+                return None
+            state = self._cameras.get(frame.camera)
+            size = (frame.src_width, frame.src_height)
+            if state is None:
+                state = self._cameras[frame.camera] = _Camera(Tracker(settings), ring, size, frame.frame_index)
+            else:
+                why = self._restart_reason(state, ring, size, frame.frame_index)
+                if why:
+                    log.info("%s: tracks reset (%s)", frame.camera, why)
+                    state.tracker.reset()
+                state.ring, state.size, state.frame_index = ring, size, frame.frame_index
+            tracker = state.tracker
+        out = tracker.update(det) if det is not None else tracker.predict()
+        return TrackedFrame(out[:, :6].astype(np.float32), out[:, 6].astype(np.int64), det is not None)
+
+    @staticmethod
+    def _restart_reason(state: _Camera, ring: str, size: tuple[int, int], frame_index: int) -> str | None:
+        if ring != state.ring:
+            return "the camera was restarted"
+        if size != state.size:
+            return f"resolution changed from {state.size[0]}x{state.size[1]} to {size[0]}x{size[1]}"
+        if frame_index < state.frame_index:
+            return "the stream started again"
+        return None
