@@ -78,13 +78,15 @@ def _spec() -> WorkerSpec:
 
 
 def serve(clips: dict[str, Path], make_ring: Callable[..., FrameRing], stages: Stages,
-          feed: Callable[[], Feed], timeout_s: float = 120.0) -> tuple[list[dict[str, Any]], WorkerLoop]:
+          feed: Callable[[], Feed], timeout_s: float = 120.0,
+          tracking: dict[str, Any] | None = None) -> tuple[list[dict[str, Any]], WorkerLoop]:
     """Decode every clip losslessly into its ring (real CameraReaders) and serve them with ``feed``
     until every frame is published; the messages in publication order."""
     rings = {cam: make_ring(cam, 640, 480, slots=3) for cam in clips}
     readers = [Running(CameraSource(cam, str(path), realtime=False), rings[cam]) for cam, path in clips.items()]
     pub = Collect()
     loop = WorkerLoop(_spec(), rings, stages, pub, feed=feed())
+    loop.tracks.configure(tracking)
     stop = StopFlag(mp.get_context("spawn"))
     runner = PipelinedRunner(loop, lanes=2)
 
@@ -202,6 +204,20 @@ def test_the_emulation_catches_a_removed_wait(clips, make_ring, stages) -> None:
     want, got = comparable(host), comparable(device)
     differing = sum(1 for cam in CLIPS for a, b in zip(want.get(cam, []), got.get(cam, []), strict=False) if a != b)
     assert differing > 0, "removing the lane's wait for the kernel went unnoticed"
+
+
+def test_detect_every_on_the_device_feed_frees_skipped_slots_and_tracks(clips, make_ring, stages) -> None:
+    """Frames the detector skips are consumed without a copy: lossless cameras still deliver every frame."""
+    settings = {"high_thresh": 0.5, "low_thresh": 0.1, "match_iou": 0.3, "lost_frames": 30, "min_hits": 1}
+    cuda = EmulatedCuda(seed=11)
+    messages, _ = serve(clips, make_ring, stages, lambda: DeviceFeed(cuda, stages, dtype="float32", max_batch=3),
+                        tracking={"settings": settings, "cameras": {cam: 3 for cam in CLIPS}})
+    by_cam = comparable(messages)
+    for cam in CLIPS:
+        assert [m["frame"] for m in by_cam[cam]] == list(range(FRAMES))
+        assert [m["inferred"] for m in by_cam[cam]] == [i % 3 == 0 for i in range(FRAMES)]
+        assert all("track_id" in d for m in by_cam[cam] for d in m["detections"])
+    assert cuda.stats()["copies"] == FRAMES * len(CLIPS) // 3  # only the detector's frames were copied
 
 
 def test_prepare_refuses_frames_it_did_not_pick(stages) -> None:
