@@ -34,7 +34,9 @@ from tests.helpers.decoder import Running
 
 DEMO = Path(__file__).resolve().parents[2] / "configs" / "demo" / "shapes_yolov5n.pt"
 FRAMES = 12
-CLIPS = {"wide": (640, 360), "vga": (640, 480), "tall": (360, 480)}
+# one aspect ratio: a batch's letterbox shape then does not depend on which cameras share it (with
+# mixed aspect ratios the batches, which differ from run to run, would change the model input)
+CLIPS = {"small": (320, 180), "mid": (640, 360), "large": (960, 540)}
 IGNORED = ("ts_capture", "ts_publish")  # wall times differ between runs
 
 
@@ -82,7 +84,7 @@ def serve(clips: dict[str, Path], make_ring: Callable[..., FrameRing], stages: S
           tracking: dict[str, Any] | None = None) -> tuple[list[dict[str, Any]], WorkerLoop]:
     """Decode every clip losslessly into its ring (real CameraReaders) and serve them with ``feed``
     until every frame is published; the messages in publication order."""
-    rings = {cam: make_ring(cam, 640, 480, slots=3) for cam in clips}
+    rings = {cam: make_ring(cam, 960, 540, slots=3) for cam in clips}
     readers = [Running(CameraSource(cam, str(path), realtime=False), rings[cam]) for cam, path in clips.items()]
     pub = Collect()
     loop = WorkerLoop(_spec(), rings, stages, pub, feed=feed())

@@ -82,6 +82,9 @@ class DeviceFeed:
         self._buffers = [_BatchBuffer() for _ in range(n_lanes + 2)]
         self._next_buffer = 0
         self._cond = threading.Condition()
+        # the copier and the readers: used by the feeder thread, detached by whichever thread
+        # retires a ring (the publisher's stats step), so that a ring is never closed mid-copy
+        self._copier_lock = threading.Lock()
         self.runners: list[GraphRunner | None] = [None] * n_lanes
         self.graphs_mode = "eager"
 
@@ -89,22 +92,28 @@ class DeviceFeed:
 
     def _reader(self, camera: str, ring: FrameRing) -> PinnedRing:
         entry = self._readers.get(ring.name)
-        if entry is None or entry[0] is not ring:
+        if entry is not None and entry[0] is not ring:  # the same segment attached again: drop the old view
+            self.copier.detach(entry[1])
+            entry = None
+        if entry is None:
             entry = self._readers[ring.name] = (ring, self.copier.attach(ring_buffer(ring), camera))
         return entry[1]
 
     def take(self, camera: str, ring: FrameRing, after_seq: int) -> Frame | None:
-        reader = self._reader(camera, ring)
-        ref = reader.peek(after_seq)
+        with self._copier_lock:
+            reader = self._reader(camera, ring)
+            ref = reader.peek(after_seq)
         if ref is None:
             return None
         meta = ref.to_frame(camera, after_seq)
         return SlotFrame(**vars(meta), reader=reader, ref=ref)
 
     def forget(self, ring: FrameRing) -> None:
-        entry = self._readers.pop(ring.name, None)
-        if entry is not None:
-            self.copier.detach(entry[1])
+        with self._copier_lock:
+            entry = self._readers.get(ring.name)
+            if entry is not None and entry[0] is ring:
+                del self._readers[ring.name]
+                self.copier.detach(entry[1])
 
     # -- stage 3 -------------------------------------------------------------------------------------
 
@@ -141,8 +150,9 @@ class DeviceFeed:
             if not isinstance(f, SlotFrame) or f.reader is None or f.ref is None:
                 raise TypeError("the device feed prepares frames it picked itself (SlotFrame)")
             picks.append((f.reader, f.ref))
-        pending = self.copier.copy(picks)
-        copied = self.copier.finish(pending)  # waits for the copy event only; torn frames are None
+        with self._copier_lock:
+            pending = self.copier.copy(picks)
+            copied = self.copier.finish(pending)  # waits for the copy event only; torn frames are None
         kept = [(f, d) for f, d in zip(frames, copied, strict=True) if d is not None]
         torn = [f for f, d in zip(frames, copied, strict=True) if d is None]
         if not kept:
@@ -162,9 +172,10 @@ class DeviceFeed:
 
     def skip(self, frames: list[Frame]) -> None:
         """Consume the slots of frames the detector does not run on, without copying them."""
-        for f in frames:
-            if isinstance(f, SlotFrame) and f.reader is not None and f.ref is not None:
-                f.reader.consume(f.ref)
+        with self._copier_lock:
+            for f in frames:
+                if isinstance(f, SlotFrame) and f.reader is not None and f.ref is not None:
+                    f.reader.consume(f.ref)
 
     # -- stage 4 -------------------------------------------------------------------------------------
 
@@ -229,8 +240,9 @@ class DeviceFeed:
                 "torn": copier["torn"]}
 
     def close(self) -> None:
-        for _, reader in list(self._readers.values()):
-            self.copier.detach(reader)
-        self._readers.clear()
-        self.copier.close()
+        with self._copier_lock:
+            for _, reader in list(self._readers.values()):
+                self.copier.detach(reader)
+            self._readers.clear()
+            self.copier.close()
         self.rt.close()
