@@ -18,7 +18,7 @@ from collections.abc import Sequence
 
 import torch
 
-from streamdet.pipeline import postprocess as pp
+from streamdet.pipeline import nms_primitives as prim
 
 __all__ = ["grouped_greedy_nms", "nms_batch", "nms_packed"]
 
@@ -37,7 +37,7 @@ def grouped_greedy_nms(
 ) -> torch.Tensor:
     """Greedy NMS (torchvision semantics) within each group; keep indices ordered by group, then score.
 
-    Equals :func:`~streamdet.pipeline.postprocess.batched_greedy_nms` run on each group alone
+    Equals :func:`~streamdet.pipeline.nms_primitives.batched_greedy_nms` run on each group alone
     (with ``max_keep`` per group). Candidates are ordered by (group, decreasing score, index), so
     a block holds few groups and is cleared only against kept boxes of the groups it holds; a
     group stops taking candidates once it has ``max_keep`` boxes.
@@ -53,8 +53,8 @@ def grouped_greedy_nms(
     b = boxes[order].to(work)
     g = groups[order]
     area = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
-    thr = pp._strict_threshold(iou_thres, work)
-    block = pp._CPU_BLOCK if dev.type == "cpu" else pp._GPU_BLOCK
+    thr = prim.strict_threshold(iou_thres, work)
+    block = prim.CPU_BLOCK if dev.type == "cpu" else prim.GPU_BLOCK
     n_groups = int(g[-1]) + 1
     limit = n if max_keep is None else max_keep
     count = torch.zeros(n_groups, dtype=torch.int64, device=dev)
@@ -72,12 +72,12 @@ def grouped_greedy_nms(
             if pos.numel() == 0:
                 break
             kc = near[k0 : k0 + block]
-            hit = pp._overlaps(b[kc], area[kc], b[pos], area[pos], thr) & (g[kc][:, None] == g[pos][None, :])
+            hit = prim.overlaps(b[kc], area[kc], b[pos], area[pos], thr) & (g[kc][:, None] == g[pos][None, :])
             pos = pos[~hit.any(0)]
         if pos.numel() == 0:
             continue
         bp, ap, gp = b[pos], area[pos], g[pos]
-        over = pp._overlaps(bp, ap, bp, ap, thr).triu_(1) & (gp[:, None] == gp[None, :])
+        over = prim.overlaps(bp, ap, bp, ap, thr).triu_(1) & (gp[:, None] == gp[None, :])
         keep = torch.ones(pos.numel(), dtype=torch.bool, device=dev)
         while True:
             new = ~(over & keep[:, None]).any(0)
@@ -104,7 +104,7 @@ def nms_packed(
     per-image function; rows are grouped by image, each image's rows in that function's order,
     so a caller can copy them to the host once and split there. On pred's device.
     """
-    pred = pp._check_pred(pred, conf_thres, iou_thres)
+    pred = prim.check_pred(pred, conf_thres, iou_thres)
     work = torch.float64 if pred.dtype == torch.float64 else torch.float32
     hit = pred[..., 4].to(work) > conf_thres
     img = hit.nonzero()[:, 0]  # row-major: image by image, rows in their original order
@@ -112,7 +112,7 @@ def nms_packed(
     cls_conf = x[:, 5:] * x[:, 4:5]
     conf, j = cls_conf.max(1, keepdim=True)
     sel = conf[:, 0] > conf_thres
-    det, img = torch.cat((pp.xywh2xyxy(x[:, :4]), conf, j.to(work)), 1)[sel], img[sel]
+    det, img = torch.cat((prim.xywh2xyxy(x[:, :4]), conf, j.to(work)), 1)[sel], img[sel]
     if classes is not None:
         cls_filter = torch.as_tensor(list(classes), dtype=work, device=pred.device)
         sel = (det[:, 5:6] == cls_filter).any(1)
@@ -121,9 +121,9 @@ def nms_packed(
         # per image: stable by decreasing conf, first MAX_NMS (two stable sorts keep ties in row order)
         order = torch.sort(det[:, 4], descending=True, stable=True).indices
         order = order[torch.sort(img[order], stable=True).indices]
-        order = order[_rank_in_run(img[order]) < pp.MAX_NMS]
+        order = order[_rank_in_run(img[order]) < prim.MAX_NMS]
         det, img = det[order], img[order]
-        boxes = det[:, :4] if agnostic else det[:, :4] + det[:, 5:6] * pp.MAX_WH
+        boxes = det[:, :4] if agnostic else det[:, :4] + det[:, 5:6] * prim.MAX_WH
         keep = grouped_greedy_nms(boxes, det[:, 4], img, iou_thres, max_keep=max_det)
         det, img = det[keep], img[keep]
     return det.to(pred.dtype), img
@@ -138,7 +138,7 @@ def nms_batch(
     max_det: int = 300,
 ) -> list[torch.Tensor]:
     """:func:`nms_packed` split into one (n, 6) tensor per image, as ``nms`` returns them."""
-    pred = pp._check_pred(pred, conf_thres, iou_thres)
+    pred = prim.check_pred(pred, conf_thres, iou_thres)
     det, img = nms_packed(pred, conf_thres, iou_thres, classes, agnostic, max_det)
     counts = torch.bincount(img, minlength=pred.shape[0]).tolist()
     return list(det.split(counts))

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from streamdet.pipeline import batch_nms as bn
-from streamdet.pipeline import postprocess as pp
+from streamdet.pipeline import nms_primitives as prim
 from streamdet.pipeline.postprocess import batched_greedy_nms, nms
 from tests.pipeline.test_postprocess import assert_det_equal, backend, random_boxes, random_pred
 
@@ -77,7 +77,7 @@ def test_nms_batch_keeps_images_apart_and_dtypes() -> None:
 
 
 def test_nms_batch_caps_candidates_per_image(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(pp, "MAX_NMS", 9)  # the cap is per image, after the stable conf sort
+    monkeypatch.setattr(prim, "MAX_NMS", 9)  # the cap is per image, after the stable conf sort
     pred = random_batch(2, b=4)
     for g, w in zip(bn.nms_batch(pred, 0.01, 0.45), nms(pred, 0.01, 0.45), strict=True):
         assert 0 < len(w) <= 9 and torch.equal(g, w)

@@ -103,11 +103,11 @@ def assert_det_equal(got: torch.Tensor, ref: np.ndarray, box_atol: float = 1e-3)
 def backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     """Run NMS with our kernel, and with torchvision.ops.nms where it is installed."""
     if request.param == "own":
-        monkeypatch.setattr(pp, "_torchvision_nms", lambda: None)
+        monkeypatch.setattr(pp, "torchvision_nms", lambda: None)
     elif not HAS_TORCHVISION:
         pytest.skip("torchvision not installed")
     else:
-        assert pp._torchvision_nms() is not None
+        assert pp.torchvision_nms() is not None
     return request.param
 
 
