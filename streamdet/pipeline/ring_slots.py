@@ -84,12 +84,12 @@ class SlotRef(NamedTuple):
     def to_frame(self, camera: str, after_seq: int, image: np.ndarray | None = None) -> Frame:
         """The frame's metadata as a :class:`Frame` with ``image`` (default: empty, the pixels went to
         the device); ``dropped`` = frames after ``after_seq`` the reader skipped to get this one."""
-        return Frame(camera=camera, seq=self.seq, frame_index=self.frame_index, pts=self.pts,
-                     ts_capture=self.ts_capture, width=self.width, height=self.height, src_width=self.src_width,
-                     src_height=self.src_height, pix_fmt=self.pix_fmt,
-                     image=np.empty(0, np.uint8) if image is None else image,
-                     dropped=max(0, self.seq - after_seq - 1), color_matrix=self.color_matrix,
-                     color_range=self.color_range, not_written=self.not_written)
+        (_, _, seq, _, width, height, pix_fmt, color_matrix, color_range, frame_index, pts, ts_capture, src_width,
+         src_height, not_written) = self  # one unpack, not a field lookup each: once per frame read
+        return Frame(camera=camera, seq=seq, frame_index=frame_index, pts=pts, ts_capture=ts_capture, width=width,
+                     height=height, src_width=src_width, src_height=src_height, pix_fmt=pix_fmt,
+                     image=np.empty(0, np.uint8) if image is None else image, dropped=max(0, seq - after_seq - 1),
+                     color_matrix=color_matrix, color_range=color_range, not_written=not_written)
 
 
 class SlotReader:

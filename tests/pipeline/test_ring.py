@@ -21,6 +21,7 @@ from streamdet.pipeline import image as image_mod
 from streamdet.pipeline.image import Image
 from streamdet.pipeline.ring import PIX_FMTS as RING_PIX_FMTS
 from streamdet.pipeline.ring import VERSION, FrameRing, WriteAborted, slot_bytes_for
+from streamdet.pipeline.ring_slots import SlotReader
 from tests.helpers.ring_reader import RingCollector
 
 
@@ -358,6 +359,55 @@ def test_read_next_latest_wins_mode_returns_newest(ring: FrameRing) -> None:
         ring.write(_img(64, 48, k), frame_index=k, pts=0, ts_capture=0)  # writer laps: no waiting
     f = ring.read_next(2)
     assert (f.seq, f.dropped) == (7, 4) and ring.consumed_seq == 7
+
+
+def test_peek_copies_one_exact_frame_and_takes_nothing_from_the_reader(ring: FrameRing) -> None:
+    """The live view's read: the newest or a given seq, a copy, never a neighbour of the seq asked
+    for, and ``consumed_seq`` untouched (so a lossless writer is not freed by an observer)."""
+    assert ring.peek() is None and ring.peek(1) is None
+    ring.set_lossless(True)
+    for k in range(1, 4):
+        ring.write(_img(64, 48, k), frame_index=k, pts=k / 25, ts_capture=0)
+    newest, second = ring.peek(), ring.peek(2)
+    assert (newest.seq, newest.frame_index, newest.dropped, int(newest.image[0, 0, 0])) == (3, 3, 0, 3)
+    assert (second.seq, second.pts, second.dropped, int(second.image[0, 0, 0])) == (2, 2 / 25, 0, 2)
+    assert ring.peek(0) is None and ring.peek(4) is None and ring.consumed_seq == 0
+    assert ring.read_next(0).seq == 1 and ring.read_next(1).seq == 2  # frees two slots
+    for k in range(4, 6):
+        ring.write(_img(64, 48, k), frame_index=k, pts=0, ts_capture=0)
+    assert ring.peek(1) is None  # overwritten (seq 5 took its slot)
+    assert (second.seq, int(second.image[0, 0, 0])) == (2, 2)  # a copy: the ring moved on, it did not
+    ring._lock[3 % 4] += 1  # seq 3's slot is being rewritten: no other frame instead
+    assert ring.peek(3) is None and ring.peek(4).seq == 4
+    ring._lock[3 % 4] += 1
+    assert ring.peek(3).seq == 3 and ring.consumed_seq == 2
+
+
+@pytest.mark.parametrize("lossless", [True, False])
+def test_frame_reads_agree_with_a_slot_reader_of_the_buffer(ring: FrameRing, lossless: bool) -> None:
+    """A SlotReader over ``ring.buffer`` (the DMA path's view) picks the slot read_next then copies;
+    an outside view of the buffer blocks close() until it is dropped; frames outlive the ring."""
+    ring.set_lossless(lossless)
+    rng = np.random.default_rng(3)
+    for k in range(3):
+        ring.write(rng.integers(0, 256, (48, 64, 3), dtype=np.uint8), frame_index=10 + k, pts=k, ts_capture=5.0 + k,
+                   src_size=(128, 96), color_range="full")
+    reader = SlotReader(ring.buffer)
+    ref = reader.peek(1)
+    expected = ref.to_frame("cam1", 1, reader.data(ref).reshape(48, 64, 3).copy())
+    frame = ring.read_next(1)
+    assert frame.seq == (2 if lossless else 3) and frame.dropped == (0 if lossless else 1)
+    assert {k: v for k, v in vars(frame).items() if k != "image"} == \
+        {k: v for k, v in vars(expected).items() if k != "image"}
+    assert np.array_equal(frame.image, expected.image) and reader.still_valid(ref)
+    assert ring.consumed_seq == frame.seq and reader.resume_seq() == (frame.seq if lossless else 3)
+    with pytest.raises(BufferError):
+        ring.close()  # the outside reader's views still point into the mapping
+    reader.close()
+    del ref, expected
+    ring.close()
+    ring.close()  # idempotent
+    assert frame.image.shape == (48, 64, 3) and frame.image.any()
 
 
 def _writer_proc(name: str, seconds: float) -> None:
