@@ -91,10 +91,11 @@ import os
 import random
 import time
 from fractions import Fraction
-from typing import Any, Protocol
+from typing import Any
 
 import av
 
+from streamdet.pipeline.decoder_contract import EventLike
 from streamdet.pipeline.frame_pass import FramePass
 from streamdet.pipeline.frames import color_tags as color_tags  # re-exported: moved to frames.py
 from streamdet.pipeline.frames import plane_views, to_ring_format
@@ -111,11 +112,6 @@ log = logging.getLogger("streamdet.decode")
 
 POLL_S = 0.5  # longest sleep between stop/heartbeat checks
 _GATE_POLL_S = 0.1  # start gate: how often stop is checked while waiting
-
-
-class EventLike(Protocol):
-    def is_set(self) -> bool: ...
-    def wait(self, timeout: float | None = None) -> bool: ...
 
 
 class _Stopped(Exception):

@@ -29,30 +29,14 @@ import traceback
 from dataclasses import dataclass, field
 from typing import Any
 
-from streamdet.pipeline.decode import POLL_S, CameraReader, EventLike
+from streamdet.pipeline.decode import POLL_S, CameraReader
+from streamdet.pipeline.decoder_contract import EXIT_FINISHED, DecoderSpec, EventLike
 from streamdet.pipeline.ring import FrameRing
 from streamdet.pipeline.source import CameraSource, SourceSections
 from streamdet.redact import redact_text
 
 log = logging.getLogger("streamdet.decode")
 
-EXIT_FINISHED = 79  # every camera of the process finished for good: do not restart it
-
-
-@dataclass(frozen=True)
-class DecoderSpec:
-    """What one decoder process reads: its sources, the shm name of each camera's ring, and the
-    start gate file cameras wait for (event-like, e.g. a StopFlag the supervisor sets once the
-    workers are ready; None = no gate)."""
-
-    sources: list[SourceSections | CameraSource]  # the supervisor hands over configuration sections
-    ring_names: dict[str, str]
-    start_gate: EventLike | None = None
-    # camera -> shared double the supervisor sets on reload: the camera's max_fps (0 = no limit),
-    # applied live from the next frame; None = CameraSource.max_fps, fixed
-    live_max_fps: dict[str, Any] | None = None
-    # camera -> shared flag (``.value``) this process sets to 1 once the camera finished for good
-    finished: dict[str, Any] | None = None
 
 
 @dataclass

@@ -1,9 +1,8 @@
 """The supervisor: the daemon's parent process (see :mod:`streamdet.supervisor.core`)."""
 
-from streamdet.supervisor.children import Child, child_entry
-from streamdet.supervisor.children import child_entry as _child_entry  # the former name
+from streamdet.supervisor.children import Child, ChildTargets, child_entry
 from streamdet.supervisor.core import Supervisor, local_endpoint, run
 from streamdet.supervisor.runtime import cleanup_stale_segments, runtime_dir, send_reload
 
-__all__ = ["Child", "Supervisor", "_child_entry", "child_entry", "cleanup_stale_segments", "local_endpoint", "run",
+__all__ = ["Child", "ChildTargets", "Supervisor", "child_entry", "cleanup_stale_segments", "local_endpoint", "run",
            "runtime_dir", "send_reload"]

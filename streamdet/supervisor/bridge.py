@@ -14,10 +14,12 @@ import logging
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from streamdet.bridge.child import CHILD_NAME, BridgeKeys, bridge_curve, bridge_main
+from streamdet.bridge.child import CHILD_NAME, BridgeKeys, bridge_curve
 from streamdet.config import Config
 from streamdet.stopflag import StopFlag
 from streamdet.supervisor.children import Child
+
+BRIDGE_TARGET = "streamdet.bridge.child:bridge_main"
 
 if TYPE_CHECKING:
     from streamdet.supervisor.core import Supervisor
@@ -79,7 +81,7 @@ class BridgeRunner:
         if self.counters is None:
             self.counters = self.sup.ctx.RawArray("d", len(COUNTER_FIELDS))
         if child is None:
-            child = Child(CHILD_NAME, "bridge", (), self._args(new), bridge_main)
+            child = Child(CHILD_NAME, "bridge", (), self._args(new), BRIDGE_TARGET)
             self.sup.children[CHILD_NAME] = child
             assert new.mqtt is not None
             log.info("MQTT bridge to %s configured", new.mqtt.bridge_settings().broker)

@@ -9,6 +9,7 @@ if it has not exited by the deadline; the loop never blocks on one child.
 from __future__ import annotations
 
 import contextlib
+import importlib
 import logging
 import os
 import signal
@@ -30,7 +31,25 @@ BACKOFF_MAX_S = 30.0
 START_FAILURES_FATAL = 3  # consecutive deaths before serving, never having served: the child cannot start
 
 
-def child_entry(name: str, log_level: str, target: Callable[..., None], args: tuple[Any, ...],
+def resolve_target(target: str) -> Callable[..., None]:
+    """The function an import string ``"package.module:function"`` names (imported in the child)."""
+    module, sep, attr = target.partition(":")
+    if not sep or not module or not attr:
+        raise ValueError(f"a child target is 'package.module:function', got {target!r}")
+    fn: Callable[..., None] = getattr(importlib.import_module(module), attr)
+    return fn
+
+
+@dataclass(frozen=True)
+class ChildTargets:
+    """What each kind of child runs, as import strings: the supervisor imports neither PyAV nor torch,
+    and tests substitute stand-ins by naming them (uvicorn's supervisor passes its app the same way)."""
+
+    decoder: str = "streamdet.pipeline.decoder_process:decoder_main"
+    worker: str = "streamdet.pipeline.worker.process:worker_main"
+
+
+def child_entry(name: str, log_level: str, target: str, args: tuple[Any, ...],
                 env: Mapping[str, str] | None = None) -> None:
     """Bootstrap of every child: signals, its environment, process name, crash dumps, then the
     stage's main.
@@ -59,7 +78,7 @@ def child_entry(name: str, log_level: str, target: Callable[..., None], args: tu
 
     setup_logging(log_level, f"streamdet-{name}")
     try:
-        target(*args)
+        resolve_target(target)(*args)
     except Exception as exc:
         import traceback
 
@@ -93,7 +112,7 @@ class Child:
     kind: str  # "decoder" or "worker"
     cameras: tuple[str, ...]
     build_args: Callable[[StopFlag], tuple[Any, ...]]
-    target: Callable[..., None]
+    target: str  # import string of the child's main (ChildTargets), resolved in the child
     heartbeat: Any = None  # workers: shared double, wall time (negative while starting)
     phase: Any = None  # workers: shared int, index into worker.PHASES
     env: dict[str, str] = field(default_factory=dict)  # set in the child before its target runs

@@ -56,7 +56,7 @@ from streamdet.pipeline.publish import PublishProxy
 from streamdet.pipeline.ring import FrameRing
 from streamdet.pipeline.worker.contract import SERVING
 from streamdet.preflight import ring_bytes, shm_problem
-from streamdet.supervisor.children import Child
+from streamdet.supervisor.children import Child, ChildTargets
 from streamdet.supervisor.finished import FinishedCameras
 from streamdet.supervisor.plan import DaemonPlan, make_plan
 from streamdet.supervisor.policy import EXIT_STOPPED, EXIT_UNUSABLE, RestartPolicy
@@ -88,7 +88,8 @@ class Supervisor:
     ``config_path``: the file a reload re-reads (None: reload is refused with a log line).
     """
 
-    def __init__(self, config: Config, config_path: str | Path | None = None) -> None:
+    def __init__(self, config: Config, config_path: str | Path | None = None,
+                 targets: ChildTargets | None = None) -> None:
         self.config = config
         self.config_path = Path(config_path) if config_path is not None else None
         self.ctx = mp.get_context("spawn")
@@ -108,7 +109,7 @@ class Supervisor:
         self.web: Any = None  # the live view (streamdet.web.service.WebService) when web: is set
         self._stats_thread: threading.Thread | None = None
         self._stats_stop = threading.Event()
-        self.reconciler = Reconciler(self)
+        self.reconciler = Reconciler(self, targets)
         self.policy = RestartPolicy(self)
         self.finished = FinishedCameras(self)
 

@@ -27,14 +27,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from streamdet.config import Config
-from streamdet.pipeline.decoder_process import DecoderSpec, decoder_main
+from streamdet.pipeline.decoder_contract import DecoderSpec
 from streamdet.pipeline.publish import PublishProxy
 from streamdet.pipeline.ring import FrameRing, slot_bytes_for
 from streamdet.pipeline.worker.contract import WorkerControl, WorkerSpec
-from streamdet.pipeline.worker.process import worker_main
 from streamdet.stopflag import StopFlag
 from streamdet.supervisor.bridge import BridgeRunner
-from streamdet.supervisor.children import Child
+from streamdet.supervisor.children import Child, ChildTargets
 from streamdet.supervisor.finished import final_settings
 from streamdet.supervisor.plan import DaemonPlan, DecoderPlan, WorkerPlan, make_plan
 from streamdet.supervisor.runtime import ring_name
@@ -48,8 +47,9 @@ log = logging.getLogger("streamdet.supervisor")
 class Reconciler:
     """Creates and updates the supervisor's rings, children and proxy (see the module docstring)."""
 
-    def __init__(self, sup: Supervisor) -> None:
+    def __init__(self, sup: Supervisor, targets: ChildTargets | None = None) -> None:
         self.sup = sup
+        self.targets = targets if targets is not None else ChildTargets()
         self.max_fps: dict[str, Any] = {}  # camera -> shared double (0 = no limit), read by its decoder
         self.generation: dict[str, Any] = {}  # worker -> shared counter of its live settings file
         self.bridge = BridgeRunner(sup)  # the MQTT bridge child (mqtt:)
@@ -132,13 +132,13 @@ class Reconciler:
 
     def _new_decoder(self, plan: DecoderPlan) -> Child:
         self._set_max_fps(plan)
-        child = Child(plan.name, "decoder", plan.cameras, self._decoder_args(plan), decoder_main)
+        child = Child(plan.name, "decoder", plan.cameras, self._decoder_args(plan), self.targets.decoder)
         self.sup.children[plan.name] = child
         return child
 
     def _new_worker(self, plan: WorkerPlan) -> Child:
         self._write_live(plan)
-        child = Child(plan.name, "worker", plan.cameras, lambda stop: (), worker_main,
+        child = Child(plan.name, "worker", plan.cameras, lambda stop: (), self.targets.worker,
                       heartbeat=self.sup.ctx.RawValue("d", 0.0), phase=self.sup.ctx.RawValue("i", 0))
         child.build_args = self._worker_args(plan, child)
         self.sup.children[plan.name] = child

@@ -18,7 +18,7 @@ from streamdet.pipeline.decode import CameraSource
 from streamdet.pipeline.decoder_process import EXIT_FINISHED, DecoderSpec, decoder_main
 from streamdet.pipeline.ring import FrameRing, slot_bytes_for
 from streamdet.stopflag import StopFlag
-from streamdet.supervisor import _child_entry
+from streamdet.supervisor import ChildTargets, child_entry
 from tests.helpers.decoder import wait_for
 from tests.helpers.media import make_test_clip
 
@@ -35,6 +35,8 @@ def clips(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         "short": make_test_clip(d / "short.mp4", 160, 120, frames=10, fps=25),
         "empty": empty,
     }
+
+DECODER_MAIN = ChildTargets().decoder  # what the supervisor's children run
 
 
 def decoder_threads() -> set[str]:
@@ -109,7 +111,7 @@ def test_a_spawned_decoder_with_only_a_failed_camera_exits_with_exit_finished(cl
     spec = DecoderSpec(sources=[CameraSource("bad", str(clips["empty"]))], ring_names={"bad": ring.name},
                        finished={"bad": flag})
     stop = StopFlag(ctx)
-    proc = ctx.Process(target=_child_entry, args=("decoder-bad", "info", decoder_main, (spec, stop)))
+    proc = ctx.Process(target=child_entry, args=("decoder-bad", "info", DECODER_MAIN, (spec, stop)))
     proc.start()
     proc.join(60)
     if proc.is_alive():
@@ -169,7 +171,7 @@ def test_decoder_main_in_spawned_process(clips, make_ring, capfd) -> None:
     ctx = mp.get_context("spawn")
     stop = StopFlag(ctx)
     # Started exactly as the supervisor starts it (bootstrap sets up logging, signals).
-    proc = ctx.Process(target=_child_entry, args=("decoder-cam1", "info", decoder_main, (spec, stop)))
+    proc = ctx.Process(target=child_entry, args=("decoder-cam1", "info", DECODER_MAIN, (spec, stop)))
     proc.start()
     try:
         wait_for(lambda: ring.latest_seq >= 5, 30, "frames from the decoder process")

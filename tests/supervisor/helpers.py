@@ -14,7 +14,7 @@ import pytest
 from streamdet.config import parse_config
 from streamdet.supervisor import Supervisor
 from streamdet.supervisor import children as children_mod
-from streamdet.supervisor import reconcile as reconcile_mod
+from streamdet.supervisor.children import ChildTargets
 from tests.supervisor import fakes
 
 
@@ -44,10 +44,13 @@ def fake_supervisor(path: Path, monkeypatch: pytest.MonkeyPatch, decoder: Callab
                     worker: Callable[..., None] = fakes.fake_worker) -> Supervisor:
     """A supervisor whose children run the stand-ins; signal handlers are not installed."""
     monkeypatch.setattr(children_mod, "BACKOFF_INITIAL_S", 0.05)
-    monkeypatch.setattr(reconcile_mod, "decoder_main", decoder)
-    monkeypatch.setattr(reconcile_mod, "worker_main", worker)
     monkeypatch.setattr(signal, "signal", lambda *a: signal.SIG_DFL)
-    return Supervisor(load(path), path)
+    return Supervisor(load(path), path, ChildTargets(decoder=import_string(decoder), worker=import_string(worker)))
+
+
+def import_string(fn: Callable[..., None]) -> str:
+    """``"module:function"`` of a module-level function (what a child process imports)."""
+    return f"{fn.__module__}:{fn.__qualname__}"
 
 
 class Running:

@@ -125,7 +125,8 @@ def record_env(path: str, stop: Any = None) -> None:
 def test_child_env_is_set_in_the_child_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
     out = tmp_path / "env.json"
-    child = Child("w", "worker", (), lambda stop: (str(out),), record_env, env={"CUDA_VISIBLE_DEVICES": "1"})
+    child = Child("w", "worker", (), lambda stop: (str(out),), f"{__name__}:record_env",
+                  env={"CUDA_VISIBLE_DEVICES": "1"})
     child.start(mp.get_context("spawn"), "warning")
     assert child.process is not None
     child.process.join(60)

@@ -93,9 +93,9 @@ def test_sighup_of_a_child_is_ignored(tmp_path: Path) -> None:
     import multiprocessing as mp
 
     from streamdet.supervisor.children import child_entry
-    from tests.supervisor.fakes import hang_forever
 
-    proc = mp.get_context("spawn").Process(target=child_entry, args=("x", "info", hang_forever, ()))
+    proc = mp.get_context("spawn").Process(target=child_entry,
+                                           args=("x", "info", "tests.supervisor.fakes:hang_forever", ()))
     proc.start()
     try:
         time.sleep(1.5)  # past the bootstrap

@@ -15,7 +15,6 @@ from streamdet.supervisor.children import Child
 from streamdet.supervisor.signals import PARENT_SIGNALS, parent_signals_blocked
 from tests.helpers.daemon import wait_for
 from tests.helpers.procfs import children, proc_info
-from tests.supervisor import fakes
 
 
 def signal_sets(pid: int) -> dict[str, set[int]]:
@@ -38,7 +37,7 @@ def test_parent_signals_blocked_restores_the_mask() -> None:
 
 def test_a_child_ignores_sighup_and_sigint_and_survives_them() -> None:
     ctx = mp.get_context("spawn")
-    child = Child("sigtest", "decoder", (), lambda stop: (), fakes.hang_forever)
+    child = Child("sigtest", "decoder", (), lambda stop: (), "tests.supervisor.fakes:hang_forever")
     child.start(ctx, "warning")
     try:
         assert child.process is not None and child.process.pid is not None
