@@ -114,11 +114,19 @@ class Supervisor:
         self.finished = FinishedCameras(self)
 
     # -- signals -----------------------------------------------------------------------------
+    #: what each signal asks for: the name of the handler (handlers only record it; the loop acts)
+    SIGNAL_HANDLERS = {signal.SIGTERM: "handle_term", signal.SIGINT: "handle_term", signal.SIGHUP: "handle_hup"}
+
     def _on_signal(self, signum: int, _frame: object) -> None:
-        if signum == signal.SIGHUP:
-            self._reload_requested = True
-        else:
-            self._signal = signum
+        getattr(self, self.SIGNAL_HANDLERS[signal.Signals(signum)])(signum)
+
+    def handle_term(self, signum: int) -> None:
+        """SIGTERM, SIGINT: stop (children get stop_timeout_s, then SIGKILL); exit 0."""
+        self._signal = signum
+
+    def handle_hup(self, signum: int) -> None:
+        """SIGHUP: reload the configuration at the next tick of the supervision loop."""
+        self._reload_requested = True
 
     def request_stop(self, signum: int = signal.SIGTERM) -> None:
         """Ask the supervision loop to stop (as a signal would)."""
@@ -349,8 +357,7 @@ class Supervisor:
         """Run until a signal (exit 0), a runtime failure (exit 1) or what cannot work without a
         change (exit 2); :mod:`streamdet.supervisor.policy` lists the exit statuses."""
         start_resource_tracker()  # before any ring or child: immune to a process-group SIGHUP
-        signals = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
-        previous = {s: signal.signal(s, self._on_signal) for s in signals}
+        previous = {s: signal.signal(s, self._on_signal) for s in self.SIGNAL_HANDLERS}
         status = EXIT_STOPPED
         try:
             self._open()

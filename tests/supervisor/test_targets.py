@@ -30,3 +30,16 @@ def test_default_targets_resolve_to_the_stage_mains() -> None:
 def test_bad_target_strings_are_refused(bad: str) -> None:
     with pytest.raises(ValueError, match="package.module:function"):
         resolve_target(bad)
+
+
+def test_signals_are_dispatched_by_name(tmp_path, fixtures_dir, monkeypatch) -> None:
+    import signal
+
+    from tests.supervisor.helpers import fake_supervisor, write_config
+
+    sup = fake_supervisor(write_config(tmp_path, fixtures_dir, cameras="  - {id: cam1, url: a.mp4}"), monkeypatch)
+    assert set(sup.SIGNAL_HANDLERS.values()) == {"handle_term", "handle_hup"}
+    sup._on_signal(signal.SIGHUP, None)
+    assert sup._reload_requested and sup._signal is None
+    sup._on_signal(signal.SIGINT, None)
+    assert sup._signal == signal.SIGINT
