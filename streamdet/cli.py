@@ -154,16 +154,25 @@ def _cmd_val(args: argparse.Namespace) -> int:
     from streamdet.val import val_main
     from streamdet.val_distributed import DevicesError, parse_devices
 
+    data = [*args.clips, *([args.data] if args.data else [])]
+    if args.track:
+        return _cmd_val_track(args, data)
+    if args.detect_every is not None:
+        print("streamdet val: --detect-every needs --track", file=sys.stderr)
+        return EXIT_USAGE
+    if len(data) != 1:
+        print("streamdet val: give one data set (--data DIR or a clip); several clips need --track", file=sys.stderr)
+        return EXIT_USAGE
     try:
         return val_main(
             weights=args.weights,
-            data=args.data,
+            data=data[0],
             device=args.device,
             devices=parse_devices(args.devices) if args.devices is not None else None,
             half=args.half,
             img_size=args.img_size,
-            conf_thres=args.conf,
-            iou_thres=args.iou,
+            conf_thres=0.001 if args.conf is None else args.conf,
+            iou_thres=0.6 if args.iou is None else args.iou,
             batch_size=args.batch,
             as_json=args.json,
             backend=args.backend,
@@ -173,6 +182,27 @@ def _cmd_val(args: argparse.Namespace) -> int:
         return EXIT_USAGE
 
 
+def _cmd_val_track(args: argparse.Namespace, clips: list[str]) -> int:
+    from streamdet.val_track import TRACK_CONF, TRACK_IOU, parse_detect_every, val_track_main
+
+    if args.devices is not None:
+        print("streamdet val: --track runs on one device (--device); --devices is for mAP only", file=sys.stderr)
+        return EXIT_USAGE
+    if not clips:
+        print("streamdet val: --track needs at least one clip (or folder of clips)", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        every = parse_detect_every(args.detect_every) if args.detect_every is not None else (1,)
+    except ValueError as exc:
+        print(f"streamdet val: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    return val_track_main(
+        args.weights, clips, as_json=args.json, detect_every=every, device=args.device or "cpu", half=args.half,
+        img_size=args.img_size, conf_thres=TRACK_CONF if args.conf is None else args.conf,
+        iou_thres=TRACK_IOU if args.iou is None else args.iou, batch_size=args.batch, backend=args.backend,
+    )
+
+
 def _cmd_bench(args: argparse.Namespace) -> int:
     from streamdet.bench.options import settings_from_args
     from streamdet.bench.runner import bench_main
@@ -180,13 +210,16 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     return bench_main(settings_from_args(args))
 
 
-def _add_model_args(p: argparse.ArgumentParser, conf: float, iou: float) -> None:
+def _add_model_args(p: argparse.ArgumentParser, conf: float | str, iou: float | str) -> None:
+    """The model options; a ``conf``/``iou`` given as text is a help note, the option's default None."""
     p.add_argument("--weights", required=True, help="YOLOv5 .pt checkpoint (Ultralytics format)")
     p.add_argument("--device", default="cpu", help="cpu or cuda:N (default: cpu)")
     p.add_argument("--img-size", type=int, default=640, help="model input long side (default: 640)")
     p.add_argument("--half", action="store_true", help="FP16 inference (CUDA only)")
-    p.add_argument("--conf", type=float, default=conf, help=f"confidence threshold (default: {conf})")
-    p.add_argument("--iou", type=float, default=iou, help=f"NMS IoU threshold (default: {iou})")
+    p.add_argument("--conf", type=float, default=None if isinstance(conf, str) else conf,
+                   help=f"confidence threshold (default: {conf})")
+    p.add_argument("--iou", type=float, default=None if isinstance(iou, str) else iou,
+                   help=f"NMS IoU threshold (default: {iou})")
     p.add_argument("--batch", type=int, default=8, help="frames per batch (default: 8)")
     p.add_argument("--backend", default="auto", choices=["auto", "torch", "onnxruntime", "openvino"],
                    help="inference backend, as model.backend in the daemon's configuration (default: auto)")
@@ -257,9 +290,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("sources", nargs="+", metavar="SOURCE", help="image or video files, or directories")
     p.set_defaults(func=_cmd_detect)
 
-    p = sub.add_parser("val", help="measure mAP on a YOLO-layout data set or a clip with ground truth")
-    _add_model_args(p, conf=0.001, iou=0.6)
-    p.add_argument("--data", required=True, help="YOLO-layout folder, or a .mp4 clip with its .jsonl beside it")
+    p = sub.add_parser("val", help="measure mAP on a YOLO-layout data set or a clip with ground truth; "
+                       "with --track, tracking accuracy (MOTA, IDF1) on clips with object ids")
+    _add_model_args(p, conf="0.001; with --track 0.25, the daemon's", iou="0.6; with --track 0.45, the daemon's")
+    p.add_argument("clips", nargs="*", metavar="DATA", help="as --data; with --track, any number of clips or folders")
+    p.add_argument("--data", help="YOLO-layout folder, or a .mp4 clip with its .jsonl beside it")
+    p.add_argument("--track", action="store_true",
+                   help="score the daemon's tracking (tracking: defaults) on clips whose ground truth has ids")
+    p.add_argument("--detect-every", metavar="LIST", help="with --track: detect_every values to score, e.g. 1,2,3 "
+                   "(default: 1)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.add_argument("--devices", metavar="LIST",
                    help="comma-separated devices, e.g. cuda:0,cuda:1: one process per device over torch.distributed "

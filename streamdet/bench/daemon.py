@@ -109,6 +109,8 @@ class _Session:
         from streamdet.client import Subscriber
 
         endpoint = f"tcp://127.0.0.1:{free_port()}"
+        if settings.detect_every is not None:  # its own config and log beside the untracked run's
+            name = f"{name}-track{settings.detect_every}"
         config = write_daemon_config(workdir / f"{name}.yaml", settings, endpoint, cameras)
         self.sub = Subscriber(endpoint, stats=True, rcvhwm=RCVHWM)
         self.daemon = DaemonProcess(config, workdir / f"{name}.log")
@@ -202,6 +204,8 @@ def run_unpaced(settings: DaemonSettings, clips: Sequence[Path], frames: int, wo
         "frames_published": published,
         "frames_lost": expected - published,
         "messages": len(dets),
+        # published with the tracker's boxes, without the detector (detect_every > 1): published, not lost
+        "tracked_only": sum(1 for m in dets if m.get("inferred") is False),
         "seq_gaps": seq_lost,
         "span_s": round(span, 3),
         "fps": published / span if span > 0 else None,

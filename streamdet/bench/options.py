@@ -41,6 +41,7 @@ class BenchSettings:
     latency_ms: float = 200.0
     max_drop_pct: float = 1.0
     rates: tuple[float, ...] = (5.0, 25.0)
+    tracking: tuple[int, ...] = ()  # detect_every values measured with tracking on (none: tracking not measured)
     budget_s: float = 300.0
     stats_interval_s: float = 2.0
     skip: frozenset[str] = frozenset()
@@ -70,6 +71,7 @@ class BenchSettings:
         d = asdict(self)
         d["skip"] = sorted(self.skip)
         d["rates"] = list(self.rates)
+        d["tracking"] = list(self.tracking)
         return {k: (str(v) if isinstance(v, Path) else v) for k, v in d.items()}
 
 
@@ -89,6 +91,16 @@ def _rates(text: str) -> tuple[float, ...]:
     if not rates or any(r <= 0 for r in rates):
         raise argparse.ArgumentTypeError(f"rates must be > 0, got {text!r}")
     return rates
+
+
+def _detect_every(text: str) -> tuple[int, ...]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected detect_every values like 1,3, got {text!r}") from None
+    if not values or any(not 1 <= v <= 100 for v in values):
+        raise argparse.ArgumentTypeError(f"detect_every values must be in 1..100, got {text!r}")
+    return tuple(sorted(set(values)))
 
 
 def _skip(text: str) -> list[str]:
@@ -125,6 +137,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--latency-ms", type=_positive(float),
                    help=f"p99 capture-to-publish bound of a held camera (default: {d.latency_ms:g})")
     p.add_argument("--rates", type=_rates, help="detection rates per camera for the capacity search (default: 5,25)")
+    p.add_argument("--tracking", type=_detect_every, metavar="N[,N...]",
+                   help="also measure streamdet with tracking on, at each of these detect_every values (e.g. 1,3): "
+                        "unpaced frames/s, capacity at each rate and the tracker's cost per frame (default: off)")
     p.add_argument("--budget", type=_positive(float), dest="budget_s",
                    help=f"seconds at most per capacity search (system x rate) (default: {d.budget_s:g})")
     p.add_argument("--skip", type=_skip, action="append", default=[],
@@ -141,7 +156,7 @@ def settings_from_args(args: argparse.Namespace) -> BenchSettings:
     settings = replace(BenchSettings(), **QUICK) if args.quick else BenchSettings()
     given: dict[str, Any] = {}
     for name in ("weights", "img_size", "device", "backend", "cameras", "width", "height", "frames", "seconds",
-                 "max_cameras", "latency_ms", "rates", "budget_s", "workdir", "json_path", "plot_path"):
+                 "max_cameras", "latency_ms", "rates", "tracking", "budget_s", "workdir", "json_path", "plot_path"):
         value = getattr(args, name, None)
         if value is not None:
             given[name] = value

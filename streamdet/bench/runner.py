@@ -1,13 +1,16 @@
 """``streamdet bench``: streamdet and the naive loop, side by side, in one run on the same machine.
 
-Order: clips (cached), the naive loop unpaced, the daemon unpaced, then per detection rate the
-capacity search for each system, started from the guess their unpaced throughput gives. Progress
+Order: clips (cached), the naive loop unpaced, the daemon unpaced (then once per ``--tracking``
+detect_every value with tracking on), then per detection rate the capacity search for each system
+(and each tracked daemon), started from the guess their unpaced throughput gives. The naive loop
+never tracks: the tracked daemon's figures are set against the same untracked naive loop. Progress
 goes to stderr, the table to stdout, the full result to ``--json``, the curves to ``--plot``.
 Any daemon started is stopped before this returns, on Ctrl-C and SIGTERM too.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 import platform
@@ -21,7 +24,15 @@ from typing import Any, TextIO
 from streamdet.bench.accounting import TrialResult
 from streamdet.bench.capacity import initial_guess, search_capacity
 from streamdet.bench.options import BenchSettings
-from streamdet.bench.report import compute_ratios, format_table, plot_available, rate_key, write_json, write_plot
+from streamdet.bench.report import (
+    compute_ratios,
+    format_table,
+    plot_available,
+    rate_key,
+    tracking_key,
+    write_json,
+    write_plot,
+)
 from streamdet.bench.workload import DaemonSettings, ensure_clips
 
 
@@ -78,6 +89,16 @@ def _trial_line(system: str, rate: float, log: Callable[[str], None]) -> Callabl
     return report
 
 
+def _detector_fps(result: dict[str, Any], detect_every: int) -> float | None:
+    """Throughput for the capacity search's first guess with tracking: the tracked unpaced run's,
+    else the untracked one's times ``detect_every`` (the detector sees one frame in N)."""
+    tracked = result.get("tracking", {}).get(tracking_key(detect_every), {}).get("unpaced", {}).get("fps")
+    if tracked:
+        return float(tracked)
+    plain = result["streamdet"].get("unpaced", {}).get("fps")
+    return float(plain) * detect_every if plain else None
+
+
 def run_bench(settings: BenchSettings, log: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Run every part not skipped; return the result dict (see :mod:`streamdet.bench.report`)."""
     from streamdet.bench import daemon, naive
@@ -88,6 +109,8 @@ def run_bench(settings: BenchSettings, log: Callable[[str], None] | None = None)
     clips = ensure_clips(workdir, settings.cameras, settings.width, settings.height, settings.frames, log)
     result: dict[str, Any] = {"settings": settings.to_dict(), "environment": _environment(settings),
                               "streamdet": {}, "naive": {}}
+    if settings.tracking:
+        result["tracking"] = {tracking_key(n): {"detect_every": n} for n in settings.tracking}
     dsettings = DaemonSettings(weights=settings.weights, img_size=settings.img_size, device=settings.device,
                                backend=settings.backend, stats_interval_s=settings.stats_interval_s,
                                frame_size=(settings.width, settings.height))
@@ -103,11 +126,18 @@ def run_bench(settings: BenchSettings, log: Callable[[str], None] | None = None)
         result["streamdet"]["unpaced"] = r = daemon.run_unpaced(dsettings, clips, settings.frames, workdir)
         log(f"streamdet: {r['frames_published']}/{total} frames published, lost {r['frames_lost']}, "
             f"{r['fps'] or 0:.1f} frames/s")
+        for n in settings.tracking:
+            tracked = dataclasses.replace(dsettings, detect_every=n)
+            log(f"streamdet + tracking, detect_every {n}, unpaced: {settings.cameras} x {settings.frames} frames")
+            result["tracking"][tracking_key(n)]["unpaced"] = r = daemon.run_unpaced(tracked, clips, settings.frames,
+                                                                                   workdir)
+            log(f"streamdet + tracking, detect_every {n}: {r['frames_published']}/{total} frames published "
+                f"({r['tracked_only']} tracked only), lost {r['frames_lost']}, {r['fps'] or 0:.1f} frames/s")
     if "capacity" not in settings.skip:
-        def streamdet_trial(n: int, rate: float) -> TrialResult:
-            return daemon.run_trial(dsettings, clips, settings.frames, n, rate, workdir, seconds=settings.seconds,
-                                    warmup_s=settings.warmup_s, latency_ms=settings.latency_ms,
-                                    max_drop_pct=settings.max_drop_pct)
+        def streamdet_trial(n: int, rate: float, detect_every: int | None = None) -> TrialResult:
+            return daemon.run_trial(dataclasses.replace(dsettings, detect_every=detect_every), clips, settings.frames,
+                                    n, rate, workdir, seconds=settings.seconds, warmup_s=settings.warmup_s,
+                                    latency_ms=settings.latency_ms, max_drop_pct=settings.max_drop_pct)
 
         def naive_trial(n: int, rate: float) -> TrialResult:
             return naive.run_trial(detector, clips, settings.frames, n, rate, seconds=settings.seconds,
@@ -127,6 +157,14 @@ def run_bench(settings: BenchSettings, log: Callable[[str], None] | None = None)
                     functools.partial(naive_trial, rate=rate),
                     settings.max_cameras, settings.budget_s, start=start, on_trial=_trial_line("naive", rate, log))
                 result["naive"].setdefault("capacity", {})[key] = cap.to_dict()
+            for every in settings.tracking:
+                part = result["tracking"][tracking_key(every)]
+                start = initial_guess(_detector_fps(result, every), rate, settings.max_cameras)
+                cap = search_capacity(
+                    functools.partial(streamdet_trial, rate=rate, detect_every=every),
+                    settings.max_cameras, settings.budget_s, start=start,
+                    on_trial=_trial_line(f"streamdet + tracking, detect_every {every}", rate, log))
+                part.setdefault("capacity", {})[key] = cap.to_dict()
     result["ratios"] = compute_ratios(result)
     return result
 

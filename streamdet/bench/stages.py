@@ -1,8 +1,10 @@
 """Per-stage costs from the daemon's own stats messages, read defensively.
 
 The worker's stats carry (when the daemon is new enough) ``msg["worker"]`` with batch counts and
-mean milliseconds per batch of each stage, and per camera ``decoded``, ``decode_ms`` and per-reason
-``drops``. Intervals are combined weighted by their batches (worker) or decoded frames (camera).
+mean milliseconds per batch of each stage, the tracker's mean milliseconds per tracked frame
+(``track_ms_per_frame`` over ``tracked_frames``; the ``track`` stage is not part of ``publish``),
+and per camera ``decoded``, ``decode_ms`` and per-reason ``drops``. Intervals are combined weighted
+by their batches (worker), tracked frames (tracker) or decoded frames (camera).
 A figure no message carried is reported as ``"n/a"``, so an older daemon still gives a report.
 """
 
@@ -13,7 +15,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 NA = "n/a"
-STAGES = ("gather", "preprocess", "inference", "postprocess", "publish")
+STAGES = ("gather", "preprocess", "inference", "postprocess", "publish", "track")
 
 
 def _num(value: Any) -> float | None:
@@ -48,7 +50,8 @@ def summarize_stats(stats_msgs: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
         if isinstance(w, Mapping):
             name = str(w.get("name") or msg.get("source") or "worker")
             acc = workers.setdefault(name, {"device": NA, "backend": NA, "batches": 0, "frames": 0,
-                                            "batch_size": _Weighted(),
+                                            "batch_size": _Weighted(), "track_frame": _Weighted(),
+                                            "tracked_frames": 0,
                                             "stage": defaultdict(_Weighted), "seen_batches": False})
             for key in ("device", "backend"):
                 if isinstance(w.get(key), str):
@@ -61,6 +64,10 @@ def summarize_stats(stats_msgs: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
             if frames is not None:
                 acc["frames"] += int(frames)
             acc["batch_size"].add(_num(w.get("batch_size_mean")), batches)
+            tracked = _num(w.get("tracked_frames"))
+            if tracked is not None:
+                acc["tracked_frames"] += int(tracked)
+                acc["track_frame"].add(_num(w.get("track_ms_per_frame")), tracked)
             stage_ms = w.get("stage_ms")
             if isinstance(stage_ms, Mapping):
                 for stage in STAGES:
@@ -86,6 +93,7 @@ def summarize_stats(stats_msgs: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
             {"name": name, "device": a["device"], "backend": a["backend"],
              "batches": a["batches"] if a["seen_batches"] else NA, "frames": a["frames"] if a["seen_batches"] else NA,
              "batch_size_mean": a["batch_size"].mean(),
+             "tracked_frames": a["tracked_frames"], "track_ms_per_frame": a["track_frame"].mean(),
              "stage_ms": {s: a["stage"][s].mean() if s in a["stage"] else NA for s in STAGES}}
             for name, a in workers.items()
         ],

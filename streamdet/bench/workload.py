@@ -88,13 +88,15 @@ class DaemonSettings:
     backend: str | None = None
     stats_interval_s: float = 2.0
     frame_size: tuple[int, int] = (1280, 720)
+    detect_every: int | None = None  # tracking on, detector on every Nth frame of each camera; None: off
 
 
 def write_daemon_config(path: Path, settings: DaemonSettings, endpoint: str, cameras: Sequence[CameraSpec]) -> Path:
     """Write a ``streamdet run`` configuration; ``model.backend`` only when one was asked for.
 
     The publish high-water mark is raised so that a subscriber busy decoding JSON never loses
-    messages, and the rings are sized to the clips.
+    messages, and the rings are sized to the clips. With ``settings.detect_every`` set, tracking is
+    on (the tracker's default parameters) and every camera gets that ``detect_every``.
     """
     model: dict = {"weights": str(Path(settings.weights).resolve()), "img_size": settings.img_size}
     if settings.backend:
@@ -104,6 +106,8 @@ def write_daemon_config(path: Path, settings: DaemonSettings, endpoint: str, cam
         entry: dict = {"id": c.id, "url": str(Path(c.url).resolve()), "realtime": c.realtime, "loop": c.loop}
         if c.max_fps is not None:
             entry["max_fps"] = c.max_fps
+        if settings.detect_every is not None:
+            entry["detect_every"] = settings.detect_every
         cams.append(entry)
     width, height = settings.frame_size
     config = {
@@ -114,6 +118,8 @@ def write_daemon_config(path: Path, settings: DaemonSettings, endpoint: str, cam
         "log_level": "info",
         "cameras": cams,
     }
+    if settings.detect_every is not None:
+        config["tracking"] = {"enabled": True}
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     return path

@@ -257,3 +257,39 @@ def test_trial_result_pass_rule_and_json() -> None:
     d = TrialResult(2, 25, 10, expected=100, published=90, latency=lat).to_dict()
     assert d["dropped"] == 10 and d["drop_pct"] == 10.0 and d["passed"] is False
     assert d["latency_ms"]["p50"] == 20.0 and d["latency_ms"]["count"] == 3
+
+
+def tracked(msgs: list[dict], every: int) -> list[dict]:
+    """The same messages as a camera with ``detect_every = every`` publishes them: every frame, the
+    detector's one in ``every`` with ``inferred: true``, the others ``inferred: false``."""
+    return [dict(m, inferred=i % every == 0) for i, m in enumerate(msgs)]
+
+
+def tracking_stats(cam: str, msgs: list[dict], every: int, *, seconds: int, rate: float) -> list[dict]:
+    """Stats of such a camera, one per second: ``inferred``/``tracked_only`` split, max_fps skips only."""
+    out = []
+    for i in range(1, seconds + 1):
+        in_interval = [m for m in msgs if T0 + i - 1 <= m["ts_capture"] < T0 + i]
+        only = sum(1 for m in in_interval if not m["inferred"])
+        entry = {"published": len(in_interval), "inferred": len(in_interval) - only, "tracked_only": only,
+                 "drops": {"overwritten": 0, "max_fps": round(FPS - rate), "behind": 0, "unsent": 0, "torn": 0}}
+        out.append({"type": "stats", "ts": T0 + i, "interval_s": 1.0, "cameras": {cam: entry}})
+    return out
+
+
+@pytest.mark.parametrize(("rate", "every"), [(25.0, 3), (5.0, 3), (25.0, 1)])
+def test_tracked_only_frames_are_published_not_lost(rate: float, every: int) -> None:
+    msgs = tracked(decoder_stream("a", clip=250, rate=rate, passes=1), every)
+    assert any(not m["inferred"] for m in msgs) == (every > 1)
+    r = judge(msgs, ["a"], rate, stats=tracking_stats("a", msgs, every, seconds=10, rate=rate))
+    in_window = [m for m in msgs if m["ts_capture"] < T0 + 10.0]
+    assert r.published == r.expected == len(in_window) and r.dropped == 0
+    assert "stats_tracked_only" not in r.drop_reasons and r.passed
+
+
+def test_a_lost_tracked_only_frame_is_still_a_loss() -> None:
+    # frames 4 and 5 (both tracked-only with detect_every 3) never arrive: dropped like any frame
+    msgs = tracked(decoder_stream("a", clip=250, rate=25.0, passes=1), 3)
+    assert not msgs[4]["inferred"] and not msgs[5]["inferred"]
+    r = judge(msgs[:4] + msgs[6:], ["a"], 25.0)
+    assert r.dropped == 2 and r.drop_reasons["missing_frames"] == 2

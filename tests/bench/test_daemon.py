@@ -72,6 +72,24 @@ def test_generated_config_is_valid(tmp_path: Path, fixtures_dir: Path) -> None:
     assert config.publish.stats_interval_s == 0.5 and config.publish.endpoint == "tcp://127.0.0.1:5999"
     unpaced = cameras_for([clip], 2, realtime=False, loop=False, rate=25)
     assert all(c.max_fps is None for c in unpaced)
+    assert "tracking" not in raw and not config.tracking.enabled
+    assert all("detect_every" not in c for c in raw["cameras"]) and all(c.detect_every == 1 for c in config.cameras)
+
+
+@pytest.mark.parametrize("every", [1, 3])
+def test_generated_config_with_tracking(tmp_path: Path, every: int) -> None:
+    clip = clip_path(tmp_path, 320, 240, 20, 1)
+    clip.parent.mkdir(parents=True)
+    clip.write_bytes(b"")
+    settings = DaemonSettings(weights=DEMO_WEIGHTS, img_size=256, frame_size=(320, 240), detect_every=every)
+    cams = cameras_for([clip], 3, realtime=True, loop=True, rate=25)
+    path = write_daemon_config(tmp_path / "cfg.yaml", settings, "tcp://127.0.0.1:5999", cams)
+    raw = yaml.safe_load(path.read_text())
+    assert raw["tracking"] == {"enabled": True}
+    assert [c["detect_every"] for c in raw["cameras"]] == [every] * 3
+    config = load_config(path)  # valid: detect_every > 1 needs tracking, which is on
+    assert config.tracking.enabled
+    assert all(c.tracking and c.detect_every == every for c in config.cameras)
 
 
 @pytest.mark.e2e

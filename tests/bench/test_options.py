@@ -53,3 +53,13 @@ def test_impossible_settings_are_usage_errors(argv: list[str], tmp_path: Path,
 def test_settings_json_form() -> None:
     d = parse("--quick", "--skip", "naive").to_dict()
     assert d["skip"] == ["naive"] and isinstance(d["weights"], str) and d["rates"] == [5.0]
+
+
+def test_tracking_option() -> None:
+    assert parse().tracking == ()  # off unless asked for: existing runs are unchanged
+    assert parse("--tracking", "3,1,3").tracking == (1, 3)  # sorted, once each
+    assert parse("--quick", "--tracking", "2").tracking == (2,)
+    assert parse("--tracking", "1,3").to_dict()["tracking"] == [1, 3]
+    for bad in ("0", "1,x", "", "101"):
+        with pytest.raises(SystemExit):
+            parse("--tracking", bad)

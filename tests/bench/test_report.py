@@ -65,3 +65,62 @@ def test_plot_is_written(tmp_path: Path) -> None:
     pytest.importorskip("matplotlib")
     write_plot(RESULT, tmp_path / "curves.png")
     assert (tmp_path / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def stages(track: float | None, tracked: int) -> dict:
+    stage_ms = {"gather": 0.5, "preprocess": 2.0, "inference": 20.0, "postprocess": 4.0, "publish": 1.0,
+                "track": 0.25 if tracked else "n/a"}
+    return {"workers": [{"name": "worker-cpu", "stage_ms": stage_ms, "tracked_frames": tracked,
+                         "track_ms_per_frame": track}]}
+
+
+TRACKED = RESULT | {
+    "streamdet": RESULT["streamdet"] | {"unpaced": {"fps": 60.0, "frames_lost": 0, "stages": stages("n/a", 0)}},
+    "tracking": {
+        "1": {"detect_every": 1, "unpaced": {"fps": 57.0, "frames_lost": 0, "tracked_only": 0,
+                                             "stages": stages(0.0312, 600)},
+              "capacity": {"5": cap(4, 20.0), "25": cap(2, 30.0)}},
+        "3": {"detect_every": 3, "unpaced": {"fps": 120.0, "frames_lost": 0, "tracked_only": 400,
+                                             "stages": stages(0.0205, 600)},
+              "capacity": {"5": cap(4, 20.0, complete=False), "25": cap(5, 30.0)}},
+    },
+}
+
+
+def test_tracking_ratios_against_the_naive_loop_and_detect_every_1() -> None:
+    r = compute_ratios(TRACKED)
+    assert r["tracking_de3_unpaced_fps"] == pytest.approx(120.0 / 24.0)
+    assert r["tracking_de1_capacity_5fps"] == pytest.approx(4.0) and r["tracking_de3_capacity_25fps"] is None
+    assert r["tracking_de3_vs_de1_capacity_25fps"] == pytest.approx(5 / 2)
+    assert r["tracking_de3_vs_de1_capacity_5fps"] == pytest.approx(1.0)
+    assert "tracking_de1_vs_de1_capacity_5fps" not in r
+    assert {k for k in compute_ratios(RESULT)} == {k for k in r if not k.startswith("tracking_")}
+
+
+def test_tracking_rows_in_the_table() -> None:
+    table = format_table(TRACKED | {"ratios": compute_ratios(TRACKED)})
+    lines = table.splitlines()
+    at_25 = next(i for i, line in enumerate(lines) if line.startswith("cameras held @ 25 fps"))
+    rows = {line.strip().rsplit(None, 3)[0]: line.split()[-3:] for line in lines[at_25:at_25 + 7]}
+    assert rows["+ tracking, detect_every 1"] == ["2", "0", "-"]  # the naive loop (untracked) beside it
+    assert rows["+ tracking, detect_every 3"] == ["5", "0", "-"]
+    assert rows["detect_every 3 / detect_every 1"] == ["-", "-", "2.50x"]
+    unpaced = next(line for line in lines if line.startswith("tracking, detect_every 3: unpaced frames/s"))
+    assert unpaced.split()[-3:] == ["120.0", "24.0", "5.00x"]
+    assert next(line for line in lines if "tracked only" in line and "400" in line)
+    per_frame = [line.split()[-3] for line in lines if "track ms/frame" in line]
+    assert per_frame == ["0.031", "0.021"]  # three decimals, one per tracked run
+    assert sum("track ms/batch" in line for line in lines) == 2  # the untracked run has no track row
+    assert "streamdet + tracking, detect_every 3 @ 5 fps" in table  # stopped by the budget
+    assert "naive loop does not track" in table
+
+
+def test_no_tracking_rows_without_tracking() -> None:
+    table = format_table(RESULT | {"ratios": compute_ratios(RESULT)})
+    assert "tracking" not in table and "track" not in table
+
+
+def test_plot_with_tracking_is_written(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    write_plot(TRACKED, tmp_path / "curves.png")
+    assert (tmp_path / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -47,3 +47,16 @@ def test_malformed_fields_are_ignored() -> None:
     assert s["workers"][0]["batches"] == NA and s["workers"][0]["stage_ms"]["inference"] == NA
     assert "cam0" not in s["cameras"]
     assert s["cameras"]["cam1"]["decoded"] == 3 and s["cameras"]["cam1"]["decode_ms"] == NA
+
+
+def test_the_tracker_cost_is_weighted_by_tracked_frames() -> None:
+    a, b = stats(10, 30.0, 2.0, 20, 0), stats(30, 50.0, 4.0, 60, 0)
+    a["worker"] |= {"tracked_frames": 20, "track_ms_per_frame": 0.2}
+    b["worker"] |= {"tracked_frames": 60, "track_ms_per_frame": 0.6}
+    a["worker"]["stage_ms"]["track"] = 0.4
+    (w,) = summarize_stats([a, b])["workers"]
+    assert w["tracked_frames"] == 80
+    assert w["track_ms_per_frame"] == pytest.approx((20 * 0.2 + 60 * 0.6) / 80)
+    assert w["stage_ms"]["track"] == pytest.approx(0.4)  # only the first message carried it (per batch)
+    (old,) = summarize_stats([stats(10, 30.0, 2.0, 20, 0)])["workers"]  # no tracker figures
+    assert old["tracked_frames"] == 0 and old["track_ms_per_frame"] == NA and old["stage_ms"]["track"] == NA

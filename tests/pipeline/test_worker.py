@@ -248,7 +248,8 @@ def test_loop_publishes_contract_messages_in_source_pixels() -> None:
     assert stats["cameras"]["a"]["decoded"] == 3 and stats["cameras"]["a"]["decode_ms"] == 2.0
     worker = stats["worker"]
     assert worker["backend"] == "fake" and worker["batches"] == 2 and worker["frames"] == 3
-    assert set(worker["stage_ms"]) == {"gather", "preprocess", "inference", "postprocess", "publish"}
+    assert set(worker["stage_ms"]) == {"gather", "preprocess", "inference", "postprocess", "publish", "track"}
+    assert worker["stage_ms"]["track"] == 0.0 and worker["tracked_frames"] == 0  # no camera tracks
     assert all(v is not None and v >= 0 for v in worker["stage_ms"].values())
 
 

@@ -11,7 +11,9 @@ import numpy as np
 
 from streamdet.pipeline.ring import RingStatus
 
-STAGES = ("gather", "preprocess", "inference", "postprocess", "publish")
+STAGES = ("gather", "preprocess", "inference", "postprocess", "publish", "track")
+"""``track``: the tracker's step (``CameraTracks.step``) of each published frame; it runs inside the
+publish stage but is timed apart, and ``publish`` excludes it, so the stages' times add up."""
 
 
 LATENCY_BUCKETS_MS = (10, 25, 50, 100, 150, 200, 300, 500, 1000, 2000)
@@ -89,11 +91,14 @@ class StageTimer:
             self.batches = 0
             self.frames = 0
             self.batch_sizes: dict[int, int] = {}  # frames per inferred batch -> batches of that size
+            self.tracked_frames = 0  # frames stepped through a camera's tracker (the "track" stage)
 
-    def add(self, stage: str, seconds: float, frames: int = 0) -> None:
-        """Time spent in ``stage``; ``frames`` > 0 also counts one inferred batch of that many frames."""
+    def add(self, stage: str, seconds: float, frames: int = 0, tracked: int = 0) -> None:
+        """Time spent in ``stage``; ``frames`` > 0 also counts one inferred batch of that many frames,
+        ``tracked`` the frames a ``track`` time covers (for its cost per frame)."""
         with self._lock:
             self.seconds[stage] += seconds
+            self.tracked_frames += tracked
             if frames:
                 self.batches += 1
                 self.frames += frames
@@ -109,6 +114,9 @@ class StageTimer:
                 "batch_size_max": max(self.batch_sizes) if self.batch_sizes else None,
                 "batch_sizes": {str(size): self.batch_sizes[size] for size in sorted(self.batch_sizes)},
                 "stage_ms": {k: (round(v * 1000.0 / n, 3) if n else None) for k, v in self.seconds.items()},
+                "tracked_frames": self.tracked_frames,
+                "track_ms_per_frame": (round(self.seconds["track"] * 1000.0 / self.tracked_frames, 4)
+                                       if self.tracked_frames else None),
             }
 
 
