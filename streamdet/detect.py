@@ -15,7 +15,7 @@ from typing import TextIO, TypeVar
 import numpy as np
 
 from streamdet.errors import SourceError
-from streamdet.pipeline.postprocess import detection_records
+from streamdet.wire import detection_records
 
 T = TypeVar("T")
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}

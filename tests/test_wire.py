@@ -426,3 +426,54 @@ def test_decode_accepts_buffers_and_integral_numbers() -> None:
     msg = _det_with(pts=4, ts_capture=1_700_000_000)
     out = wire.decode([bytearray(wire.detection_topic("cam1")), memoryview(json.dumps(msg).encode())])
     assert out["pts"] == 4 and out["ts_capture"] == 1_700_000_000
+
+
+def test_detection_records() -> None:
+    det = np.array([[1.234, 5.678, 100.0, 200.499, 0.876543, 2.0], [-0.0, 0.0, 1.0, 1.0, 0.5, 80.0]], np.float32)
+    from streamdet.wire import detection_records
+
+    recs = detection_records(det, ["a", "b", "c"])
+    assert recs[0] == {"box": [1.23, 5.68, 100.0, 200.5], "score": 0.8765, "class_id": 2, "label": "c"}
+    assert recs[1]["label"] == "80" and recs[1]["class_id"] == 80
+    assert type(recs[0]["score"]) is float and type(recs[0]["class_id"]) is int
+    assert all(type(v) is float for v in recs[0]["box"])
+    assert json.dumps(recs[1]["box"]) == "[0.0, 0.0, 1.0, 1.0]"  # no "-0.0"
+    assert detection_records(np.zeros((0, 6), np.float32), ["a"]) == []
+    assert detection_records(det, {2: "two"})[0]["label"] == "two"
+
+
+def test_detection_message_is_built_once_and_encodes_like_the_contract() -> None:
+    from streamdet.wire import DetectionMessage, detection_records
+
+    det = np.array([[1.234, 5.678, 100.0, 200.499, 0.876543, 2.0]], np.float32)
+    msg = DetectionMessage.build(camera="cam1", seq=3, frame=7, pts=float("nan"), ts_capture=1.5, ts_publish=2.0,
+                                 width=640, height=480, dropped=1, det=det, names=["a", "b", "c"], track_ids=[9],
+                                 inferred=True)
+    reference = wire.detection_message(camera="cam1", seq=3, frame=7, pts=None, ts_capture=1.5, ts_publish=2.0,
+                                       width=640, height=480, dropped=1, inferred=True,
+                                       detections=detection_records(det, ["a", "b", "c"], [9]))
+    assert dict(msg) == reference and msg["detections"][0]["track_id"] == 9 and msg.pts is None
+    assert msg.frames() == wire.encode(reference)  # byte for byte what the validating encoder makes
+    assert wire.decode(msg.frames()) == reference
+    plain = DetectionMessage.build(camera="cam1", seq=0, frame=0, pts=0.0, ts_capture=1.0, width=8, height=8,
+                                   dropped=0, det=np.zeros((0, 6), np.float32), names=[])
+    assert "inferred" not in plain and plain["detections"] == []
+
+
+@pytest.mark.parametrize("change, match", [
+    ({"camera": "bad id"}, "camera id"),
+    ({"seq": -1}, "seq"),
+    ({"width": 0}, "width"),
+    ({"ts_capture": float("inf")}, "ts_capture"),
+    ({"det": np.array([[0, 0, 1, float("nan"), 0.5, 0]], np.float32)}, "finite"),
+    ({"track_ids": [0]}, "track ids"),
+    ({"det": np.array([[0, 0, 1, 1, 0.5, -1]], np.float32)}, "class_id"),
+])
+def test_detection_message_refuses_what_breaks_the_contract(change: dict[str, Any], match: str) -> None:
+    from streamdet.wire import DetectionMessage
+
+    args: dict[str, Any] = dict(camera="cam1", seq=0, frame=0, pts=0.0, ts_capture=1.0, width=8, height=8, dropped=0,
+                                det=np.array([[0, 0, 1, 1, 0.5, 0]], np.float32), names=["a"], track_ids=None)
+    args.update(change)
+    with pytest.raises(WireError, match=match):
+        DetectionMessage.build(**args)

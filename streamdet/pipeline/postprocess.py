@@ -1,4 +1,4 @@
-"""Postprocessing: official-semantics NMS (CPU and CUDA), box rescaling, and wire records.
+"""Postprocessing: official-semantics NMS (CPU and CUDA) and box rescaling (the wire records: streamdet.wire).
 
 NMS follows YOLOv5's ``non_max_suppression`` (multi_label=False, no masks, no time limit):
 ``torchvision.ops.nms`` when torchvision is importable, else :func:`batched_greedy_nms`, a
@@ -7,7 +7,7 @@ blocked, vectorised greedy NMS with the same decisions as torchvision's kernel.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -28,7 +28,6 @@ __all__ = [
     "Postprocessor",
     "batched_greedy_nms",
     "clip_boxes",
-    "detection_records",
     "nms",
     "scale_boxes",
     "xywh2xyxy",
@@ -167,28 +166,3 @@ class Postprocessor:
             transform.inverse(rows[:, :4])
             out.append(rows.numpy())
         return out
-
-
-def detection_records(det: np.ndarray, names: Sequence[str] | Mapping[int, str]) -> list[dict[str, Any]]:
-    """(n, 6) [x1, y1, x2, y2, conf, cls] -> wire dicts with compact floats (boxes 2 dp, score 4 dp).
-
-    The label is names[class_id], or str(class_id) when the id is out of range.
-    """
-    rows = np.asarray(det, dtype=np.float64).reshape(-1, 6).tolist()
-    records = []
-    for x1, y1, x2, y2, score, cls in rows:
-        class_id = int(cls)
-        if isinstance(names, Mapping):
-            label = names.get(class_id, str(class_id))
-        else:
-            label = names[class_id] if 0 <= class_id < len(names) else str(class_id)
-        records.append(
-            {
-                # + 0.0 turns -0.0 into 0.0 so the JSON stays "0.0"
-                "box": [round(x1, 2) + 0.0, round(y1, 2) + 0.0, round(x2, 2) + 0.0, round(y2, 2) + 0.0],
-                "score": round(score, 4) + 0.0,
-                "class_id": class_id,
-                "label": str(label),
-            }
-        )
-    return records

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib.util
-import json
 from pathlib import Path
 
 import cv2
@@ -15,7 +14,6 @@ from streamdet.pipeline import postprocess as pp
 from streamdet.pipeline.postprocess import (
     batched_greedy_nms,
     clip_boxes,
-    detection_records,
     nms,
     scale_boxes,
     xywh2xyxy,
@@ -340,18 +338,6 @@ def test_clip_and_xywh2xyxy() -> None:
     t = torch.tensor([[-1.0, -2.0, 30.0, 40.0]])
     clip_boxes(t, (20, 25, 3))
     assert t.tolist() == [[0.0, 0.0, 25.0, 20.0]]
-
-
-def test_detection_records() -> None:
-    det = np.array([[1.234, 5.678, 100.0, 200.499, 0.876543, 2.0], [-0.0, 0.0, 1.0, 1.0, 0.5, 80.0]], np.float32)
-    recs = detection_records(det, ["a", "b", "c"])
-    assert recs[0] == {"box": [1.23, 5.68, 100.0, 200.5], "score": 0.8765, "class_id": 2, "label": "c"}
-    assert recs[1]["label"] == "80" and recs[1]["class_id"] == 80
-    assert type(recs[0]["score"]) is float and type(recs[0]["class_id"]) is int
-    assert all(type(v) is float for v in recs[0]["box"])
-    assert json.dumps(recs[1]["box"]) == "[0.0, 0.0, 1.0, 1.0]"  # no "-0.0"
-    assert detection_records(np.zeros((0, 6), np.float32), ["a"]) == []
-    assert detection_records(det, {2: "two"})[0]["label"] == "two"
 
 
 @pytest.mark.parametrize("conf", [0.001, 0.25, 0.9])

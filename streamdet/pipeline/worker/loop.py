@@ -49,6 +49,8 @@ from streamdet.stopflag import StopFlag
 
 log = logging.getLogger("streamdet.worker")
 
+_NO_DETECTIONS = np.zeros((0, 6), np.float32)
+
 
 class WorkerLoop:
     """One worker's stages and counters, separate from process set-up so tests can drive it.
@@ -224,8 +226,7 @@ class WorkerLoop:
         """Stage 6: one wire message per frame, in order; counts what was published and what was not.
         ``None`` in ``dets``: a frame the detector skipped (its camera's tracker predicts its boxes)."""
         from streamdet.errors import WireError
-        from streamdet.pipeline.postprocess import detection_records
-        from streamdet.wire import detection_message
+        from streamdet.wire import DetectionMessage
 
         t1 = time.perf_counter()
         track_s, n_tracked = 0.0, 0  # the tracker's share, timed apart ("track") and left out of "publish"
@@ -244,13 +245,7 @@ class WorkerLoop:
                 n_tracked += 1
             ts_publish = time.time()
             try:  # a non-finite score breaks the contract; one bad message never stops the worker
-                if tracked is None:
-                    records = detection_records(det if det is not None else np.zeros((0, 6), np.float32), self.names)
-                else:
-                    records = detection_records(tracked.det, self.names)
-                    for record, track_id in zip(records, tracked.track_ids.tolist(), strict=True):
-                        record["track_id"] = track_id
-                msg = detection_message(
+                msg = DetectionMessage.build(
                     camera=frame.camera,
                     seq=ring.next_message_seq(),
                     frame=frame.frame_index,
@@ -260,7 +255,9 @@ class WorkerLoop:
                     width=frame.src_width,
                     height=frame.src_height,
                     dropped=dropped,
-                    detections=records,
+                    det=(tracked.det if tracked is not None else det if det is not None else _NO_DETECTIONS),
+                    names=self.names,
+                    track_ids=None if tracked is None else tracked.track_ids,
                     inferred=None if tracked is None else tracked.inferred,
                 )
                 sent = self.publisher.send(msg)
