@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from streamdet.errors import ConfigError
-from streamdet.val import ValJob, ValResult, predict_shard, score
+from streamdet.val_core import ValJob, ValResult, predict_shard, score
 
 __all__ = ["DevicesError", "TorchrunEnv", "check_devices", "group_backend", "parse_devices", "run_rank",
            "run_spawned", "torchrun_env"]

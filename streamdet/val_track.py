@@ -65,7 +65,7 @@ def parse_detect_every(text: str) -> tuple[int, ...]:
 
 def find_clips(paths: Sequence[str | Path]) -> list[Path]:
     """The clips named, a folder standing for its video files (sorted by name)."""
-    from streamdet.val import VIDEO_SUFFIXES
+    from streamdet.val_core import VIDEO_SUFFIXES
 
     out: list[Path] = []
     for p in map(Path, paths):
@@ -121,7 +121,7 @@ def detect_clip(detector: Any, clip: Path, batch_size: int = 8, progress: bool =
 
     Frames are decoded as :func:`streamdet.val.iter_clip` decodes them (the daemon's YUV planes,
     each frame's time checked against the ground truth's ``pts``)."""
-    from streamdet.val import iter_clip
+    from streamdet.val_core import iter_clip
 
     truth = read_track_truth(clip)
     total, items = iter_clip(clip)
