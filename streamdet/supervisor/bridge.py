@@ -22,7 +22,7 @@ from streamdet.supervisor.children import Child
 BRIDGE_TARGET = "streamdet.bridge.child:bridge_main"
 
 if TYPE_CHECKING:
-    from streamdet.supervisor.core import Supervisor
+    from streamdet.supervisor.state import SupervisorState
 
 log = logging.getLogger("streamdet.supervisor")
 
@@ -35,22 +35,22 @@ def _bridge_key(config: Config) -> tuple[Any, ...] | None:
 
 
 class BridgeRunner:
-    """Creates, restarts and retires the bridge child of ``sup`` (see the module docstring)."""
+    """Creates, restarts and retires the bridge child of the supervisor's ``state`` (see the module docstring)."""
 
-    def __init__(self, sup: Supervisor) -> None:
-        self.sup = sup
+    def __init__(self, state: SupervisorState) -> None:
+        self.state = state
         self.keys = BridgeKeys.generate()  # admitted by a CURVE proxy whether or not a bridge runs
         self.counters: Any = None  # shared array of the running bridge's counters (COUNTER_FIELDS order)
 
     def counter_values(self) -> Sequence[float] | None:
         """The bridge's counters for the metrics, or None when no bridge is configured."""
-        if self.sup.config.mqtt is None or self.counters is None:
+        if self.state.config.mqtt is None or self.counters is None:
             return None
         return list(self.counters)
 
     def _args(self, config: Config) -> Any:
         from streamdet.keys import server_keys_from_config
-        from streamdet.supervisor.core import local_endpoint
+        from streamdet.supervisor.runtime import local_endpoint
 
         assert config.mqtt is not None
         settings = config.mqtt.bridge_settings()
@@ -69,7 +69,7 @@ class BridgeRunner:
         from streamdet_client.mqtt import COUNTER_FIELDS
 
         before, after = (None if old is None else _bridge_key(old)), _bridge_key(new)
-        child = self.sup.children.get(CHILD_NAME)
+        child = self.state.children.get(CHILD_NAME)
         if after is None:
             if child is None or child.retire:
                 return None
@@ -79,10 +79,10 @@ class BridgeRunner:
         if before == after and child is not None and not child.retire:
             return None
         if self.counters is None:
-            self.counters = self.sup.ctx.RawArray("d", len(COUNTER_FIELDS))
+            self.counters = self.state.ctx.RawArray("d", len(COUNTER_FIELDS))
         if child is None:
             child = Child(CHILD_NAME, "bridge", (), self._args(new), BRIDGE_TARGET)
-            self.sup.children[CHILD_NAME] = child
+            self.state.children[CHILD_NAME] = child
             assert new.mqtt is not None
             log.info("MQTT bridge to %s configured", new.mqtt.bridge_settings().broker)
             return "MQTT bridge started"

@@ -44,8 +44,9 @@ import signal
 import tempfile
 import threading
 import time
+from multiprocessing.context import SpawnContext
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from streamdet.bridge.check import mqtt_problems
 from streamdet.config import Config
@@ -61,8 +62,14 @@ from streamdet.supervisor.finished import FinishedCameras
 from streamdet.supervisor.plan import DaemonPlan, make_plan
 from streamdet.supervisor.policy import EXIT_STOPPED, EXIT_UNUSABLE, RestartPolicy
 from streamdet.supervisor.reconcile import Reconciler
-from streamdet.supervisor.runtime import PidFile, cleanup_stale_run_dirs, cleanup_stale_segments, runtime_dir
+from streamdet.supervisor.runtime import (
+    PidFile,
+    cleanup_stale_run_dirs,
+    cleanup_stale_segments,
+    runtime_dir,
+)
 from streamdet.supervisor.signals import start_resource_tracker
+from streamdet.supervisor.state import SupervisorState
 from streamdet.systemd import SystemdNotifier
 
 log = logging.getLogger("streamdet.supervisor")
@@ -74,12 +81,21 @@ HEALTHY_BEAT_S = 5.0  # a child whose last heartbeat is older than this (or hang
 STARTUP_BEAT_GRACE_S = 30.0  # a starting child may go this long without a heartbeat (imports on a busy CPU)
 
 
-def local_endpoint(endpoint: str) -> str:
-    """The address a local client connects to for a bound endpoint (wildcard hosts -> loopback)."""
-    for wildcard in ("tcp://*:", "tcp://0.0.0.0:"):
-        if endpoint.startswith(wildcard):
-            return "tcp://127.0.0.1:" + endpoint[len(wildcard):]
-    return endpoint
+T = TypeVar("T")
+
+
+class _StateField(Generic[T]):
+    """A Supervisor attribute that is a field of its :class:`SupervisorState` of the same name."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, sup: Supervisor, owner: type | None = None) -> T:
+        value: T = getattr(sup.state, self.name)
+        return value
+
+    def __set__(self, sup: Supervisor, value: T) -> None:
+        setattr(sup.state, self.name, value)
 
 
 class Supervisor:
@@ -90,28 +106,30 @@ class Supervisor:
 
     def __init__(self, config: Config, config_path: str | Path | None = None,
                  targets: ChildTargets | None = None) -> None:
-        self.config = config
+        self.state = SupervisorState(config=config, ctx=mp.get_context("spawn"), cpus=usable_cpus())
         self.config_path = Path(config_path) if config_path is not None else None
-        self.ctx = mp.get_context("spawn")
-        self.start_gate: Any = None  # StopFlag set once every worker served once: file cameras start then
-        self.rings: dict[str, FrameRing] = {}
-        self.children: dict[str, Child] = {}
-        self.plan: DaemonPlan | None = None
-        self.proxy: PublishProxy | None = None
         self.notifier = SystemdNotifier()
-        self.cpus = usable_cpus()
         self._signal: int | None = None
         self._reload_requested = False
-        self._workdir: Path | None = None
         self._pidfile: PidFile | None = None
         self._ready = False
-        self.metrics: Any = None
-        self.web: Any = None  # the live view (streamdet.web.service.WebService) when web: is set
         self._stats_thread: threading.Thread | None = None
         self._stats_stop = threading.Event()
-        self.reconciler = Reconciler(self, targets)
-        self.policy = RestartPolicy(self)
-        self.finished = FinishedCameras(self)
+        self.finished = FinishedCameras(self.state)
+        self.reconciler = Reconciler(self.state, self.finished, targets)
+        self.policy = RestartPolicy(self.state)
+
+    # -- the state, as attributes (the parts use ``self.state``) --------------------------------
+    config = _StateField[Config]()
+    ctx = _StateField[SpawnContext]()
+    cpus = _StateField[int]()
+    rings = _StateField[dict[str, FrameRing]]()
+    children = _StateField[dict[str, Child]]()
+    plan = _StateField[DaemonPlan | None]()
+    proxy = _StateField[PublishProxy | None]()
+    start_gate = _StateField[Any]()
+    metrics = _StateField[Any]()
+    web = _StateField[Any]()
 
     # -- signals -----------------------------------------------------------------------------
     #: what each signal asks for: the name of the handler (handlers only record it; the loop acts)
@@ -234,7 +252,8 @@ class Supervisor:
                 log.error("%s (pid %s) %s; killed it", child.name, pid, reason)
                 if not self.policy.on_death(child, child.reap()):
                     return False
-        self.finished.poll()
+        for cam in self.finished.poll():
+            self.reconciler.release_ring(cam)
         self._maybe_ready()
         return True
 
@@ -284,30 +303,36 @@ class Supervisor:
             log.error("reload rejected, still running the previous configuration: %s", exc)
             self.notifier.ready("reload rejected: configuration invalid")
             return
-        summary = self.reconciler.apply(new)
-        log.info("reloaded %s: %s", self.config_path, summary)
+        outcome = self.reconciler.apply(new)
+        if outcome.restart_metrics:
+            self._stop_metrics()
+            self._start_metrics()
+        if outcome.restart_web:
+            self._stop_web()
+            self._start_web()
+        log.info("reloaded %s: %s", self.config_path, outcome.summary)
         self.notifier.ready(f"serving {len(self.rings)} cameras")
 
     # -- metrics -----------------------------------------------------------------------------
     def _start_metrics(self) -> None:
         from streamdet.supervisor.observe import start_metrics
 
-        start_metrics(self)
+        start_metrics(self.state, self.finished, self.reconciler.bridge)
 
     def _stop_metrics(self) -> None:
         from streamdet.supervisor.observe import stop_metrics
 
-        stop_metrics(self)
+        stop_metrics(self.state)
 
     def _start_web(self) -> None:
         from streamdet.supervisor.observe import start_web
 
-        start_web(self)
+        start_web(self.state, self.finished)
 
     def _stop_web(self) -> None:
         from streamdet.supervisor.observe import stop_web
 
-        stop_web(self)
+        stop_web(self.state)
 
     # -- main ----------------------------------------------------------------------------------
     def _open(self) -> None:
@@ -326,11 +351,12 @@ class Supervisor:
         bridge_problems = mqtt_problems(self.config)  # no paho, unreadable TLS files: refuse, exit 2
         if bridge_problems:
             raise ConfigError("; ".join(bridge_problems))
-        self._workdir = Path(tempfile.mkdtemp(prefix=f"run-{os.getpid()}-", dir=rdir))
-        if len(f"{self._workdir}/publish.sock") > IPC_PATH_MAX:  # a Unix socket path's limit
-            self._workdir.rmdir()
-            self._workdir = Path(tempfile.mkdtemp(prefix=f"streamdet-run-{os.getpid()}-"))
-            log.info("runtime directory %s is too long for a socket path; using %s", rdir, self._workdir)
+        run_dir = Path(tempfile.mkdtemp(prefix=f"run-{os.getpid()}-", dir=rdir))
+        if len(f"{run_dir}/publish.sock") > IPC_PATH_MAX:  # a Unix socket path's limit
+            run_dir.rmdir()
+            run_dir = Path(tempfile.mkdtemp(prefix=f"streamdet-run-{os.getpid()}-"))
+            log.info("runtime directory %s is too long for a socket path; using %s", rdir, run_dir)
+        self.state.run_dir = run_dir
         from streamdet.stopflag import StopFlag
 
         self.start_gate = StopFlag(self.ctx)
@@ -345,13 +371,11 @@ class Supervisor:
 
     @property
     def internal_endpoint(self) -> str:
-        assert self._workdir is not None
-        return f"ipc://{self._workdir}/publish.sock"
+        return self.state.internal_endpoint
 
     @property
     def workdir(self) -> Path:
-        assert self._workdir is not None
-        return self._workdir
+        return self.state.workdir
 
     def run(self) -> int:
         """Run until a signal (exit 0), a runtime failure (exit 1) or what cannot work without a
@@ -405,8 +429,8 @@ class Supervisor:
             with contextlib.suppress(Exception):
                 ring.unlink()
         self.rings.clear()
-        if self._workdir is not None:
-            shutil.rmtree(self._workdir, ignore_errors=True)
+        if self.state.run_dir is not None:
+            shutil.rmtree(self.state.run_dir, ignore_errors=True)
         if self._pidfile is not None:
             self._pidfile.release()
 

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from streamdet.pipeline.ring_layout import RingStatus
 
 if TYPE_CHECKING:
-    from streamdet.supervisor.core import Supervisor
+    from streamdet.supervisor.state import SupervisorState
 
 log = logging.getLogger("streamdet.supervisor")
 
@@ -49,8 +49,8 @@ def final_settings(status: RingStatus) -> dict[str, Any]:
 class FinishedCameras:
     """The ``finished`` flags shared with the decoders and the released cameras' final status."""
 
-    def __init__(self, sup: Supervisor) -> None:
-        self.sup = sup
+    def __init__(self, state: SupervisorState) -> None:
+        self.state = state
         self.flags: dict[str, Any] = {}  # camera -> shared byte, set to 1 by its decoder process
         self.released: dict[str, RingStatus] = {}  # camera -> its ring's status when it was released
         self._pending: dict[str, _Pending] = {}
@@ -59,7 +59,7 @@ class FinishedCameras:
         """The camera's shared flag (created at 0 on first use)."""
         value = self.flags.get(cam)
         if value is None:
-            value = self.flags[cam] = self.sup.ctx.RawValue("b", 0)
+            value = self.flags[cam] = self.state.ctx.RawValue("b", 0)
         return value
 
     def is_finished(self, cam: str) -> bool:
@@ -84,17 +84,17 @@ class FinishedCameras:
     def statuses(self) -> dict[str, RingStatus]:
         """Every camera's status: from its ring, or the final one of a released camera."""
         out = dict(self.released)
-        out.update({cam: ring.status() for cam, ring in list(self.sup.rings.items())})
+        out.update({cam: ring.status() for cam, ring in list(self.state.rings.items())})
         return out
 
     def poll(self) -> list[str]:
-        """Release the rings of finished cameras that are due (see the module docstring);
-        returns the cameras released."""
+        """The finished cameras whose rings are due for release (see the module docstring), with
+        their final status recorded; the caller releases them (``Reconciler.release_ring``)."""
         now = time.monotonic()
-        grace = self.sup.config.supervisor.hang_timeout_s
+        grace = self.state.config.supervisor.hang_timeout_s
         due = []
         for cam, value in list(self.flags.items()):
-            ring = self.sup.rings.get(cam)
+            ring = self.state.rings.get(cam)
             if not value.value or ring is None:
                 continue
             pending = self._pending.setdefault(cam, _Pending(now))
@@ -109,8 +109,7 @@ class FinishedCameras:
                 due.append((cam, st, f" ({st.latest_seq - st.consumed_seq} frames never read)"))
         for cam, st, note in due:
             del self._pending[cam]
-            self.released[cam] = self.sup.rings[cam].status()  # final: its decoder is done with it
-            self.sup.reconciler.release_ring(cam)
+            self.released[cam] = self.state.rings[cam].status()  # final: its decoder is done with it
             why = f": {st.last_error}" if st.state == "failed" and st.last_error else ""
             log.info("camera %s %s%s; its ring is released%s", cam, st.state, why, note)
         return [cam for cam, _, _ in due]

@@ -12,12 +12,14 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from streamdet.supervisor.core import Supervisor
+    from streamdet.supervisor.bridge import BridgeRunner
+    from streamdet.supervisor.finished import FinishedCameras
+    from streamdet.supervisor.state import SupervisorState
 
 log = logging.getLogger("streamdet.supervisor")
 
 
-def on_stats_callback(sup: Supervisor) -> Callable[[Mapping[str, Any]], None]:
+def on_stats_callback(sup: SupervisorState) -> Callable[[Mapping[str, Any]], None]:
     """What the proxy calls with each stats message (from its capture thread)."""
 
     def on_stats(msg: Mapping[str, Any]) -> None:
@@ -30,7 +32,7 @@ def on_stats_callback(sup: Supervisor) -> Callable[[Mapping[str, Any]], None]:
     return on_stats
 
 
-def children_info(sup: Supervisor) -> dict[str, dict[str, Any]]:
+def children_info(sup: SupervisorState) -> dict[str, dict[str, Any]]:
     """Per child: kind, restarts, phase, alive, parked (for the metrics)."""
     from streamdet.pipeline.worker.contract import PHASES
 
@@ -42,33 +44,33 @@ def children_info(sup: Supervisor) -> dict[str, dict[str, Any]]:
     return out
 
 
-def start_metrics(sup: Supervisor) -> None:
+def start_metrics(sup: SupervisorState, finished: FinishedCameras, bridge: BridgeRunner) -> None:
     m = sup.config.metrics
     if m.port is None:
         return
     from streamdet.metrics import DaemonMetrics
 
     metrics = DaemonMetrics(
-        rings=sup.finished.statuses,  # a released camera: its final status
+        rings=finished.statuses,  # a released camera: its final status
         children=lambda: children_info(sup),
         rejected=lambda: sup.proxy.rejected_handshakes if sup.proxy is not None else 0,
     )
     from streamdet.bridge.metrics import BridgeCollector
 
-    metrics.registry.register(BridgeCollector(sup.reconciler.bridge.counter_values))
+    metrics.registry.register(BridgeCollector(bridge.counter_values))
     metrics.start(m.host, m.port)
     sup.metrics = metrics
     log.info("metrics on http://%s:%d/metrics", m.host, metrics.port)
 
 
-def stop_metrics(sup: Supervisor) -> None:
+def stop_metrics(sup: SupervisorState) -> None:
     if sup.metrics is not None:
         with contextlib.suppress(Exception):
             sup.metrics.stop()
         sup.metrics = None
 
 
-def start_web(sup: Supervisor) -> None:
+def start_web(sup: SupervisorState, finished: FinishedCameras) -> None:
     """Serve the live view (``web:``) from this process; a port in use is logged, not fatal."""
     w = sup.config.web
     if w is None:
@@ -80,7 +82,7 @@ def start_web(sup: Supervisor) -> None:
         w,
         cameras=lambda: [c.id for c in sup.config.enabled_cameras],
         ring_names=lambda: {cam: ring.name for cam, ring in list(sup.rings.items())},
-        statuses=sup.finished.statuses,
+        statuses=finished.statuses,
         sizes=lambda: {cam: ring.latest_size() for cam, ring in list(sup.rings.items())},
         proxy=lambda: sup.proxy,
     )
@@ -94,7 +96,7 @@ def start_web(sup: Supervisor) -> None:
     log.info("live view on %s", service.url)
 
 
-def stop_web(sup: Supervisor) -> None:
+def stop_web(sup: SupervisorState) -> None:
     if sup.web is not None:
         with contextlib.suppress(Exception):
             sup.web.stop()

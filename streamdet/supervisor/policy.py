@@ -32,7 +32,7 @@ from streamdet.pipeline.worker.contract import EXIT_CANNOT_START
 from streamdet.supervisor.children import START_FAILURES_FATAL, Child
 
 if TYPE_CHECKING:
-    from streamdet.supervisor.core import Supervisor
+    from streamdet.supervisor.state import SupervisorState
 
 log = logging.getLogger("streamdet.supervisor")
 
@@ -46,8 +46,8 @@ class RestartPolicy:
     marking it finished (decoders) and stopping the daemon; ``exit_status`` is the daemon's
     status once it decided to stop."""
 
-    def __init__(self, sup: Supervisor) -> None:
-        self.sup = sup
+    def __init__(self, state: SupervisorState) -> None:
+        self.state = state
         self.exit_status = EXIT_RUNTIME_FAILURE
 
     def _give_up(self, status: int, line: str) -> bool:
@@ -63,7 +63,7 @@ class RestartPolicy:
             self.exit_status = EXIT_UNUSABLE
             return False
         if child.kind == "bridge":  # a broker problem never stops the daemon: restart it with backoff, always
-            child.record_restart(self.sup.config.supervisor.restart_window_s, sys.maxsize)
+            child.record_restart(self.state.config.supervisor.restart_window_s, sys.maxsize)
             log.warning("%s %s; restarting in %.1f s", child.name, what, child.next_start - time.monotonic())
             return True
         if child.kind == "decoder" and code == EXIT_FINISHED:
@@ -81,7 +81,7 @@ class RestartPolicy:
                                                         f"{EXIT_UNUSABLE}")
                 self.park(child, line)
                 return not self._every_decoder_parked()
-        s = self.sup.config.supervisor
+        s = self.state.config.supervisor
         if not child.record_restart(s.restart_window_s, s.restart_limit):
             line = f"{child.name} {what}; {len(child.restarts) - 1} restarts within {s.restart_window_s:.0f} s"
             if child.kind == "worker":
@@ -97,7 +97,7 @@ class RestartPolicy:
         log.error("%s %s; its cameras (%s) are stopped until a reload changes them", child.name, reason,
                   ", ".join(child.cameras))
         for cam in child.cameras:
-            ring = self.sup.rings.get(cam)
+            ring = self.state.rings.get(cam)
             if ring is not None:
                 with contextlib.suppress(Exception):
                     ring.set_state("failed", error=f"decoder {reason}"[:256])
@@ -105,7 +105,7 @@ class RestartPolicy:
     def _every_decoder_parked(self) -> bool:
         """Whether nothing is left to decode because every decoder was given up on; sets the exit
         status: 2 when none of them ever served (an environment that cannot run a decoder), else 1."""
-        decoders = [c for c in self.sup.children.values() if c.kind == "decoder"]
+        decoders = [c for c in self.state.children.values() if c.kind == "decoder"]
         if not decoders or not all(c.parked for c in decoders):
             return False
         if any(c.ever_served for c in decoders):

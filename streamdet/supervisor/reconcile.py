@@ -37,9 +37,11 @@ from streamdet.supervisor.children import Child, ChildTargets
 from streamdet.supervisor.finished import final_settings
 from streamdet.supervisor.plan import DaemonPlan, DecoderPlan, WorkerPlan, make_plan
 from streamdet.supervisor.runtime import ring_name
+from streamdet.supervisor.state import ReloadOutcome
 
 if TYPE_CHECKING:
-    from streamdet.supervisor.core import Supervisor
+    from streamdet.supervisor.finished import FinishedCameras
+    from streamdet.supervisor.state import SupervisorState
 
 log = logging.getLogger("streamdet.supervisor")
 
@@ -47,21 +49,22 @@ log = logging.getLogger("streamdet.supervisor")
 class Reconciler:
     """Creates and updates the supervisor's rings, children and proxy (see the module docstring)."""
 
-    def __init__(self, sup: Supervisor, targets: ChildTargets | None = None) -> None:
-        self.sup = sup
+    def __init__(self, state: SupervisorState, finished: FinishedCameras, targets: ChildTargets | None = None) -> None:
+        self.state = state  # the supervisor's state (read and changed here)
+        self.finished = finished
         self.targets = targets if targets is not None else ChildTargets()
         self.max_fps: dict[str, Any] = {}  # camera -> shared double (0 = no limit), read by its decoder
         self.generation: dict[str, Any] = {}  # worker -> shared counter of its live settings file
-        self.bridge = BridgeRunner(sup)  # the MQTT bridge child (mqtt:)
+        self.bridge = BridgeRunner(state)  # the MQTT bridge child (mqtt:)
 
     # -- rings -----------------------------------------------------------------------------
     def _create_ring(self, cam: str) -> None:
-        r = self.sup.config.ring
+        r = self.state.config.ring
         slot_bytes = slot_bytes_for(r.max_width, r.max_height, "yuv420p")
-        self.sup.rings[cam] = FrameRing.create(ring_name(os.getpid(), cam), cam, r.slots, slot_bytes)
+        self.state.rings[cam] = FrameRing.create(ring_name(os.getpid(), cam), cam, r.slots, slot_bytes)
 
     def _remove_ring(self, cam: str) -> None:
-        ring = self.sup.rings.pop(cam, None)
+        ring = self.state.rings.pop(cam, None)
         self.max_fps.pop(cam, None)
         if ring is not None:
             ring.close()
@@ -71,7 +74,7 @@ class Reconciler:
         """A camera finished for good (its final status already in ``finished.released``): unlink
         its ring and tell its worker to detach it (its live settings carry the final status)."""
         self._remove_ring(cam)
-        plan = self.sup.plan
+        plan = self.state.plan
         for w in plan.workers if plan is not None else ():
             if cam in w.cameras and w.name in self.generation:
                 self._write_live(w)
@@ -80,27 +83,27 @@ class Reconciler:
         for src in plan.sources:
             value = self.max_fps.get(src.camera_id)
             if value is None:
-                value = self.max_fps[src.camera_id] = self.sup.ctx.RawValue("d", 0.0)
+                value = self.max_fps[src.camera_id] = self.state.ctx.RawValue("d", 0.0)
             value.value = float(src.max_fps or 0.0)
 
     # -- children --------------------------------------------------------------------------
     def _decoder_args(self, plan: DecoderPlan) -> Callable[[StopFlag], tuple[Any, ...]]:
         def build(stop: StopFlag) -> tuple[Any, ...]:  # at each start: its cameras not finished yet
-            finished = self.sup.finished
+            finished = self.finished
             sections = [s for s in plan.sections if not finished.is_finished(s.camera_id)]
             cams = [s.camera_id for s in sections]
-            spec = DecoderSpec(sources=list(sections), ring_names={c: self.sup.rings[c].name for c in cams},
-                               start_gate=self.sup.start_gate, live_max_fps={c: self.max_fps[c] for c in cams},
+            spec = DecoderSpec(sources=list(sections), ring_names={c: self.state.rings[c].name for c in cams},
+                               start_gate=self.state.start_gate, live_max_fps={c: self.max_fps[c] for c in cams},
                                finished={c: finished.flag(c) for c in cams})
             return spec, stop
 
         return build
 
     def _live_path(self, name: str) -> Path:
-        return self.sup.workdir / f"{name}.live.json"
+        return self.state.workdir / f"{name}.live.json"
 
     def _write_live(self, plan: WorkerPlan) -> None:
-        rings, released = self.sup.rings, self.sup.finished.released
+        rings, released = self.state.rings, self.finished.released
         live = {"cameras": {c: rings[c].name for c in plan.cameras if c in rings}, "thresholds": plan.thresholds(),
                 "tracking": plan.tracking(),
                 "finished": {c: final_settings(released[c]) for c in plan.cameras if c in released}}
@@ -110,7 +113,7 @@ class Reconciler:
         tmp.replace(path)
         gen = self.generation.get(plan.name)
         if gen is None:
-            gen = self.generation[plan.name] = self.sup.ctx.RawValue("L", 0)
+            gen = self.generation[plan.name] = self.state.ctx.RawValue("L", 0)
         gen.value += 1
 
     def _worker_args(self, plan: WorkerPlan, child: Child) -> Callable[[StopFlag], tuple[Any, ...]]:
@@ -119,11 +122,11 @@ class Reconciler:
                                 live_path=str(self._live_path(plan.name)))
 
         def build(stop: StopFlag) -> tuple[Any, ...]:  # at each start: the rings that exist now
-            rings = self.sup.rings
+            rings = self.state.rings
             spec = WorkerSpec(
                 name=plan.name, device=plan.spec_device,
                 ring_names={c: rings[c].name for c in plan.cameras if c in rings},
-                model=plan.model, batching=plan.batching, publish_endpoint=self.sup.internal_endpoint,
+                model=plan.model, batching=plan.batching, publish_endpoint=self.state.internal_endpoint,
                 stats_interval_s=plan.stats_interval_s, threads=plan.threads, lanes=plan.lanes, stuck_s=plan.stuck_s,
             )
             return spec, stop, control
@@ -133,15 +136,15 @@ class Reconciler:
     def _new_decoder(self, plan: DecoderPlan) -> Child:
         self._set_max_fps(plan)
         child = Child(plan.name, "decoder", plan.cameras, self._decoder_args(plan), self.targets.decoder)
-        self.sup.children[plan.name] = child
+        self.state.children[plan.name] = child
         return child
 
     def _new_worker(self, plan: WorkerPlan) -> Child:
         self._write_live(plan)
         child = Child(plan.name, "worker", plan.cameras, lambda stop: (), self.targets.worker,
-                      heartbeat=self.sup.ctx.RawValue("d", 0.0), phase=self.sup.ctx.RawValue("i", 0))
+                      heartbeat=self.state.ctx.RawValue("d", 0.0), phase=self.state.ctx.RawValue("i", 0))
         child.build_args = self._worker_args(plan, child)
-        self.sup.children[plan.name] = child
+        self.state.children[plan.name] = child
         return child
 
     def _restart(self, child: Child) -> None:
@@ -152,16 +155,16 @@ class Reconciler:
             child.next_start, child.start_failures = 0.0, 0
             return
         child.restart_when_stopped = True
-        child.request_stop(self.sup.config.supervisor.stop_timeout_s)
+        child.request_stop(self.state.config.supervisor.stop_timeout_s)
 
     def _retire(self, child: Child) -> None:
         child.retire = True
-        child.request_stop(self.sup.config.supervisor.stop_timeout_s)
+        child.request_stop(self.state.config.supervisor.stop_timeout_s)
 
     def _revive(self, plan: DecoderPlan, before: DecoderPlan | None) -> set[str]:
         """The finished cameras of ``plan`` whose source this reload changed (all of them without
         ``before``): cleared to run again, with a new ring where theirs was released."""
-        finished = self.sup.finished
+        finished = self.finished
         old = _source_keys(before) if before is not None else {}
         revived = set()
         for cam, key in _source_keys(plan).items():
@@ -181,8 +184,8 @@ class Reconciler:
             self._new_decoder(d)
         for w in plan.workers:
             self._new_worker(w)
-        self.bridge.sync(None, self.sup.config)
-        self.sup.plan = plan
+        self.bridge.sync(None, self.state.config)
+        self.state.plan = plan
 
     # -- proxy -----------------------------------------------------------------------------
     def start_proxy(self, config: Config) -> PublishProxy:
@@ -191,14 +194,14 @@ class Reconciler:
         from streamdet.supervisor.observe import on_stats_callback
 
         curve = admit_bridge(server_keys_from_config(config), self.bridge.keys)  # the MQTT bridge may subscribe
-        proxy = PublishProxy(self.sup.internal_endpoint, config.publish.endpoint, config.publish.hwm,
-                             curve=curve, on_stats=on_stats_callback(self.sup))
+        proxy = PublishProxy(self.state.internal_endpoint, config.publish.endpoint, config.publish.hwm,
+                             curve=curve, on_stats=on_stats_callback(self.state))
         proxy.start()
         log.info("publishing on %s", config.publish.endpoint)
         return proxy
 
     def restart_proxy(self, config: Config, why: str) -> PublishProxy | None:
-        old = self.sup.proxy
+        old = self.state.proxy
         if old is not None:
             old.stop()
         log.warning("restarting the publish proxy: %s", why)
@@ -209,9 +212,10 @@ class Reconciler:
             return None
 
     # -- reload ----------------------------------------------------------------------------
-    def apply(self, new: Config) -> str:
-        """Apply ``new`` as a diff against what runs; returns a one-line summary of the changes."""
-        sup = self.sup
+    def apply(self, new: Config) -> ReloadOutcome:
+        """Apply ``new`` as a diff against what runs; returns a one-line summary of the changes and
+        what the core restarts itself (the metrics endpoint, the live view)."""
+        sup = self.state
         old, old_plan = sup.config, sup.plan
         assert old_plan is not None
         plan = make_plan(new, sup.cpus, previous=old_plan)
@@ -219,7 +223,7 @@ class Reconciler:
         if new.log_level != old.log_level:
             logging.getLogger("streamdet").setLevel(new.log_level.upper())
         rings_changed = new.ring != old.ring
-        old_cams = set(sup.rings) | set(sup.finished.released)
+        old_cams = set(sup.rings) | set(self.finished.released)
         new_cams = {c for d in plan.decoders for c in d.cameras}
         added, removed = sorted(new_cams - old_cams), sorted(old_cams - new_cams)
         notes: list[str] = []
@@ -227,7 +231,7 @@ class Reconciler:
         if rings_changed:
             for cam in sorted(old_cams & new_cams):
                 self._remove_ring(cam)
-                sup.finished.restart(cam)
+                self.finished.restart(cam)
                 self._create_ring(cam)
             notes.append("ring settings changed: every camera restarted")
         for cam in added:
@@ -301,21 +305,19 @@ class Reconciler:
 
         for cam in removed:
             self._remove_ring(cam)
-            sup.finished.forget(cam)
+            self.finished.forget(cam)
         if (new.publish.endpoint, new.publish.hwm, new.publish.curve) != (
                 old.publish.endpoint, old.publish.hwm, old.publish.curve):
             sup.proxy = self.restart_proxy(new, "publish settings changed")
             notes.append("publish proxy restarted")
-        if new.metrics != old.metrics:
-            sup._stop_metrics()
-            sup._start_metrics()
+        restart_metrics = new.metrics != old.metrics
+        if restart_metrics:
             notes.append("metrics endpoint restarted")
         bridge_note = self.bridge.sync(old, new)  # mqtt: alone restarts the bridge alone
         if bridge_note:
             notes.append(bridge_note)
-        if new.web != old.web:
-            sup._stop_web()
-            sup._start_web()
+        restart_web = new.web != old.web
+        if restart_web:
             notes.append("live view restarted" if new.web is not None else "live view stopped")
         sup.plan = plan
         parts = [f"cameras +{len(added)} -{len(removed)} restarted {len(restarted_cams)}"
@@ -325,7 +327,7 @@ class Reconciler:
                              ("workers updated live", live_workers)):
             if items:
                 parts.append(f"{label}: {', '.join(items)}")
-        return "; ".join(parts + notes)
+        return ReloadOutcome("; ".join(parts + notes), restart_metrics=restart_metrics, restart_web=restart_web)
 
 
 def _source_keys(plan: DecoderPlan) -> dict[str, object]:

@@ -138,3 +138,11 @@ def send_reload(directory: Path | None = None) -> int:
         raise StreamdetError(f"{path} names pid {pid}, which is not a running streamdet (a stale pid file)")
     os.kill(pid, signal.SIGHUP)
     return pid
+
+
+def local_endpoint(endpoint: str) -> str:
+    """The address a local client connects to for a bound endpoint (wildcard hosts -> loopback)."""
+    for wildcard in ("tcp://*:", "tcp://0.0.0.0:"):
+        if endpoint.startswith(wildcard):
+            return "tcp://127.0.0.1:" + endpoint[len(wildcard):]
+    return endpoint

@@ -138,10 +138,12 @@ def test_child_env_is_set_in_the_child_only(tmp_path: Path, monkeypatch: pytest.
 def test_reconciler_gives_each_worker_its_gpu(tmp_path: Path) -> None:
     plan = make_plan(_config(tmp_path, ["a", "b"]), cpus=16, gpu_counter=gpus(2), environ={})
     ctx = mp.get_context("spawn")
-    sup = SimpleNamespace(rings={c: SimpleNamespace(name=f"ring_{c}") for c in ("a", "b")}, children={},
-                          internal_endpoint="ipc:///nowhere", workdir=tmp_path, ctx=ctx,
-                          finished=SimpleNamespace(released={}))
-    rec = Reconciler(sup)  # type: ignore[arg-type]
+    from streamdet.supervisor.finished import FinishedCameras
+    from streamdet.supervisor.state import SupervisorState
+
+    rings: Any = {c: SimpleNamespace(name=f"ring_{c}") for c in ("a", "b")}
+    state = SupervisorState(config=_config(tmp_path, ["a", "b"]), ctx=ctx, cpus=16, rings=rings, run_dir=tmp_path)
+    rec = Reconciler(state, FinishedCameras(state))
     for w in plan.workers:
         child = rec._new_worker(w)
         spec, _stop, _control = child.build_args(StopFlag(ctx))
