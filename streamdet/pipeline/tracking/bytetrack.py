@@ -19,9 +19,18 @@ one frame:
    from its last box (the velocity becomes the displacement since). The limit of three runs keeps
    the gate, which widens with the frames since the last match, from handing the id of an object
    gone for long to a new one far away;
-5. the high-score detections still unmatched with ``score >= new_track_thresh`` start tentative
+5. the detections still unmatched are matched, whatever their class, to the confirmed tracks still
+   unmatched (the high-score ones to tracked and lost tracks, the others to tracked ones) at
+   ``IoU >= duplicate_iou`` with the predicted box: a detector that suppresses overlaps per class
+   reports a small or unclear object as one class in one frame and another in the next (or as
+   both in one frame), and the track must follow it; the track keeps its class;
+6. the high-score detections still unmatched with ``score >= new_track_thresh`` start tentative
    tracks, confirmed after ``min_hits`` matches in a row (at once in the tracker's first frame,
-   as ByteTrack does, so that objects present at start-up are reported from the first frame).
+   as ByteTrack does, so that objects present at start-up are reported from the first frame),
+   except duplicates: a detection overlapping any track's box (where its detection is when it
+   matched in this frame, else where predicted) or a better-scoring starter at ``IoU >=
+   duplicate_iou``, whatever the classes, starts none, so that one object never gets two ids
+   that take turns.
 
 Each IoU stage is one assignment problem solved by :func:`scipy.optimize.linear_sum_assignment` over
 cost ``1 - IoU`` with the predicted boxes, only between a detection and a track of the same class
@@ -94,7 +103,10 @@ class TrackerSettings:
     ``match_iou``: the least IoU between a detection and a predicted box that may match;
     ``new_track_thresh``: the least score that starts a track (None: ``high_thresh``; not below it);
     ``lost_frames``: frames in a row a track may go unmatched and still be re-found; ``min_hits``:
-    matches in a row that confirm a new track (1: report it from its first frame).
+    matches in a row that confirm a new track (1: report it from its first frame);
+    ``duplicate_iou``: a detection left unmatched whose box overlaps a track's box at least this
+    much is that track's object whatever its class (the module doc's stages 5 and 6): it may match
+    the track when that is unmatched, and never starts another track.
     """
 
     high_thresh: float = 0.5
@@ -103,6 +115,7 @@ class TrackerSettings:
     new_track_thresh: float | None = None
     lost_frames: int = 30
     min_hits: int = 2
+    duplicate_iou: float = 0.5
 
     def __post_init__(self) -> None:
         _check_fraction("high_thresh", self.high_thresh)
@@ -119,6 +132,9 @@ class TrackerSettings:
                     f"new_track_thresh ({self.new_track_thresh}) must not be below high_thresh ({self.high_thresh}):"
                     " only high-score detections start tracks"
                 )
+        _check_fraction("duplicate_iou", self.duplicate_iou)
+        if self.duplicate_iou <= 0:
+            raise ValueError(f"duplicate_iou must be > 0, got {self.duplicate_iou}")
         _check_count("lost_frames", self.lost_frames, 0)
         _check_count("min_hits", self.min_hits, 1)
 
@@ -258,7 +274,10 @@ class Tracker:
             old_to_new = np.cumsum(keep) - 1
             self._keep(keep)
             det_track = np.where(det_track == _NO_MATCH, _NO_MATCH, old_to_new[det_track])
-        born = np.flatnonzero((det_track == _NO_MATCH) & (scores >= s.high_thresh) & (scores >= s.start_thresh))
+        born = self._unique(
+            np.flatnonzero((det_track == _NO_MATCH) & (scores >= s.high_thresh) & (scores >= s.start_thresh)),
+            boxes, scores,
+        )
         if len(born):
             det_track[born] = len(self._ids) + np.arange(len(born))
             self._add(boxes[born], scores[born], dets[born, 5], confirmed=first or s.min_hits <= 1)
@@ -269,6 +288,29 @@ class Tracker:
         out[:, :6] = dets[out_rows]
         out[:, 6] = self._ids[det_track[out_rows]]
         return out
+
+    def _unique(self, rows: np.ndarray, boxes: np.ndarray, scores: np.ndarray) -> np.ndarray:
+        """The detections ``rows`` that may start tracks: not duplicates of a track or of a better one among them.
+
+        A detection duplicates a track when its box overlaps the track's box (the detection matched
+        in this frame, else the predicted box) at IoU >= ``duplicate_iou``, whatever the classes: a
+        detector that suppresses overlaps per class reports one object as two classes, and the
+        second box must not start a second track that then takes turns with the first.
+        """
+        if len(rows) == 0:
+            return rows
+        limit = self.settings.duplicate_iou
+        if len(self._ids):  # a track matched in this frame is where its detection is, the others where predicted
+            current = np.where((self._missed == 0)[:, None], self._last_box, boxes_to_xyxy(self._mean))
+            rows = rows[box_iou(boxes[rows], current).max(axis=1) < limit]
+        if len(rows) > 1:
+            rows = rows[np.argsort(-scores[rows], kind="stable")]
+            iou = box_iou(boxes[rows], boxes[rows])
+            keep = np.ones(len(rows), bool)
+            for i in range(1, len(rows)):
+                keep[i] = not (iou[i, :i][keep[:i]] >= limit).any()
+            rows = np.sort(rows[keep])
+        return rows
 
     def _restarted(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Kalman states of tracks ``rows`` as if started at their last boxes and predicted to now."""
@@ -289,6 +331,10 @@ class Tracker:
             if how == "restart":
                 cost = self._kf.gating_distance(*self._restarted(track_rows), boxes[det_rows]) / CHI2_95
                 allowed = same_class & (cost <= 1.0)
+            elif how == "any class":
+                iou = box_iou(boxes[det_rows], predicted[track_rows])
+                cost = 1.0 - iou
+                allowed = iou >= s.duplicate_iou
             else:
                 iou = box_iou(boxes[det_rows], predicted[track_rows])
                 cost = 1.0 - iou
@@ -305,6 +351,10 @@ class Tracker:
         stage(np.flatnonzero(high & (det_track == _NO_MATCH)), np.flatnonzero(~self._confirmed), "predicted")
         recent = (self._runs_missed <= _RESTART_RUNS) & (tracked | self._confirmed)
         stage(np.flatnonzero(high & (det_track == _NO_MATCH)), np.flatnonzero(recent & ~track_hit), "restart")
+        left = np.flatnonzero(high & (det_track == _NO_MATCH))
+        stage(left, np.flatnonzero(self._confirmed & ~track_hit), "any class")
+        left = np.flatnonzero(~high & (det_track == _NO_MATCH))
+        stage(left, np.flatnonzero(self._confirmed & tracked & ~track_hit), "any class")
         return det_track, restart
 
     def _add(self, boxes: np.ndarray, scores: np.ndarray, cls: np.ndarray, *, confirmed: bool) -> None:

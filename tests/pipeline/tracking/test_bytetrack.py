@@ -136,14 +136,56 @@ def test_a_new_object_is_confirmed_after_min_hits_except_in_the_first_frame() ->
 
 def test_matching_is_per_class() -> None:
     t = Tracker(TrackerSettings(min_hits=1))
-    out = t.update(frame(det(100, 100, cls=0), det(102, 101, cls=1)))  # two objects at one place
+    # two objects of different classes overlapping at IoU 0.33, below duplicate_iou: two tracks
+    out = t.update(frame(det(100, 100, cls=0), det(120, 100, cls=1)))
     ids = ids_by_class(out)
-    for _ in range(5):
-        out = t.update(frame(det(102, 101, cls=1), det(100, 100, cls=0)))
+    assert len(set(ids.values())) == 2
+    for f in range(1, 6):  # they move apart and back; each keeps its id, whatever the input order
+        out = t.update(frame(det(120 + f, 100, cls=1), det(100 - f, 100, cls=0)))
         assert ids_by_class(out) == ids
-    # the same box with another class is another object
-    out = t.update(frame(det(100, 100, cls=2)))
-    assert len(out) == 1 and int(out[0, 6]) not in ids.values()
+    # a third class where both are matched, overlapping one at IoU 0.33: another object
+    out = t.update(frame(det(95, 100, cls=0), det(125, 100, cls=1), det(75, 100, cls=2)))
+    assert len(out) == 3 and int(out[2, 6]) not in ids.values()
+
+
+def test_an_object_reported_as_another_class_keeps_its_track() -> None:
+    # per-class NMS reports an unclear object as class 0 in one frame and class 1 in the next, or
+    # as both at once: it keeps one id, and the second box starts no second track
+    t = Tracker()
+    for f in range(5):
+        out = t.update(frame(det(100 + 4 * f, 200, cls=0)))
+    first = int(out[0, 6])
+    for f in range(5, 25):
+        x = 100 + 4 * f
+        rows = [det(x, 200, 0.6, cls=f % 2)]  # the class flips every frame
+        if f % 3 == 0:
+            rows.append(det(x + 1, 201, 0.55, cls=1 - f % 2))  # both classes at once
+        out = t.update(frame(*rows))
+        assert out[:, 6].tolist() == [first], f
+        assert t.num_tracks == 1
+    # a low-score detection of another class keeps a tracked track alive too
+    out = t.update(frame(det(200, 200, 0.3, cls=2)))
+    assert out[:, 6].tolist() == [first]
+
+
+def test_a_new_object_reported_as_two_classes_starts_one_track() -> None:
+    t = Tracker(TrackerSettings(min_hits=1))
+    t.update(frame(det(500, 500)))
+    out = t.update(frame(det(500, 500), det(100, 100, 0.7, cls=1), det(102, 101, 0.9, cls=2)))
+    assert t.num_tracks == 2
+    assert len(out) == 2 and out[1, 5] == 2  # the better-scoring of the two is the one kept
+
+
+def test_a_detection_of_another_class_overlapping_less_than_duplicate_iou_is_not_matched() -> None:
+    t = Tracker(TrackerSettings(min_hits=1))
+    for _ in range(3):
+        t.update(frame(det(100, 100, cls=0)))
+    out = t.update(frame(det(120, 100, cls=1)))  # IoU 0.33 with the track's box
+    assert out[:, 6].tolist() == [2.0]
+    t = Tracker(TrackerSettings(min_hits=1, duplicate_iou=0.3))
+    for _ in range(3):
+        t.update(frame(det(100, 100, cls=0)))
+    assert t.update(frame(det(120, 100, cls=1)))[:, 6].tolist() == [1.0]
 
 
 def test_predict_moves_boxes_by_the_velocity() -> None:
@@ -214,6 +256,8 @@ def test_bad_detections() -> None:
         ({"lost_frames": -1}, "lost_frames"),
         ({"lost_frames": 2.0}, "lost_frames"),
         ({"min_hits": 0}, "min_hits"),
+        ({"duplicate_iou": 0.0}, "duplicate_iou"),
+        ({"duplicate_iou": 1.5}, "duplicate_iou"),
     ],
 )
 def test_bad_settings_name_the_field(kwargs: dict[str, object], field: str) -> None:
