@@ -8,6 +8,7 @@ blocked, vectorised greedy NMS with the same decisions as torchvision's kernel.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -25,6 +26,7 @@ from streamdet.pipeline.nms_primitives import (
 from streamdet.pipeline.transform import clip_boxes
 
 __all__ = [
+    "NmsSettings",
     "Postprocessor",
     "batched_greedy_nms",
     "clip_boxes",
@@ -101,6 +103,30 @@ def scale_boxes(
     return clip_boxes(boxes, img0_shape)
 
 
+@dataclass(frozen=True)
+class NmsSettings:
+    """What NMS keeps, as one value: a reload swaps the whole object, so a batch never sees half of
+    an update. Raises ValueError for a threshold outside [0, 1] or ``max_det`` < 1."""
+
+    conf_thres: float = 0.25
+    iou_thres: float = 0.45
+    classes: tuple[int, ...] | None = None
+    max_det: int = 300
+    agnostic: bool = False
+
+    def __post_init__(self) -> None:
+        for name in ("conf_thres", "iou_thres"):
+            value = float(getattr(self, name))
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], got {value}")
+            object.__setattr__(self, name, value)
+        if int(self.max_det) < 1:
+            raise ValueError(f"max_det must be >= 1, got {self.max_det}")
+        object.__setattr__(self, "max_det", int(self.max_det))
+        if self.classes is not None:
+            object.__setattr__(self, "classes", tuple(int(c) for c in self.classes))
+
+
 class Postprocessor:
     """Stage 5: raw predictions of a batch -> per-frame detections in each frame's source pixels.
 
@@ -112,12 +138,27 @@ class Postprocessor:
     """
 
     def __init__(self, conf_thres: float = 0.25, iou_thres: float = 0.45, classes: Sequence[int] | None = None,
-                 max_det: int = 300, batched: bool = False) -> None:
+                 max_det: int = 300, batched: bool = False, *, settings: NmsSettings | None = None) -> None:
         self.batched = batched  # whole-batch NMS on CPU too (always used for predictions on a GPU)
-        self.conf_thres = conf_thres
-        self.iou_thres = iou_thres
-        self.classes = list(classes) if classes is not None else None
-        self.max_det = max_det
+        #: the NMS settings, replaced whole (never edited) when they change
+        self.settings = settings if settings is not None else NmsSettings(
+            conf_thres, iou_thres, tuple(classes) if classes is not None else None, max_det)
+
+    @property
+    def conf_thres(self) -> float:
+        return self.settings.conf_thres
+
+    @property
+    def iou_thres(self) -> float:
+        return self.settings.iou_thres
+
+    @property
+    def classes(self) -> list[int] | None:
+        return list(self.settings.classes) if self.settings.classes is not None else None
+
+    @property
+    def max_det(self) -> int:
+        return self.settings.max_det
 
     def __call__(self, pred: torch.Tensor, transforms: Sequence[Any]) -> list[np.ndarray]:
         """(B, N, 5+nc) predictions and B transforms -> B float32 arrays (n, 6) [x1, y1, x2, y2, score, cls]."""
@@ -127,12 +168,13 @@ class Postprocessor:
         # in the same precision) would keep: the same detections, far fewer per-image tensor ops.
         if pred.device.type != "cpu" or self.batched:
             return self._batched(pred, transforms)
+        s = self.settings  # one snapshot for the whole batch
         work = torch.float64 if pred.dtype == torch.float64 else torch.float32
-        keep = pred[..., 4].to(work) > self.conf_thres
+        keep = pred[..., 4].to(work) > s.conf_thres
         out = []
         for i, transform in enumerate(transforms):
-            (det,) = nms(pred[i][keep[i]][None], conf_thres=self.conf_thres, iou_thres=self.iou_thres,
-                         classes=self.classes, max_det=self.max_det)
+            (det,) = nms(pred[i][keep[i]][None], conf_thres=s.conf_thres, iou_thres=s.iou_thres,
+                         classes=s.classes, agnostic=s.agnostic, max_det=s.max_det)
             det = det.float()
             transform.inverse(det[:, :4])
             out.append(det.cpu().numpy().astype(np.float32, copy=False))
@@ -147,8 +189,9 @@ class Postprocessor:
     def packed(self, pred: torch.Tensor) -> torch.Tensor:
         """Whole-batch NMS on pred's device: (k, 7) float32 [x1, y1, x2, y2, score, cls, image] in model
         input pixels, grouped by image in order (what :meth:`unpack` takes once on the host)."""
-        det, img = nms_packed(pred, conf_thres=self.conf_thres, iou_thres=self.iou_thres,
-                              classes=self.classes, max_det=self.max_det)
+        s = self.settings
+        det, img = nms_packed(pred, conf_thres=s.conf_thres, iou_thres=s.iou_thres, classes=s.classes,
+                              agnostic=s.agnostic, max_det=s.max_det)
         return torch.cat((det.float(), img[:, None].float()), 1)  # img < 2**24: exact in float32
 
     def unpack(self, packed: torch.Tensor, transforms: Sequence[Any]) -> list[np.ndarray]:

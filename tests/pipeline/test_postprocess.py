@@ -359,3 +359,28 @@ def test_postprocessor_equals_nms_then_scale_boxes(conf: float) -> None:
         ref[:, :4] = scale_boxes(input_hw, ref[:, :4], hw)
         np.testing.assert_array_equal(det, ref.numpy())
 
+
+
+def test_nms_settings_are_one_checked_value() -> None:
+    from streamdet.pipeline.postprocess import NmsSettings, Postprocessor
+
+    s = NmsSettings(conf_thres=0.5, iou_thres=0.3, classes=[2, 0], max_det=5)  # type: ignore[arg-type]
+    assert s.classes == (2, 0) and s.max_det == 5
+    for bad in ({"conf_thres": 1.5}, {"iou_thres": -0.1}, {"max_det": 0}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            NmsSettings(**bad)  # type: ignore[arg-type]
+    post = Postprocessor(conf_thres=0.4, classes=[1])
+    assert post.settings == NmsSettings(conf_thres=0.4, classes=(1,)) and post.classes == [1]
+
+    from streamdet.pipeline.transform import Transform
+
+    pred = random_pred(3, n=300)
+    t = [Transform((640, 640), (640, 640), (640, 640))]
+    post = Postprocessor(settings=NmsSettings(conf_thres=0.1, iou_thres=0.45, agnostic=True))
+    (agnostic,) = post(pred, t)
+    (want,) = nms(pred, 0.1, 0.45, agnostic=True)
+    want[:, :4] = want[:, :4].clamp(0, 640)  # the inverse transform clips to the frame
+    np.testing.assert_array_equal(agnostic, want.numpy())  # the whole settings value is what NMS uses
+    post.settings = NmsSettings(conf_thres=0.1, iou_thres=0.45)  # swapped whole (a reload)
+    (per_class,) = post(pred, t)
+    assert len(per_class) > len(agnostic)

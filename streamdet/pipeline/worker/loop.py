@@ -114,10 +114,13 @@ class WorkerLoop:
         post = getattr(self.stages, "postprocessor", None)
         if post is None or not t:
             return
-        post.conf_thres = float(t["conf_thres"])
-        post.iou_thres = float(t["iou_thres"])
-        post.classes = list(t["classes"]) if t.get("classes") is not None else None
-        post.max_det = int(t["max_det"])
+        from streamdet.pipeline.postprocess import NmsSettings
+
+        try:
+            post.settings = NmsSettings(conf_thres=t["conf_thres"], iou_thres=t["iou_thres"], max_det=t["max_det"],
+                                        classes=tuple(t["classes"]) if t.get("classes") is not None else None)
+        except (KeyError, TypeError, ValueError) as exc:
+            log.error("%s: bad thresholds in the live settings, keeping the previous ones: %s", self.spec.name, exc)
 
     def _apply_cameras(self, wanted: dict[str, str]) -> None:
         if not wanted and not self.rings:
