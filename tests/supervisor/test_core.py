@@ -71,6 +71,9 @@ def test_hung_child_is_killed_and_restarted_within_the_hang_timeout(tmp_path: Pa
     sup = fake_supervisor(path, monkeypatch)
     with Running(sup) as run:
         run.wait(lambda: sup._ready, 30, "ready")
+        # a decoder counts as serving once its first heartbeat is seen; stopped before that, it would
+        # rightly get the start-up grace (30 s) instead of hang_timeout_s (a race on a busy machine)
+        run.wait(lambda: sup.children["decoder-cam1"].served, 30, "the decoder serving")
         worker_pid, decoder_pid = run.pid("worker-cpu"), run.pid("decoder-cam1")
         assert worker_pid and decoder_pid
         os.kill(worker_pid, signal.SIGSTOP)
