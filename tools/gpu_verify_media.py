@@ -215,7 +215,7 @@ def _reader_check(path: Path, p: Profile, decode: str) -> dict[str, Any]:
 
     ring = FrameRing.create(f"sdverify_{os.getpid()}", "verify", 3, slot_bytes_for(p.width, p.height, "yuv420p"))
     stop = threading.Event()
-    source = CameraSource("verify", str(path), realtime=False, loop=True, decode=decode,
+    source = CameraSource.of("verify", str(path), realtime=False, loop=True, decode=decode,
                           nvdec_device="0" if decode != "cpu" else None, max_width=p.width, max_height=p.height)
     reader = CameraReader(source, ring, stop)
     thread = threading.Thread(target=reader.run, daemon=True)

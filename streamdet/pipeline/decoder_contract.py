@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from streamdet.pipeline.source import CameraSource, SourceSections
+from streamdet.pipeline.source import CameraSource
 
 __all__ = ["EXIT_FINISHED", "DecoderSpec", "EventLike"]
 
@@ -29,7 +29,7 @@ class DecoderSpec:
     start gate file cameras wait for (event-like, e.g. a StopFlag the supervisor sets once the
     workers are ready; None = no gate)."""
 
-    sources: list[SourceSections | CameraSource]  # the supervisor hands over configuration sections
+    sources: list[CameraSource]  # each camera's configuration sections
     ring_names: dict[str, str]
     start_gate: EventLike | None = None
     # camera -> shared double the supervisor sets on reload: the camera's max_fps (0 = no limit),

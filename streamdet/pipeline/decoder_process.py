@@ -32,7 +32,7 @@ from typing import Any
 from streamdet.pipeline.decode import POLL_S, CameraReader
 from streamdet.pipeline.decoder_contract import EXIT_FINISHED, DecoderSpec, EventLike
 from streamdet.pipeline.ring import FrameRing
-from streamdet.pipeline.source import CameraSource, SourceSections
+from streamdet.pipeline.source import CameraSource
 from streamdet.redact import redact_text
 
 log = logging.getLogger("streamdet.decode")
@@ -127,7 +127,7 @@ def decoder_main(spec: DecoderSpec, stop_event: EventLike) -> None:
     """
     live = spec.live_max_fps or {}
     flags = spec.finished or {}
-    sources = [s.source() if isinstance(s, SourceSections) else s for s in spec.sources]
+    sources = list(spec.sources)
     cams = [_CameraThread(src, spec.ring_names[src.camera_id], live_max_fps=live.get(src.camera_id))
             for src in sources]
     log.info("decoder started (pid %d): cameras %s", os.getpid(), ", ".join(c.source.camera_id for c in cams))

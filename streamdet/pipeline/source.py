@@ -1,4 +1,4 @@
-"""One camera or file as the decoder reads it: URL, kind, timeouts, reconnect and decode settings.
+"""One camera or file as the decoder reads it: the configuration's sections for it, and what they mean.
 
 Built by the supervisor from the config (picklable, frozen); :mod:`streamdet.pipeline.decode`
 reads it. No av import: the supervisor builds these without loading FFmpeg.
@@ -6,13 +6,17 @@ reads it. No av import: the supervisor builds these without loading FFmpeg.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Protocol
+import dataclasses
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from streamdet.redact import redact_url
 
-__all__ = ["LIVE_SCHEMES", "CameraSource", "SourceSections"]
+if TYPE_CHECKING:
+    from streamdet.config.schema import CameraConfig, DecodeConfig, ReconnectConfig, RingConfig
+
+__all__ = ["LIVE_SCHEMES", "CameraSource"]
 
 #: URL schemes read as live network streams (never paced, EOF = failure).
 LIVE_SCHEMES = frozenset({"rtsp", "rtsps", "rtmp", "rtmps", "rtp", "udp", "tcp", "srt", "http", "https"})
@@ -21,29 +25,115 @@ _SOCKET_TIMEOUT_SCHEMES = frozenset({"http", "https", "tcp", "rtmp", "rtmps", "s
 
 @dataclass(frozen=True)
 class CameraSource:
-    """One camera or file, with the decode, timeout and reconnect settings it is read with."""
+    """One camera or file as its decoder reads it: the configuration's own frozen sections (the
+    camera's entry, ``decode``, ``reconnect``, ``ring``) plus what the supervisor decided (FFmpeg
+    threads, the NVDEC GPU). A new camera option is one field of ``CameraConfig``, read here as
+    ``source.camera.<option>``; the properties below name what the decoder reads today."""
 
-    camera_id: str
-    url: str
-    rtsp_transport: str = "tcp"
-    realtime: bool = True
-    loop: bool = False
-    max_fps: float | None = None
-    open_timeout_s: float = 10.0
-    read_timeout_s: float = 10.0
-    stall_timeout_s: float = 10.0
-    backoff_initial_s: float = 1.0
-    backoff_max_s: float = 30.0
-    backoff_jitter: float = 0.2
-    max_width: int = 1920
-    max_height: int = 1080
+    camera: CameraConfig
+    timeouts: DecodeConfig = field(default_factory=lambda: _config().DecodeConfig())
+    reconnect: ReconnectConfig = field(default_factory=lambda: _config().ReconnectConfig())
+    ring: RingConfig = field(default_factory=lambda: _config().RingConfig())
     threads: int = 0  # FFmpeg decoding threads for this camera; 0 = FFmpeg's choice
-    # the camera's decode setting: "cpu", "nvdec" or "auto" (nvdec when nvdec_device is set)
-    decode: str = "cpu"
     # CUDA device index for NVDEC, as the decoder process numbers the GPUs (the supervisor chose
     # the GPU of the camera's worker); None: no GPU for this camera (auto then means cpu, and
     # nvdec tries CUDA's default device)
     nvdec_device: str | None = None
+
+    @classmethod
+    def of(cls, camera_id: str, url: str, **options: Any) -> CameraSource:
+        """A source from keyword options without a configuration file (tests, tools): the camera's
+        own keys (``realtime``, ``loop``, ``max_fps``, ``rtsp_transport``, ``decode``, ...), the
+        decoder's timeouts (``open_timeout_s``, ``read_timeout_s``, ``stall_timeout_s``), the
+        backoff (``backoff_initial_s``, ``backoff_max_s``, ``backoff_jitter``), ``max_width``,
+        ``max_height``, ``threads`` and ``nvdec_device``. Unknown options raise TypeError."""
+        c = _config()
+        sections: dict[str, dict[str, Any]] = {"camera": {}, "timeouts": {}, "reconnect": {}, "ring": {}}
+        own: dict[str, Any] = {}
+        for key, value in options.items():
+            if key in ("threads", "nvdec_device"):
+                own[key] = value
+            elif key in _TIMEOUT_KEYS:
+                sections["timeouts"][key] = value
+            elif key in _BACKOFF_KEYS:
+                sections["reconnect"][_BACKOFF_KEYS[key]] = value
+            elif key in ("max_width", "max_height"):
+                sections["ring"][key] = value
+            elif key in c.CameraConfig.model_fields:
+                sections["camera"][key] = value
+            else:
+                raise TypeError(f"CameraSource.of() got an unknown option {key!r}")
+        return cls(camera=c.CameraConfig.model_construct(id=camera_id, url=url, **sections["camera"]),
+                   timeouts=c.DecodeConfig(**sections["timeouts"]),
+                   reconnect=c.ReconnectConfig(**sections["reconnect"]), ring=c.RingConfig(**sections["ring"]),
+                   **own)
+
+    def with_camera(self, **changes: Any) -> CameraSource:
+        """A copy with some of the camera's own keys changed (e.g. ``max_fps=None``)."""
+        return dataclasses.replace(self, camera=self.camera.model_copy(update=changes))
+
+    # -- what the decoder reads ------------------------------------------------------------------
+
+    @property
+    def camera_id(self) -> str:
+        return self.camera.id
+
+    @property
+    def url(self) -> str:
+        return str(self.camera.url)
+
+    @property
+    def rtsp_transport(self) -> str:
+        return self.camera.rtsp_transport
+
+    @property
+    def realtime(self) -> bool:
+        return self.camera.realtime
+
+    @property
+    def loop(self) -> bool:
+        return self.camera.loop
+
+    @property
+    def max_fps(self) -> float | None:
+        return self.camera.max_fps
+
+    @property
+    def decode(self) -> str:
+        """The camera's decode setting: "cpu", "nvdec" or "auto" (nvdec when nvdec_device is set)."""
+        return self.camera.decode
+
+    @property
+    def open_timeout_s(self) -> float:
+        return self.timeouts.open_timeout_s
+
+    @property
+    def read_timeout_s(self) -> float:
+        return self.timeouts.read_timeout_s
+
+    @property
+    def stall_timeout_s(self) -> float:
+        return self.timeouts.stall_timeout_s
+
+    @property
+    def backoff_initial_s(self) -> float:
+        return self.reconnect.initial_s
+
+    @property
+    def backoff_max_s(self) -> float:
+        return self.reconnect.max_s
+
+    @property
+    def backoff_jitter(self) -> float:
+        return self.reconnect.jitter
+
+    @property
+    def max_width(self) -> int:
+        return self.ring.max_width
+
+    @property
+    def max_height(self) -> int:
+        return self.ring.max_height
 
     @property
     def wants_nvdec(self) -> bool:
@@ -88,74 +178,12 @@ class CameraSource:
         return {}
 
 
-class CameraSection(Protocol):
-    """What a decoder reads of one entry of the configuration's ``cameras`` (streamdet.config's
-    CameraConfig; described here so that pipeline/ does not import the configuration package)."""
-
-    @property
-    def id(self) -> str: ...
-    @property
-    def url(self) -> Any: ...
-    @property
-    def rtsp_transport(self) -> str: ...
-    @property
-    def realtime(self) -> bool: ...
-    @property
-    def loop(self) -> bool: ...
-    @property
-    def max_fps(self) -> float | None: ...
-    @property
-    def decode(self) -> str: ...
+_TIMEOUT_KEYS = frozenset({"open_timeout_s", "read_timeout_s", "stall_timeout_s"})
+_BACKOFF_KEYS = {"backoff_initial_s": "initial_s", "backoff_max_s": "max_s", "backoff_jitter": "jitter"}
 
 
-class DecodeSection(Protocol):
-    @property
-    def open_timeout_s(self) -> float: ...
-    @property
-    def read_timeout_s(self) -> float: ...
-    @property
-    def stall_timeout_s(self) -> float: ...
+def _config() -> Any:
+    """streamdet.config.schema, imported when a source is built without its sections (pydantic)."""
+    import streamdet.config.schema as schema
 
-
-class ReconnectSection(Protocol):
-    @property
-    def initial_s(self) -> float: ...
-    @property
-    def max_s(self) -> float: ...
-    @property
-    def jitter(self) -> float: ...
-
-
-class RingSection(Protocol):
-    @property
-    def max_width(self) -> int: ...
-    @property
-    def max_height(self) -> int: ...
-
-
-@dataclass(frozen=True)
-class SourceSections:
-    """What the supervisor hands a decoder process for one camera: the configuration's own frozen
-    sections, plus what the supervisor decided (FFmpeg threads, the NVDEC GPU). :meth:`source`
-    is the one place where they become a :class:`CameraSource`."""
-
-    camera: CameraSection
-    decode: DecodeSection
-    reconnect: ReconnectSection
-    ring: RingSection
-    threads: int = 0
-    nvdec_device: str | None = None
-
-    @property
-    def camera_id(self) -> str:
-        return self.camera.id
-
-    def source(self) -> CameraSource:
-        c, d, r = self.camera, self.decode, self.reconnect
-        return CameraSource(
-            camera_id=c.id, url=str(c.url), rtsp_transport=c.rtsp_transport, realtime=c.realtime, loop=c.loop,
-            max_fps=c.max_fps, open_timeout_s=d.open_timeout_s, read_timeout_s=d.read_timeout_s,
-            stall_timeout_s=d.stall_timeout_s, backoff_initial_s=r.initial_s, backoff_max_s=r.max_s,
-            backoff_jitter=r.jitter, max_width=self.ring.max_width, max_height=self.ring.max_height,
-            threads=self.threads, decode=c.decode, nvdec_device=self.nvdec_device,
-        )
+    return schema

@@ -12,7 +12,6 @@ confines its process to its GPU.
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
 import logging
 from collections.abc import Mapping
@@ -21,7 +20,7 @@ from dataclasses import dataclass
 from streamdet.config import CameraConfig, Config
 from streamdet.config.schema import BatchingConfig, ModelConfig
 from streamdet.cpu_budget import InferencePlan, inference_budget, plan_inference
-from streamdet.pipeline.source import CameraSource, SourceSections
+from streamdet.pipeline.source import CameraSource
 from streamdet.supervisor.devices import (
     GpuCounter,
     cuda_visible_entry,
@@ -90,22 +89,19 @@ class WorkerPlan:
 
 @dataclass(frozen=True)
 class DecoderPlan:
-    """One decoder process: the configuration sections of each of its cameras."""
+    """One decoder process: each of its cameras as the decoder reads it (the configuration's sections)."""
 
     name: str
-    sections: tuple[SourceSections, ...]
-
-    @property
-    def sources(self) -> tuple[CameraSource, ...]:
-        return tuple(s.source() for s in self.sections)
+    sources: tuple[CameraSource, ...]
 
     @property
     def cameras(self) -> tuple[str, ...]:
-        return tuple(s.camera_id for s in self.sections)
+        return tuple(s.camera_id for s in self.sources)
 
     def restart_key(self) -> tuple[CameraSource, ...]:
-        """What a change of needs a restart: everything but ``max_fps`` (applied live)."""
-        return tuple(dataclasses.replace(s, max_fps=None) for s in self.sources)
+        """What a change of needs a restart: everything but ``max_fps`` (applied live) and the
+        worker-side camera keys (``tracking``, ``detect_every``, applied live by the worker)."""
+        return tuple(s.with_camera(max_fps=None, tracking=True, detect_every=1) for s in self.sources)
 
 
 @dataclass(frozen=True)
@@ -124,10 +120,10 @@ def enabled_cameras(config: Config) -> list[CameraConfig]:
 
 
 def camera_source(config: Config, cam: CameraConfig, threads: int, *, worker_device: str = "cpu",
-                  gpus: int = 0) -> SourceSections:
+                  gpus: int = 0) -> CameraSource:
     """The decoder's view of ``cam``; its NVDEC device follows the GPU of its worker (``worker_device``)."""
-    return SourceSections(camera=cam, decode=config.decode, reconnect=config.reconnect, ring=config.ring,
-                          threads=threads, nvdec_device=nvdec_device(cam.decode, worker_device, gpus))
+    return CameraSource(camera=cam, timeouts=config.decode, reconnect=config.reconnect, ring=config.ring,
+                        threads=threads, nvdec_device=nvdec_device(cam.decode, worker_device, gpus))
 
 
 def decoder_threads(config: Config, cpus: int) -> int:
@@ -187,7 +183,7 @@ def place_cameras(cameras: list[CameraConfig], devices: tuple[str, ...], previou
     return placement
 
 
-def _decoder_groups(config: Config, sources: dict[str, SourceSections],
+def _decoder_groups(config: Config, sources: dict[str, CameraSource],
                     previous: tuple[DecoderPlan, ...]) -> tuple[DecoderPlan, ...]:
     per = max(1, config.decode.cameras_per_process)
     if per == 1:

@@ -90,9 +90,9 @@ class Reconciler:
     def _decoder_args(self, plan: DecoderPlan) -> Callable[[StopFlag], tuple[Any, ...]]:
         def build(stop: StopFlag) -> tuple[Any, ...]:  # at each start: its cameras not finished yet
             finished = self.finished
-            sections = [s for s in plan.sections if not finished.is_finished(s.camera_id)]
-            cams = [s.camera_id for s in sections]
-            spec = DecoderSpec(sources=list(sections), ring_names={c: self.state.rings[c].name for c in cams},
+            sources = [s for s in plan.sources if not finished.is_finished(s.camera_id)]
+            cams = [s.camera_id for s in sources]
+            spec = DecoderSpec(sources=sources, ring_names={c: self.state.rings[c].name for c in cams},
                                start_gate=self.state.start_gate, live_max_fps={c: self.max_fps[c] for c in cams},
                                finished={c: finished.flag(c) for c in cams})
             return spec, stop

@@ -52,8 +52,8 @@ def test_redaction() -> None:
     assert redact_url("/data/videos/a.mp4") == "/data/videos/a.mp4"
     text = f"[Errno 111] Connection refused: 'rtsp://u:{SECRET}@127.0.0.1:1/x?password={SECRET}'"
     assert SECRET not in redact_text(text) and "127.0.0.1:1/x" in redact_text(text)
-    src = CameraSource("c", f"rtsp://u:{SECRET}@h/x")
-    assert SECRET not in src.redacted_url and src.is_live and not CameraSource("c", "a.mp4").is_live
+    src = CameraSource.of("c", f"rtsp://u:{SECRET}@h/x")
+    assert SECRET not in src.redacted_url and src.is_live and not CameraSource.of("c", "a.mp4").is_live
 
 
 # -- pixels and colour tags ---------------------------------------------------------------------------
@@ -85,7 +85,7 @@ def _read_all(source: CameraSource, ring: FrameRing, run_reader: Callable[..., R
 
 def test_yuv420p_planes_copied_as_decoded(yuv_clips, make_ring, run_reader) -> None:
     ring = make_ring()
-    frames = _read_all(CameraSource("cam", str(yuv_clips["yuv420p"]), realtime=False), ring, run_reader, 6)
+    frames = _read_all(CameraSource.of("cam", str(yuv_clips["yuv420p"]), realtime=False), ring, run_reader, 6)
     ref = decoded_frames(yuv_clips["yuv420p"])
     assert len(frames) == len(ref) == 6
     for f, r in zip(frames, ref, strict=True):
@@ -104,7 +104,7 @@ def test_yuv420p_planes_copied_as_decoded(yuv_clips, make_ring, run_reader) -> N
 @pytest.mark.parametrize(("clip", "matrix", "rng"), [("yuvj420p", "bt601", "full"), ("bt709", "bt709", "limited")])
 def test_colour_tags_from_the_stream(yuv_clips, make_ring, run_reader, clip, matrix, rng) -> None:
     ring = make_ring()
-    frames = _read_all(CameraSource("cam", str(yuv_clips[clip]), realtime=False), ring, run_reader, 6)
+    frames = _read_all(CameraSource.of("cam", str(yuv_clips[clip]), realtime=False), ring, run_reader, 6)
     assert {(f.pix_fmt, f.color_matrix, f.color_range) for f in frames} == {("yuv420p", matrix, rng)}
     assert ring.status().frames_converted == 0
     assert np.array_equal(frames[2].image, decoded_frames(yuv_clips[clip])[2].to_ndarray())
@@ -117,7 +117,7 @@ def test_colour_tags_from_the_stream(yuv_clips, make_ring, run_reader, clip, mat
 def test_other_formats_converted_once_and_counted(yuv_clips, make_ring, run_reader, caplog, clip, rng) -> None:
     caplog.set_level(logging.INFO, logger="streamdet.decode")
     ring = make_ring()
-    frames = _read_all(CameraSource("cam", str(yuv_clips[clip]), realtime=False), ring, run_reader, 6)
+    frames = _read_all(CameraSource.of("cam", str(yuv_clips[clip]), realtime=False), ring, run_reader, 6)
     ref = decoded_frames(yuv_clips[clip])
     src_w, src_h = ref[0].width, ref[0].height
     assert len(frames) == 6 and ring.status().frames_converted == 6
@@ -148,7 +148,7 @@ def test_other_formats_converted_once_and_counted(yuv_clips, make_ring, run_read
 
 def test_downscale_above_max_size_records_source_size(clips, make_ring, run_reader) -> None:
     ring = make_ring(w=100, h=100)
-    frames = _read_all(CameraSource("cam", str(clips["big"]), realtime=False, max_width=100, max_height=100),
+    frames = _read_all(CameraSource.of("cam", str(clips["big"]), realtime=False, max_width=100, max_height=100),
                        ring, run_reader, 10)
     f = frames[-1]
     assert (f.width, f.height, f.src_width, f.src_height, f.pix_fmt) == (100, 74, 320, 240, "yuv420p")
@@ -161,7 +161,7 @@ def test_downscale_above_max_size_records_source_size(clips, make_ring, run_read
 
 def test_file_realtime_is_paced(clips, make_ring, run_reader) -> None:
     ring = make_ring()
-    r = run_reader(CameraSource("cam", str(clips["small"]), realtime=True), ring)
+    r = run_reader(CameraSource.of("cam", str(clips["small"]), realtime=True), ring)
     wait_for(lambda: ring.latest_seq >= 1, 10, "the first frame")
     t0, s0 = time.monotonic(), ring.latest_seq
     time.sleep(1.0)
@@ -178,7 +178,7 @@ def test_file_realtime_is_paced(clips, make_ring, run_reader) -> None:
 def test_file_fast_without_loop_ends(clips, make_ring, run_reader) -> None:
     ring = make_ring()
     with RingCollector(ring) as reader:
-        r = run_reader(CameraSource("cam", str(clips["small"]), realtime=False), ring)
+        r = run_reader(CameraSource.of("cam", str(clips["small"]), realtime=False), ring)
         r.thread.join(10)
         took = time.monotonic() - r.started
         assert not r.thread.is_alive(), "a file without loop must end the reader"
@@ -196,7 +196,7 @@ def test_unpaced_file_slow_reader_gets_every_frame_once_in_order(clips, make_rin
     """Lossless: a worker slower than the decoder still sees each frame exactly once, in order;
     the decoder waits (heartbeating) instead of overwriting."""
     ring = make_ring(slots=3)
-    frames = _read_all(CameraSource("cam", str(clips["short"]), realtime=False), ring, run_reader, 20, delay=0.05)
+    frames = _read_all(CameraSource.of("cam", str(clips["short"]), realtime=False), ring, run_reader, 20, delay=0.05)
     assert [f.seq for f in frames] == list(range(1, 21))
     assert [f.frame_index for f in frames] == [number(f) for f in frames] == list(range(20))
     assert all(f.dropped == 0 for f in frames)
@@ -206,7 +206,7 @@ def test_unpaced_file_slow_reader_gets_every_frame_once_in_order(clips, make_rin
 
 def test_lossless_decoder_waits_heartbeating_and_stops_promptly(clips, make_ring, run_reader) -> None:
     ring = make_ring(slots=3)
-    r = run_reader(CameraSource("cam", str(clips["small"]), realtime=False, loop=True), ring)
+    r = run_reader(CameraSource.of("cam", str(clips["small"]), realtime=False, loop=True), ring)
     wait_for(lambda: ring.latest_seq == 3, 10, "a full ring")
     t0 = time.time()
     time.sleep(1.2)
@@ -219,7 +219,7 @@ def test_lossless_decoder_waits_heartbeating_and_stops_promptly(clips, make_ring
 def test_file_loop_restarts_pts_keeps_counting(clips, make_ring, run_reader) -> None:
     ring = make_ring()
     with RingCollector(ring) as reader:
-        r = run_reader(CameraSource("cam", str(clips["short"]), realtime=False, loop=True), ring)
+        r = run_reader(CameraSource.of("cam", str(clips["short"]), realtime=False, loop=True), ring)
         wait_for(lambda: len(reader.frames) > 45, 10, "two loops of a 20-frame file")
         r.halt()
     frames = reader.frames
@@ -233,7 +233,7 @@ def test_file_loop_restarts_pts_keeps_counting(clips, make_ring, run_reader) -> 
 
 def test_max_fps_skips_frames(clips, make_ring, run_reader) -> None:
     ring = make_ring()
-    frames = _read_all(CameraSource("cam", str(clips["small"]), realtime=False, max_fps=5), ring, run_reader, 50)
+    frames = _read_all(CameraSource.of("cam", str(clips["small"]), realtime=False, max_fps=5), ring, run_reader, 50)
     st = ring.status()
     assert st.state == "ended" and st.frames_decoded == 50
     assert 9 <= st.latest_seq <= 11, st  # 2 s of video at 5 fps
@@ -252,7 +252,7 @@ class _SlowReader(CameraReader):
 
 def test_paced_file_behind_frames_not_written_and_counted(clips, make_ring, run_reader) -> None:
     ring = make_ring()
-    r = run_reader(CameraSource("cam", str(clips["small"]), realtime=True), ring, reader_cls=_SlowReader)
+    r = run_reader(CameraSource.of("cam", str(clips["small"]), realtime=True), ring, reader_cls=_SlowReader)
     r.thread.join(15)
     st = ring.status()
     assert st.state == "ended" and st.frames_decoded == 50 and not st.lossless
@@ -267,7 +267,7 @@ def test_start_gate_holds_a_file_camera(clips, make_ring, run_reader) -> None:
     ring = make_ring()
     gate = threading.Event()
     with RingCollector(ring) as reader:
-        r = run_reader(CameraSource("cam", str(clips["short"]), realtime=False), ring, start_gate=gate)
+        r = run_reader(CameraSource.of("cam", str(clips["short"]), realtime=False), ring, start_gate=gate)
         t0 = time.time()
         time.sleep(1.2)
         st = ring.status()
@@ -281,7 +281,7 @@ def test_start_gate_holds_a_file_camera(clips, make_ring, run_reader) -> None:
 
 def test_stop_while_waiting_for_the_gate(clips, make_ring, run_reader) -> None:
     ring = make_ring()
-    r = run_reader(CameraSource("cam", str(clips["short"]), realtime=True), ring, start_gate=threading.Event())
+    r = run_reader(CameraSource.of("cam", str(clips["short"]), realtime=True), ring, start_gate=threading.Event())
     wait_for(lambda: ring.status().decoder_pid == os.getpid(), 5, "the reader to start")
     r.halt(within=0.5)
     assert ring.status().state == "stopped" and ring.latest_seq == 0
@@ -291,7 +291,7 @@ def test_missing_file_backs_off_then_streams(tmp_path, make_ring, run_reader, ca
     caplog.set_level(logging.INFO, logger="streamdet.decode")
     path = tmp_path / "later.mp4"
     ring = make_ring()
-    src = CameraSource("cam", str(path), realtime=False, loop=True, backoff_initial_s=0.1,
+    src = CameraSource.of("cam", str(path), realtime=False, loop=True, backoff_initial_s=0.1,
                        backoff_max_s=0.3, backoff_jitter=0.1)
     r = run_reader(src, ring)
     wait_for(lambda: ring.status().reconnects >= 2, 10, "a few reconnect attempts")
@@ -314,7 +314,7 @@ def test_open_timeout_on_silent_server(make_ring, run_reader) -> None:
         srv.listen(4)
         port = srv.getsockname()[1]
         ring = make_ring()
-        src = CameraSource("cam", f"rtsp://127.0.0.1:{port}/x", open_timeout_s=0.5, read_timeout_s=0.5,
+        src = CameraSource.of("cam", f"rtsp://127.0.0.1:{port}/x", open_timeout_s=0.5, read_timeout_s=0.5,
                            backoff_initial_s=0.1, backoff_max_s=0.2)
         r = run_reader(src, ring)
         wait_for(lambda: ring.status().reconnects >= 2, 10, "open timeouts and reconnects")
@@ -333,7 +333,7 @@ def test_rtsp_stream_stall_drop_and_resume(clips, make_ring, run_reader, caplog)
     try:
         url = server.url("/cam").replace("rtsp://", f"rtsp://viewer:{SECRET}@")
         ring = make_ring()
-        src = CameraSource("cam", url, open_timeout_s=5, read_timeout_s=1.5, stall_timeout_s=1.5,
+        src = CameraSource.of("cam", url, open_timeout_s=5, read_timeout_s=1.5, stall_timeout_s=1.5,
                            backoff_initial_s=0.2, backoff_max_s=0.5)
         r = run_reader(src, ring)
         wait_for(lambda: ring.latest_seq >= 10, 20, "RTSP frames")
@@ -372,7 +372,7 @@ def test_rtsp_stream_stall_drop_and_resume(clips, make_ring, run_reader, caplog)
 def test_start_gate_does_not_hold_a_live_camera(clips, make_ring, run_reader) -> None:
     with RtspServer({"/cam": clips["small"]}) as server:
         ring = make_ring()
-        r = run_reader(CameraSource("cam", server.url("/cam"), open_timeout_s=5, read_timeout_s=3),
+        r = run_reader(CameraSource.of("cam", server.url("/cam"), open_timeout_s=5, read_timeout_s=3),
                        ring, start_gate=threading.Event())  # never set
         wait_for(lambda: ring.latest_seq >= 3, 20, "RTSP frames despite a closed gate")
         st = ring.status()

@@ -71,7 +71,7 @@ def test_truncated_file_writes_each_readable_frame_once_then_fails(media, make_r
     assert 0 < len(expected) < 30 and expected == list(range(len(expected)))
     ring = make_ring()
     with RingCollector(ring) as reader:
-        r = run_reader(CameraSource("cam", str(media["truncated"]), realtime=False, backoff_initial_s=0.05), ring)
+        r = run_reader(CameraSource.of("cam", str(media["truncated"]), realtime=False, backoff_initial_s=0.05), ring)
         wait_for(lambda: ring.status().state == "failed", 15, "the damaged file to fail")
         time.sleep(1.0)  # a retry loop would replay frames now
         frames = list(reader.frames)
@@ -94,7 +94,7 @@ def test_paced_truncated_file_never_replays(media, make_ring, run_reader) -> Non
     expected = readable_frames(media["truncated"])
     ring = make_ring()
     with RingCollector(ring) as reader:
-        run_reader(CameraSource("cam", str(media["truncated"]), realtime=True, backoff_initial_s=0.05), ring)
+        run_reader(CameraSource.of("cam", str(media["truncated"]), realtime=True, backoff_initial_s=0.05), ring)
         wait_for(lambda: ring.status().state == "failed", 15, "the damaged file to fail")
         time.sleep(1.0)
         indexes = [f.frame_index for f in reader.frames]
@@ -109,7 +109,7 @@ def test_looping_truncated_file_loops_over_its_readable_frames(media, make_ring,
     k = len(readable_frames(media["truncated"]))
     ring = make_ring()
     with RingCollector(ring) as reader:
-        r = run_reader(CameraSource("cam", str(media["truncated"]), realtime=False, loop=True), ring)
+        r = run_reader(CameraSource.of("cam", str(media["truncated"]), realtime=False, loop=True), ring)
         wait_for(lambda: len(reader.frames) >= 3 * k, 15, "three passes over the readable frames")
         r.halt()
         frames = list(reader.frames)
@@ -130,7 +130,7 @@ def test_looping_truncated_file_loops_over_its_readable_frames(media, make_ring,
 def test_undecodable_file_fails_once_without_retry(media, make_ring, run_reader, caplog, clip, error) -> None:
     caplog.set_level(logging.INFO, logger="streamdet.decode")
     ring = make_ring()
-    src = CameraSource("cam", str(media[clip]), realtime=False, loop=True, backoff_initial_s=0.05,
+    src = CameraSource.of("cam", str(media[clip]), realtime=False, loop=True, backoff_initial_s=0.05,
                        backoff_max_s=0.05)
     r = run_reader(src, ring)
     wait_for(lambda: ring.status().state == "failed", 10, "the camera to fail")
@@ -150,7 +150,7 @@ def test_resolution_change_midstream_writes_each_size(media, make_ring, run_read
     caplog.set_level(logging.INFO, logger="streamdet.decode")
     ring = make_ring(w=320, h=240)
     with RingCollector(ring) as reader:
-        r = run_reader(CameraSource("cam", str(media["two_sizes"]), realtime=False), ring)
+        r = run_reader(CameraSource.of("cam", str(media["two_sizes"]), realtime=False), ring)
         wait_for(lambda: ring.status().state == "ended", 15, "the end of the file")
         r.thread.join(5)
         # the decoder may end before the collector has read the last slots it wrote
@@ -180,7 +180,7 @@ def test_rtsp_frozen_server_noticed_within_the_read_limit(media, make_ring, run_
     limit = min(read_s, stall_s)
     with RtspServer({"/cam": media["rtsp_small"]}) as server:
         ring = make_ring()
-        src = CameraSource("cam", server.url("/cam"), open_timeout_s=3, read_timeout_s=read_s,
+        src = CameraSource.of("cam", server.url("/cam"), open_timeout_s=3, read_timeout_s=read_s,
                            stall_timeout_s=stall_s, backoff_initial_s=0.2, backoff_max_s=0.5)
         r = run_reader(src, ring)
         wait_for(lambda: ring.status().state == "streaming" and ring.latest_seq >= 10, 20, "RTSP frames")
@@ -213,7 +213,7 @@ def test_rtsp_killed_server_backoff_doubles_and_restart_with_new_size(media, mak
         server.start()
         url = server.url("/cam").replace("rtsp://", f"rtsp://viewer:{SECRET}@")
         ring = make_ring(w=320, h=240)
-        src = CameraSource("cam", url, open_timeout_s=3, read_timeout_s=2, stall_timeout_s=2,
+        src = CameraSource.of("cam", url, open_timeout_s=3, read_timeout_s=2, stall_timeout_s=2,
                            backoff_initial_s=0.2, backoff_max_s=0.8, backoff_jitter=0.1)
         r = run_reader(src, ring)
         wait_for(lambda: ring.status().state == "streaming" and ring.latest_seq >= 5, 20, "RTSP frames")
@@ -242,7 +242,7 @@ def test_rtsp_unreachable_at_start_streams_when_a_server_appears(media, make_rin
     server = RtspServer({"/cam": media["rtsp_small"]}, port=free_port())  # nothing listens yet
     try:
         ring = make_ring()
-        src = CameraSource("cam", server.url("/cam"), open_timeout_s=2, read_timeout_s=2,
+        src = CameraSource.of("cam", server.url("/cam"), open_timeout_s=2, read_timeout_s=2,
                            backoff_initial_s=0.1, backoff_max_s=0.4)
         r = run_reader(src, ring)
         wait_for(lambda: ring.status().reconnects >= 3, 15, "reopen attempts")
@@ -370,7 +370,7 @@ def test_looping_file_after_a_read_error_rewinds_and_plays_on(media, make_ring, 
     monkeypatch.setattr(decode, "FramePass", FirstPassFails)
     ring = make_ring()
     with RingCollector(ring) as reader:
-        r = run_reader(CameraSource("cam", str(media["rtsp_small"]), realtime=False, loop=True), ring)
+        r = run_reader(CameraSource.of("cam", str(media["rtsp_small"]), realtime=False, loop=True), ring)
         wait_for(lambda: len(reader.frames) >= 12 + 50 + 5, 15, "the damaged pass, a whole pass and more")
         r.halt()
         frames = list(reader.frames)
@@ -385,18 +385,18 @@ def test_looping_file_after_a_read_error_rewinds_and_plays_on(media, make_ring, 
 
 
 def test_backoff_doubles_to_the_cap_with_bounded_jitter() -> None:
-    src = CameraSource("cam", "rtsp://h/x", backoff_initial_s=1.0, backoff_max_s=30.0, backoff_jitter=0.2)
+    src = CameraSource.of("cam", "rtsp://h/x", backoff_initial_s=1.0, backoff_max_s=30.0, backoff_jitter=0.2)
     reader = CameraReader(src, None, None, rng=random.Random(7))  # type: ignore[arg-type]  # ring unused
     for failures, base in enumerate([1, 2, 4, 8, 16, 30, 30, 30]):
         delays = [reader.backoff_delay(failures) for _ in range(200)]
         assert base * 0.8 <= min(delays) and max(delays) <= base * 1.2, (failures, min(delays), max(delays))
         assert max(delays) - min(delays) > base * 0.2  # jitter is applied
-    assert CameraReader(CameraSource("c", "x.mp4", backoff_jitter=0.0), None, None).backoff_delay(100) == 30.0  # type: ignore[arg-type]
+    assert CameraReader(CameraSource.of("c", "x.mp4", backoff_jitter=0.0), None, None).backoff_delay(100) == 30.0  # type: ignore[arg-type]
 
 
-_FILE = CameraSource("cam", "/videos/a.mp4")
-_LOOP = CameraSource("cam", "/videos/a.mp4", loop=True)
-_LIVE = CameraSource("cam", f"rtsp://u:{SECRET}@cam/x")
+_FILE = CameraSource.of("cam", "/videos/a.mp4")
+_LOOP = CameraSource.of("cam", "/videos/a.mp4", loop=True)
+_LIVE = CameraSource.of("cam", f"rtsp://u:{SECRET}@cam/x")
 
 
 def _ffmpeg_error(cls: type[av.error.FFmpegError], code: int, url: str) -> av.error.FFmpegError:
@@ -424,7 +424,7 @@ def test_classify_failure(exc, source, opening, written, permanent) -> None:
 
 def test_classify_failure_names_timeouts() -> None:
     exit_error = av.error.ExitError(-1414092869, "Immediate exit requested", "rtsp://cam/x")
-    src = CameraSource("cam", "rtsp://cam/x", open_timeout_s=5, read_timeout_s=10, stall_timeout_s=4)
+    src = CameraSource.of("cam", "rtsp://cam/x", open_timeout_s=5, read_timeout_s=10, stall_timeout_s=4)
     kwargs = {"open_elapsed_s": 5.1, "frames_written": 0}
     assert classify_failure(exit_error, src, opening=True, **kwargs).reason == "timed out opening the source (5 s)"
     assert classify_failure(exit_error, src, opening=False, **kwargs).reason == "timed out: no data for 4 s"
@@ -434,11 +434,11 @@ def test_classify_failure_names_timeouts() -> None:
 
 
 def test_read_limit_and_socket_timeouts_follow_the_smaller_timeout() -> None:
-    src = CameraSource("cam", "rtsp://cam/x", read_timeout_s=10, stall_timeout_s=3)
+    src = CameraSource.of("cam", "rtsp://cam/x", read_timeout_s=10, stall_timeout_s=3)
     assert src.read_limit_s == 3
     assert src.open_options() == {"rtsp_transport": "tcp", "timeout": "3000000"}
-    assert CameraSource("c", "http://cam/x.m3u8", read_timeout_s=2).open_options() == {"rw_timeout": "2000000"}
-    assert CameraSource("c", "/videos/a.mp4").open_options() == {}
+    assert CameraSource.of("c", "http://cam/x.m3u8", read_timeout_s=2).open_options() == {"rw_timeout": "2000000"}
+    assert CameraSource.of("c", "/videos/a.mp4").open_options() == {}
 
 
 def test_ring_geometry_is_per_slot(make_ring) -> None:

@@ -50,8 +50,8 @@ def test_a_camera_that_fails_for_good_lets_its_thread_go_and_the_others_stream_o
     good, bad = make_ring("good"), make_ring("bad")
     ctx = mp.get_context("spawn")
     flags = {"good": ctx.RawValue("b", 0), "bad": ctx.RawValue("b", 0)}
-    spec = DecoderSpec(sources=[CameraSource("good", str(clips["small"]), loop=True),
-                                CameraSource("bad", str(clips["empty"]), loop=True)],
+    spec = DecoderSpec(sources=[CameraSource.of("good", str(clips["small"]), loop=True),
+                                CameraSource.of("bad", str(clips["empty"]), loop=True)],
                        ring_names={"good": good.name, "bad": bad.name}, finished=flags)
     stop = threading.Event()
     result: list[BaseException] = []
@@ -84,8 +84,8 @@ def test_a_decoder_whose_every_camera_finished_exits_with_exit_finished(clips, m
     caplog.set_level(logging.INFO, logger="streamdet.decode")
     ended, failed = make_ring("ended"), make_ring("failed")
     flags = {"ended": mp.get_context("spawn").RawValue("b", 0), "failed": mp.get_context("spawn").RawValue("b", 0)}
-    spec = DecoderSpec(sources=[CameraSource("ended", str(clips["short"]), realtime=True),
-                                CameraSource("failed", str(clips["empty"]))],
+    spec = DecoderSpec(sources=[CameraSource.of("ended", str(clips["short"]), realtime=True),
+                                CameraSource.of("failed", str(clips["empty"]))],
                        ring_names={"ended": ended.name, "failed": failed.name}, finished=flags)
     stop = threading.Event()
     guard = threading.Timer(30, stop.set)  # a decoder that never exits by itself returns at stop instead
@@ -108,7 +108,7 @@ def test_a_spawned_decoder_with_only_a_failed_camera_exits_with_exit_finished(cl
     ring = make_ring("bad")
     ctx = mp.get_context("spawn")
     flag = ctx.RawValue("b", 0)
-    spec = DecoderSpec(sources=[CameraSource("bad", str(clips["empty"]))], ring_names={"bad": ring.name},
+    spec = DecoderSpec(sources=[CameraSource.of("bad", str(clips["empty"]))], ring_names={"bad": ring.name},
                        finished={"bad": flag})
     stop = StopFlag(ctx)
     proc = ctx.Process(target=child_entry, args=("decoder-bad", "info", DECODER_MAIN, (spec, stop)))
@@ -130,9 +130,9 @@ def test_decoder_main_isolates_cameras_restarts_crashed_thread_and_stops(clips, 
     gate = threading.Event()
     spec = DecoderSpec(
         sources=[
-            CameraSource("good", str(clips["small"]), loop=True),
-            CameraSource("down", f"rtsp://u:{SECRET}@127.0.0.1:9/none", backoff_initial_s=5, backoff_max_s=30),
-            CameraSource("late", str(clips["small"]), realtime=False, loop=True),
+            CameraSource.of("good", str(clips["small"]), loop=True),
+            CameraSource.of("down", f"rtsp://u:{SECRET}@127.0.0.1:9/none", backoff_initial_s=5, backoff_max_s=30),
+            CameraSource.of("late", str(clips["small"]), realtime=False, loop=True),
         ],
         ring_names={"good": good.name, "down": down.name, "late": late_name},
         start_gate=gate,
@@ -166,7 +166,7 @@ def test_decoder_main_isolates_cameras_restarts_crashed_thread_and_stops(clips, 
 
 def test_decoder_main_in_spawned_process(clips, make_ring, capfd) -> None:
     ring = make_ring("cam1")
-    spec = DecoderSpec(sources=[CameraSource("cam1", str(clips["small"]), loop=True)],
+    spec = DecoderSpec(sources=[CameraSource.of("cam1", str(clips["small"]), loop=True)],
                        ring_names={"cam1": ring.name})
     ctx = mp.get_context("spawn")
     stop = StopFlag(ctx)

@@ -85,7 +85,7 @@ def serve(clips: dict[str, Path], make_ring: Callable[..., FrameRing], stages: S
     """Decode every clip losslessly into its ring (real CameraReaders) and serve them with ``feed``
     until every frame is published; the messages in publication order."""
     rings = {cam: make_ring(cam, 960, 540, slots=3) for cam in clips}
-    readers = [Running(CameraSource(cam, str(path), realtime=False), rings[cam]) for cam, path in clips.items()]
+    readers = [Running(CameraSource.of(cam, str(path), realtime=False), rings[cam]) for cam, path in clips.items()]
     pub = Collect()
     loop = WorkerLoop(_spec(), rings, stages, pub, feed=feed())
     loop.tracks.configure(tracking)

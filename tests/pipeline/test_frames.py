@@ -102,7 +102,7 @@ def _ring_frames(path: Path, max_width: int, max_height: int) -> tuple[list[Fram
                             slot_bytes_for(max_width, max_height, "yuv420p"))
     try:
         with RingCollector(ring) as reader:
-            source = CameraSource("cam", str(path), realtime=False, max_width=max_width, max_height=max_height)
+            source = CameraSource.of("cam", str(path), realtime=False, max_width=max_width, max_height=max_height)
             CameraReader(source, ring, threading.Event()).run()  # lossless, no loop: returns at EOF
             assert ring.status().state == "ended"
             deadline = time.monotonic() + 10

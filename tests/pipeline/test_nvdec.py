@@ -98,7 +98,7 @@ def test_state_probes_once_and_falls_back_once(make_ring, caplog) -> None:
         probes.append(device)
         return None
 
-    state = NvdecState(CameraSource("cam", "a.mp4", decode="nvdec", nvdec_device="1"), ring, "camera=cam", probe)
+    state = NvdecState(CameraSource.of("cam", "a.mp4", decode="nvdec", nvdec_device="1"), ring, "camera=cam", probe)
     assert state.active and state.mode == "nvdec"
     assert state.hwaccel() is not None and state.hwaccel() is not None
     assert probes == ["1"]  # the device is checked once, before the first NVDEC open
@@ -113,11 +113,11 @@ def test_state_probes_once_and_falls_back_once(make_ring, caplog) -> None:
 
 def test_state_wanted_only_for_nvdec_or_auto_with_a_gpu(make_ring) -> None:
     ring = make_ring()
-    assert NvdecState(CameraSource("c", "a.mp4", decode="nvdec"), ring, "t").active  # default device
-    assert NvdecState(CameraSource("c", "a.mp4", decode="auto", nvdec_device="0"), ring, "t").active
-    assert not NvdecState(CameraSource("c", "a.mp4", decode="auto"), ring, "t").active
-    assert not NvdecState(CameraSource("c", "a.mp4", decode="cpu", nvdec_device="0"), ring, "t").active
-    assert not NvdecState(CameraSource("c", "a.mp4"), ring, "t").active  # the dataclass default: cpu
+    assert NvdecState(CameraSource.of("c", "a.mp4", decode="nvdec"), ring, "t").active  # default device
+    assert NvdecState(CameraSource.of("c", "a.mp4", decode="auto", nvdec_device="0"), ring, "t").active
+    assert not NvdecState(CameraSource.of("c", "a.mp4", decode="auto"), ring, "t").active
+    assert not NvdecState(CameraSource.of("c", "a.mp4", decode="cpu", nvdec_device="0"), ring, "t").active
+    assert not NvdecState(CameraSource.of("c", "a.mp4"), ring, "t").active  # the dataclass default: cpu
 
 
 def test_no_hw_stream_error_is_recognised() -> None:
@@ -132,7 +132,7 @@ def test_no_hw_stream_error_is_recognised() -> None:
 def test_nvdec_unavailable_falls_back_to_cpu_logged_once_and_counted(clip, make_ring, run_reader, caplog) -> None:
     caplog.set_level(logging.INFO, logger="streamdet.decode")
     ring = make_ring()
-    source = CameraSource("cam", str(clip), realtime=False, loop=True, decode="nvdec", nvdec_device=NO_SUCH_GPU)
+    source = CameraSource.of("cam", str(clip), realtime=False, loop=True, decode="nvdec", nvdec_device=NO_SUCH_GPU)
     frames = _read_frames(ring, run_reader, source, 45)  # more than one pass of the 30-frame clip
     assert [number(f) for f in frames[:30]] == list(range(30))  # every frame, decoded on the CPU
     st = ring.status()
@@ -148,7 +148,7 @@ def test_cpu_and_auto_without_gpu_never_try_nvdec(clip, make_ring, run_reader, c
     caplog.set_level(logging.INFO, logger="streamdet.decode")
     spy = NoHwAccel(monkeypatch)
     ring = make_ring()
-    source = CameraSource("cam", str(clip), realtime=False, decode=decode, nvdec_device=device)
+    source = CameraSource.of("cam", str(clip), realtime=False, decode=decode, nvdec_device=device)
     frames = _read_frames(ring, run_reader, source, 30)
     assert [number(f) for f in frames] == list(range(30))
     assert spy.opens and all(o.get("hwaccel") is None for o in spy.opens)
@@ -182,7 +182,7 @@ def test_nvdec_session_without_frames_moves_to_cpu_at_once(clip, undecodable, ma
     caplog.set_level(logging.INFO, logger="streamdet.decode")
     NoFrameOnGpuReader.noise, NoFrameOnGpuReader.modes = undecodable, []
     ring = make_ring()
-    source = CameraSource("cam", str(clip), realtime=realtime, loop=True, decode="nvdec", nvdec_device="0",
+    source = CameraSource.of("cam", str(clip), realtime=realtime, loop=True, decode="nvdec", nvdec_device="0",
                           backoff_initial_s=30.0)  # a backoff would time the test out
     t0 = time.monotonic()
     frames = _read_frames(ring, run_reader, source, 20, reader_cls=NoFrameOnGpuReader)

@@ -124,7 +124,7 @@ def finishing_decoder(spec: Any, stop: Any) -> None:
     """A camera whose file is named ``bad*.mp4`` fails for good at once (state, error, flag), as
     the real decoder does; a decoder left without a camera exits with EXIT_FINISHED (79); the
     other cameras stream as with :func:`fake_decoder`."""
-    bad = {s.camera_id for s in spec.sources if Path(s.source().url).name.startswith("bad")}
+    bad = {s.camera_id for s in spec.sources if Path(s.url).name.startswith("bad")}
     for cam in bad:
         ring = FrameRing.attach(spec.ring_names[cam])
         ring.set_state("failed", error=BAD_ERROR)

@@ -79,10 +79,20 @@ def test_worker_plan_splits_live_settings_from_restart_settings(tmp_path: Path) 
 def test_children_get_the_configurations_own_frozen_sections(tmp_path: Path) -> None:
     cfg = _config(tmp_path, ["a"], "decode: {read_timeout_s: 4}\nreconnect: {initial_s: 0.5}")
     plan = make_plan(cfg, cpus=2)
-    (sections,) = plan.decoders[0].sections
-    assert sections.camera is cfg.cameras[0] and sections.decode is cfg.decode
-    assert sections.reconnect is cfg.reconnect and sections.ring is cfg.ring
-    src = sections.source()  # what the decoder process reads the camera with
+    (src,) = plan.decoders[0].sources  # what the decoder process reads the camera with
+    assert src.camera is cfg.cameras[0] and src.timeouts is cfg.decode
+    assert src.reconnect is cfg.reconnect and src.ring is cfg.ring
     assert (src.camera_id, src.read_timeout_s, src.backoff_initial_s, src.max_width) == ("a", 4, 0.5, 1920)
     (worker,) = plan.workers
     assert worker.model is cfg.model and worker.batching is cfg.batching
+
+
+def test_worker_side_camera_keys_do_not_restart_the_decoder(tmp_path: Path) -> None:
+    base = make_plan(_config(tmp_path, ["a"], "tracking: {enabled: true}"), cpus=2).decoders[0]
+    cfg = _config(tmp_path, ["a"], "tracking: {enabled: true}")
+    changed = cfg.model_copy(update={"cameras": (cfg.cameras[0].model_copy(update={"detect_every": 3,
+                                                                                    "max_fps": 5.0}),)})
+    other = make_plan(changed, cpus=2).decoders[0]
+    assert other.restart_key() == base.restart_key()  # applied live (max_fps by the decoder, the rest by the worker)
+    rtsp = changed.model_copy(update={"cameras": (cfg.cameras[0].model_copy(update={"rtsp_transport": "udp"}),)})
+    assert make_plan(rtsp, cpus=2).decoders[0].restart_key() != base.restart_key()

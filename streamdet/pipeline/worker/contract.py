@@ -10,12 +10,14 @@ import threading
 import time
 from dataclasses import dataclass
 from multiprocessing.sharedctypes import Synchronized
-from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from streamdet.config.schema import BatchingConfig, ModelConfig
 
 __all__ = [
-    "EXIT_BAD_MODEL", "EXIT_CANNOT_START", "PHASES", "SERVING", "STARTUP_BEAT_LIMIT_S", "BatchingSection",
-    "ModelSection", "StartupBeat", "WorkerControl", "WorkerSpec",
+    "EXIT_BAD_MODEL", "EXIT_CANNOT_START", "PHASES", "SERVING", "STARTUP_BEAT_LIMIT_S", "StartupBeat",
+    "WorkerControl", "WorkerSpec",
 ]
 
 STARTUP_BEAT_LIMIT_S = 600.0  # a model load + export + warm-up longer than this counts as hung
@@ -23,41 +25,6 @@ EXIT_CANNOT_START = 78  # EX_CONFIG: model, backend or device unusable; restarti
 EXIT_BAD_MODEL = EXIT_CANNOT_START  # the former name
 PHASES = ("loading", "warming_up", "serving")  # WorkerControl.phase values, in order
 SERVING = PHASES.index("serving")
-
-
-class ModelSection(Protocol):
-    """What a worker reads of the configuration's frozen ``model`` section (streamdet.config's
-    ModelConfig; described here so that pipeline/ does not import the configuration package)."""
-
-    @property
-    def weights(self) -> Path: ...
-    @property
-    def img_size(self) -> int | None: ...  # None: the size the checkpoint was trained at, else 640
-    @property
-    def conf_thres(self) -> float: ...
-    @property
-    def iou_thres(self) -> float: ...
-    @property
-    def classes(self) -> tuple[int, ...] | None: ...
-    @property
-    def max_det(self) -> int: ...
-    @property
-    def half(self) -> bool: ...
-    @property
-    def backend(self) -> str: ...
-    @property
-    def export_cache(self) -> Path | None: ...
-    @property
-    def preprocess(self) -> str: ...  # "auto" | "cpu" | "cuda"
-
-
-class BatchingSection(Protocol):
-    """What a worker reads of the configuration's frozen ``batching`` section."""
-
-    @property
-    def max_batch(self) -> int: ...
-    @property
-    def max_wait_ms(self) -> float: ...
 
 
 @dataclass(frozen=True)
@@ -68,8 +35,8 @@ class WorkerSpec:
     name: str
     device: str
     ring_names: dict[str, str]
-    model: ModelSection
-    batching: BatchingSection
+    model: ModelConfig
+    batching: BatchingConfig
     publish_endpoint: str
     stats_interval_s: float
     warmup_shape: tuple[int, int] = (720, 1280)
