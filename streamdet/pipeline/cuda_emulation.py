@@ -328,7 +328,7 @@ class EmulatedCuda:
         hw = int(input_hw[0]), int(input_hw[1])
         if hw[0] <= 0 or hw[1] <= 0:
             raise ValueError(f"bad input_hw {input_hw}")
-        batch = self._check_out(out, len(frames), hw)
+        batch = self._out(out, len(frames), hw)
         if not frames:
             return
         descs = np.empty((len(frames), len(DESC_FIELDS)), np.int64)
@@ -344,18 +344,11 @@ class EmulatedCuda:
 
         s.enqueue(f"preprocess kernel ({len(frames)} frame(s) -> {dtype} {hw})", kernel)
 
-    def _check_out(self, out: Any, n: int, hw: tuple[int, int]) -> torch.Tensor:
+    def _out(self, out: Any, n: int, hw: tuple[int, int]) -> torch.Tensor:
         """``out[:n]`` after the checks of CudaPreprocessor.launch (ValueError)."""
-        ok = {getattr(torch, name) for name in OUT_DTYPES}
-        if not isinstance(out, torch.Tensor) or out.dtype not in ok or out.ndim != 4:
-            raise ValueError(f"out must be a (>= {n}, 3, {hw[0]}, {hw[1]}) uint8/float16/float32 tensor, "
-                             f"got {type(out).__name__} {getattr(out, 'dtype', '')} {getattr(out, 'shape', '')}")
-        if out.device != self.device or out.shape[0] < n or tuple(out.shape[1:]) != (3, *hw):
-            raise ValueError(f"out must be (>= {n}, 3, {hw[0]}, {hw[1]}) on {self.device}, "
-                             f"got {tuple(out.shape)} on {out.device}")
-        if not out.is_contiguous():
-            raise ValueError("out must be contiguous (N, C, H, W)")
-        return out[:n]
+        from streamdet.pipeline.cuda_preprocess import check_out
+
+        return check_out(out, n, hw, self.device)
 
     def _table(self, key: tuple[int, int, bool] | None) -> int:
         """The device address of an axis table (0 for none), built once and kept alive."""

@@ -50,7 +50,7 @@ from streamdet.pipeline.registry import ImplementationUnavailable
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["CudaPreprocessor", "StreamRef", "import_cupy", "kernel_args"]
+__all__ = ["CudaPreprocessor", "StreamRef", "check_out", "import_cupy", "kernel_args"]
 
 
 def import_cupy() -> Any:
@@ -142,6 +142,23 @@ class _StagedUpload:
         return slot["dev"][:n]
 
 
+def check_out(out: Any, n: int, hw: tuple[int, int], device: Any) -> torch.Tensor:
+    """``out[:n]`` once ``out`` is a contiguous (>= n, 3, H, W) uint8/float16/float32 tensor on
+    ``device`` (what the kernel writes into); ValueError naming what is wrong otherwise."""
+    import torch
+
+    ok_dtypes = {getattr(torch, name) for name in OUT_DTYPES}
+    if not isinstance(out, torch.Tensor) or out.dtype not in ok_dtypes or out.ndim != 4:
+        raise ValueError(f"out must be a (>= {n}, 3, {hw[0]}, {hw[1]}) uint8/float16/float32 tensor, "
+                         f"got {type(out).__name__} {getattr(out, 'dtype', '')} {getattr(out, 'shape', '')}")
+    if out.device != device or out.shape[0] < n or tuple(out.shape[1:]) != (3, *hw):
+        raise ValueError(f"out must be (>= {n}, 3, {hw[0]}, {hw[1]}) on {device}, "
+                         f"got {tuple(out.shape)} on {out.device}")
+    if not out.is_contiguous():
+        raise ValueError("out must be contiguous (N, C, H, W)")
+    return out[:n]
+
+
 class CudaPreprocessor:
     """Fused GPU preprocessing (see the module docstring).
 
@@ -229,7 +246,7 @@ class CudaPreprocessor:
         import torch
 
         hw = _check_hw(input_hw)
-        batch = self._check_out(out, len(frames), hw)
+        batch = check_out(out, len(frames), hw, self.device)
         if not frames:
             return batch
         stream = stream if stream is not None else torch.cuda.current_stream(self.device)
@@ -250,20 +267,6 @@ class CudaPreprocessor:
         with cp.cuda.Device(int(self.device.index)), self._cupy_stream(stream):
             kernel(grid, block, kernel_args(descs_dev.data_ptr(), batch.data_ptr(), hw))
         return batch
-
-    def _check_out(self, out: Any, n: int, hw: tuple[int, int]) -> torch.Tensor:
-        import torch
-
-        ok_dtypes = {getattr(torch, name) for name in OUT_DTYPES}
-        if not isinstance(out, torch.Tensor) or out.dtype not in ok_dtypes or out.ndim != 4:
-            raise ValueError(f"out must be a (>= {n}, 3, {hw[0]}, {hw[1]}) uint8/float16/float32 CUDA tensor, "
-                             f"got {type(out).__name__} {getattr(out, 'dtype', '')} {getattr(out, 'shape', '')}")
-        if out.device != self.device or out.shape[0] < n or tuple(out.shape[1:]) != (3, *hw):
-            raise ValueError(f"out must be (>= {n}, 3, {hw[0]}, {hw[1]}) on {self.device}, "
-                             f"got {tuple(out.shape)} on {out.device}")
-        if not out.is_contiguous():
-            raise ValueError("out must be contiguous (N, C, H, W)")
-        return out[:n]
 
     def _table(self, key: tuple[int, int, bool] | None, stream: Any) -> torch.Tensor | None:
         """The device copy of an axis table, cached (least recently used dropped beyond max_tables;
