@@ -39,7 +39,7 @@ class CameraStats:
     objects: int = 0  # detections in the published messages (objects per frame = objects / published)
     torn: int = 0  # frames the decoder rewrote while the device feed copied them (dropped)
     tracked_only: int = 0  # frames published with the tracker's boxes, without the detector (detect_every)
-    latencies_ms: list[float] = field(default_factory=list)  # one per inferred frame, published or not
+    latencies_ms: list[float] = field(default_factory=list)  # per frame inferred or tracked only, sent or not
 
     def summary(self, interval_s: float, ring_delta: dict[str, int]) -> dict[str, Any]:
         """The stats-message entry; ``ring_delta`` holds the decoder counters' growth this interval."""
