@@ -47,6 +47,7 @@ def test_detect_every_needs_tracking(tmp_path: Path) -> None:
     ("{enabled: true, match_iou: 0}", "tracking.match_iou"),
     ("{enabled: true, lost_frames: -1}", "tracking.lost_frames"),
     ("{enabled: true, min_hits: 0}", "tracking.min_hits"),
+    ("{enabled: true, duplicate_iou: 0}", "tracking.duplicate_iou"),
     ("{enabled: true, frames: 3}", "tracking.frames"),
 ])
 def test_bad_tracking_settings_name_the_key(tmp_path: Path, section: str, key: str) -> None:
@@ -64,6 +65,7 @@ def test_the_worker_plan_carries_the_live_tracking_settings(tmp_path: Path) -> N
     live = worker.tracking()
     assert live is not None and live["cameras"] == {"a": 3, "c": 1}  # b opted out
     assert TrackerSettings(**live["settings"]).lost_frames == 12  # type: ignore[arg-type]
+    assert TrackerSettings(**live["settings"]).duplicate_iou == 0.5  # type: ignore[arg-type]
     off = parse_config(BASE + "cameras: [{id: a, url: a.mp4}]\n", tmp_path)
     assert make_plan(off, 2).workers[0].tracking() is None
     # tracking is applied live: changing it does not restart the worker

@@ -37,6 +37,10 @@ class TrackingConfig(BaseModel):
                              "re-found with its id; then it ends.")
     min_hits: int = Field(1, ge=1, le=100, description="Matches in a row before a new track is published "
                           "(1: from its first frame).")
+    duplicate_iou: float = Field(0.5, gt=0, le=1, description="A detection of another class whose box overlaps a "
+                                 "track's box at least this much continues that track, and starts no new one "
+                                 "(a model that reports one object as two classes in turn); 1 keeps classes apart "
+                                 "(e.g. a person getting on a bicycle).")
 
     @model_validator(mode="after")
     def _ordered(self) -> TrackingConfig:
@@ -48,4 +52,4 @@ class TrackingConfig(BaseModel):
     def tracker_settings(self) -> dict[str, Any]:
         """The keyword arguments of :class:`streamdet.pipeline.tracking.bytetrack.TrackerSettings`."""
         return {"high_thresh": self.high_thresh, "low_thresh": self.low_thresh, "match_iou": self.match_iou,
-                "lost_frames": self.lost_frames, "min_hits": self.min_hits}
+                "lost_frames": self.lost_frames, "min_hits": self.min_hits, "duplicate_iou": self.duplicate_iou}

@@ -310,3 +310,17 @@ def test_a_nearby_detection_restarts_a_track_but_a_far_one_is_a_new_object() -> 
     assert t.update(frame(det(225, 200)))[:, 6].tolist() == [2.0]
     t.update(frame(det(900, 600)))  # far away: a new object, whatever the gate
     assert sorted(t.update(frame(det(225, 200), det(900, 600)))[:, 6].tolist()) == [2.0, 3.0]
+
+
+def test_duplicate_iou_one_keeps_classes_apart() -> None:
+    """A person getting on a bicycle: heavily overlapping boxes of two classes. With the default they
+    are one object (the second class starts no track); with duplicate_iou 1 each gets its own track."""
+    bike = det(200, 200, 0.9, cls=1, size=60)
+    person = det(205, 195, 0.9, cls=0, size=60)  # IoU about 0.72 with the bicycle
+    merged, apart = Tracker(TrackerSettings(min_hits=1)), Tracker(TrackerSettings(min_hits=1, duplicate_iou=1.0))
+    for t in (merged, apart):
+        t.update(frame(bike))
+        t.update(frame(bike))
+    both = frame(bike, person)
+    assert sorted(ids_by_class(apart.update(both))) == [0, 1] and apart.num_tracks == 2
+    assert merged.update(both).shape[0] == 1 and merged.num_tracks == 1
