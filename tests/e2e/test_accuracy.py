@@ -11,23 +11,18 @@ frame's own pixels correctly, also when frames of different sizes share one batc
 
 from __future__ import annotations
 
-import signal
-import subprocess
-import sys
-import time
-from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from streamdet.client import Subscriber
 from streamdet.datasets.groundtruth import read_groundtruth
 from streamdet.datasets.shapes import write_clip
 from streamdet.detector import Detector
 from streamdet.evaluation import evaluate
 from streamdet.val import iter_clip
 from tests.e2e.test_daemon import free_port
+from tests.helpers.daemon import run_until_published
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -61,27 +56,7 @@ def collect_daemon_messages(tmp_path: Path, clips: dict[str, Path], img_size: in
         f'model: {{weights: "{DEMO_WEIGHTS}", img_size: {img_size}, conf_thres: {CONF}, iou_thres: {IOU}}}\n'
         f'publish: {{endpoint: "{endpoint}"}}\nbatching: {{max_batch: 3, max_wait_ms: 20}}\ncameras:\n{cams}\n'
     )
-    sub = Subscriber(endpoint)
-    proc = subprocess.Popen([sys.executable, "-m", "streamdet", "run", str(config)], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT)
-    got: dict[str, list[dict]] = defaultdict(list)
-    try:
-        # Until every frame of every clip arrived (lossless), or nothing came for 20 s.
-        deadline = time.monotonic() + 300
-        last = time.monotonic()
-        while time.monotonic() < deadline and sum(map(len, got.values())) < FRAMES * len(clips):
-            msg = sub.recv(timeout=0.5)
-            if msg is not None:
-                got[msg["camera"]].append(msg)
-                last = time.monotonic()
-            elif time.monotonic() - last > 20 and got:
-                break
-    finally:
-        sub.close()
-        proc.send_signal(signal.SIGTERM)
-        out, _ = proc.communicate(timeout=20)
-    assert proc.returncode == 0, out.decode()[-3000:]
-    return got
+    return run_until_published(config, endpoint, FRAMES * len(clips), 300)
 
 
 def test_daemon_accuracy_matches_val(tmp_path: Path, clips: dict[str, Path]) -> None:

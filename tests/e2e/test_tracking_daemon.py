@@ -10,21 +10,16 @@ val replays the daemon's own tracking step, so the two may only differ by batchi
 
 from __future__ import annotations
 
-import signal
-import subprocess
-import sys
-import time
-from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from streamdet.client import Subscriber
 from streamdet.datasets.shapes import write_clip
 from streamdet.mot_metrics import MotAccumulator
 from streamdet.val_track import read_track_truth, run_val_track
 from tests.e2e.test_daemon import free_port
+from tests.helpers.daemon import run_until_published
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -43,26 +38,7 @@ def collect(tmp_path: Path, clip: Path) -> dict[str, list[dict]]:
         f'model: {{weights: "{DEMO_WEIGHTS}", img_size: {IMG_SIZE}}}\ntracking: {{enabled: true}}\n'
         f'publish: {{endpoint: "{endpoint}"}}\nbatching: {{max_batch: 2, max_wait_ms: 20}}\ncameras:\n{cams}\n'
     )
-    sub = Subscriber(endpoint)
-    proc = subprocess.Popen([sys.executable, "-m", "streamdet", "run", str(config)], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT)
-    got: dict[str, list[dict]] = defaultdict(list)
-    try:  # until every frame of both cameras arrived (lossless), or nothing came for 20 s
-        deadline = time.monotonic() + 120
-        last = time.monotonic()
-        while time.monotonic() < deadline and sum(map(len, got.values())) < FRAMES * len(CAMERAS):
-            msg = sub.recv(timeout=0.5)
-            if msg is not None:
-                got[msg["camera"]].append(msg)
-                last = time.monotonic()
-            elif time.monotonic() - last > 20 and got:
-                break
-    finally:
-        sub.close()
-        proc.send_signal(signal.SIGTERM)
-        out, _ = proc.communicate(timeout=20)
-    assert proc.returncode == 0, out.decode()[-3000:]
-    return got
+    return run_until_published(config, endpoint, FRAMES * len(CAMERAS), 120)
 
 
 def test_daemon_tracking_accuracy(tmp_path: Path) -> None:

@@ -70,6 +70,31 @@ def report(what: str, **values: Any) -> None:
     print(f"[fault] {what}: {text}", flush=True)
 
 
+def run_until_published(config: Path, endpoint: str, expected: int, timeout_s: float) -> dict[str, list[dict]]:
+    """Run ``streamdet run config`` until ``expected`` detection messages arrived on ``endpoint`` (or
+    none came for 20 s), stop it with SIGTERM and check it exited 0; the messages by camera, in order."""
+    sub = Subscriber(endpoint)
+    proc = subprocess.Popen([sys.executable, "-m", "streamdet", "run", str(config)], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT)
+    got: dict[str, list[dict]] = defaultdict(list)
+    try:
+        deadline = time.monotonic() + timeout_s
+        last = time.monotonic()
+        while time.monotonic() < deadline and sum(map(len, got.values())) < expected:
+            msg = sub.recv(timeout=0.5)
+            if msg is not None:
+                got[msg["camera"]].append(msg)
+                last = time.monotonic()
+            elif time.monotonic() - last > 20 and got:
+                break
+    finally:
+        sub.close()
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=20)
+    assert proc.returncode == 0, out.decode()[-3000:]
+    return got
+
+
 @dataclass(frozen=True)
 class Received:
     """A message and when this process received it (time.monotonic())."""

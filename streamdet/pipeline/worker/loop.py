@@ -185,8 +185,9 @@ class WorkerLoop:
         colour conversion happens here). The others (``detect_every``) ride along as ``tracked_only``;
         frames the decoder rewrote while the device feed copied them come back as ``torn``."""
         t0 = time.perf_counter()
-        detect = [f for f in frames if self.tracks.detect(f.camera)]
-        skipped = [f for f in frames if all(f is not d for d in detect)]
+        runs = [self.tracks.detect(f.camera) for f in frames]
+        detect = [f for f, run in zip(frames, runs, strict=True) if run]
+        skipped = [f for f, run in zip(frames, runs, strict=True) if not run]
         prepared = self.feed.prepare(detect) if detect else PreparedBatch([], None, [])
         if skipped:
             self.feed.skip(skipped)

@@ -83,6 +83,8 @@ class CameraTracks:
 
     def detect(self, camera: str) -> bool:
         """Feeder thread, once per frame taken: whether the detector runs on it."""
+        if camera not in self._every:  # untracked: always (``_every`` is replaced whole, never edited)
+            return True
         with self._lock:
             every = self._every.get(camera, 1)
             taken = self._taken.get(camera, 0)
@@ -92,6 +94,8 @@ class CameraTracks:
     def step(self, frame: Frame, ring: str, det: np.ndarray | None) -> TrackedFrame | None:
         """Publisher thread, once per published frame of a tracked camera (None for an untracked one):
         ``det`` is the detector's (n, 6) output, or None for a frame the detector skipped."""
+        if frame.camera not in self._every:  # untracked: no lock on the per-frame path
+            return None
         with self._lock:
             settings = self._settings
             if settings is None or frame.camera not in self._every:
