@@ -142,6 +142,7 @@ def _rank_result(job: ValJob, device: str, rank: int, world: int, backend: str, 
         devices = [d for d, _, _ in gathered]
         box[0] = score(names, total, [s for _, _, s in gathered], time.perf_counter() - start, devices)
     dist.broadcast_object_list(box, src=0)
+    dist.barrier()  # every rank is done with the collectives before any tears its group down
     dist.destroy_process_group()
     result: ValResult = box[0]
     return result
