@@ -19,16 +19,16 @@ from streamdet._version import __version__
 if TYPE_CHECKING:
     from streamdet.detector import Detector
     from streamdet.model.checkpoint import load_model
-    from streamdet.pipeline.postprocess import nms, scale_boxes
-    from streamdet.pipeline.preprocess import letterbox
+    from streamdet.pipeline.postprocess.postprocessor import nms, scale_boxes
+    from streamdet.pipeline.preprocess.letterbox import letterbox
 
 __all__ = ["Detector", "__version__", "letterbox", "load_model", "nms", "scale_boxes"]
 
 _LAZY = {
     "load_model": "streamdet.model.checkpoint",
-    "nms": "streamdet.pipeline.postprocess",
-    "scale_boxes": "streamdet.pipeline.postprocess",
-    "letterbox": "streamdet.pipeline.preprocess",
+    "nms": "streamdet.pipeline.postprocess.postprocessor",
+    "scale_boxes": "streamdet.pipeline.postprocess.postprocessor",
+    "letterbox": "streamdet.pipeline.preprocess.letterbox",
     "Detector": "streamdet.detector",
 }
 

@@ -39,7 +39,6 @@ def _cmd_detect(args: argparse.Namespace) -> int:
 
 def _cmd_check(args: argparse.Namespace) -> int:
     from streamdet.config import load_config, summarize
-    from streamdet.keys import check_curve
     from streamdet.model.checkpoint import read_checkpoint
     from streamdet.model.input_size import choose_img_size
     from streamdet.pipeline.backends import BACKENDS, available_backends
@@ -52,6 +51,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
         visible_gpus,
     )
     from streamdet.supervisor.devices import resolve_devices
+    from streamdet.transport.keys import check_curve
 
     config = load_config(args.config)
     try:
@@ -145,7 +145,7 @@ def _cmd_bridge_mqtt(args: argparse.Namespace) -> int:
 
 
 def _cmd_keygen(args: argparse.Namespace) -> int:
-    from streamdet.keys import keygen_main
+    from streamdet.transport.keys import keygen_main
 
     return keygen_main(args.dir, args.name, force=args.force, public_dir=args.public_dir)
 

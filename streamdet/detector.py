@@ -15,12 +15,12 @@ from typing import Any
 
 import numpy as np
 
-from streamdet.pipeline.image import Image
 from streamdet.pipeline.stages import Stages, build_stages
+from streamdet.pipeline.types import Image
 
 
 class Detector:
-    """YOLOv5 detector over batches of BGR uint8 frames (or :class:`~streamdet.pipeline.image.Image`).
+    """YOLOv5 detector over batches of BGR uint8 frames (or :class:`~streamdet.pipeline.types.Image`).
 
     Args:
         weights: path of an Ultralytics YOLOv5 ``.pt`` checkpoint (loaded safely).

@@ -78,7 +78,8 @@ def preprocess_plan(mode: str, backends: dict[str, str]) -> tuple[dict[str, str]
 
 def ring_bytes(config: Config) -> int:
     """Shared memory the rings of ``config`` need."""
-    from streamdet.pipeline.ring import FrameRing, slot_bytes_for
+    from streamdet.pipeline.ring.buffer import FrameRing
+    from streamdet.pipeline.ring.layout import slot_bytes_for
 
     r = config.ring
     per_ring = FrameRing.segment_bytes(r.slots, slot_bytes_for(r.max_width, r.max_height, "yuv420p"))

@@ -19,7 +19,7 @@ import numpy as np
 from streamdet.datasets.groundtruth import DatasetError, groundtruth_path, read_groundtruth
 from streamdet.detect import batched
 from streamdet.evaluation import ClassAP, EvalResult, evaluate
-from streamdet.pipeline.image import Image
+from streamdet.pipeline.types import Image
 from streamdet.progress import Progress
 
 __all__ = ["PTS_TOLERANCE", "VIDEO_SUFFIXES", "Shard", "ValJob", "ValResult", "iter_clip", "iter_yolo",
@@ -103,14 +103,14 @@ def iter_clip(clip: Path, keep: Keep | None = None) -> tuple[int, Iterator[tuple
     """(count, iterator of (frame, ground truth (m, 5))) over a clip and its ``.jsonl``.
 
     Frames are the daemon's: the decoded YUV planes exactly as a decoder writes them into the ring
-    (:func:`streamdet.pipeline.frames.frame_to_image`), so the worker and val see the same bytes.
+    (:func:`streamdet.pipeline.decode.frames.frame_to_image`), so the worker and val see the same bytes.
     Frames are matched to ground-truth lines by index; each decoded frame's time must equal the
     line's ``pts`` within :data:`PTS_TOLERANCE`, and the counts must agree. With ``keep``, every
     frame is still decoded and checked (decoding is sequential) but only the kept ones are yielded.
     """
     import av
 
-    from streamdet.pipeline.frames import frame_to_image
+    from streamdet.pipeline.decode.frames import frame_to_image
 
     gt_path = groundtruth_path(clip)
     truth = read_groundtruth(gt_path)

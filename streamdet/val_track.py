@@ -31,7 +31,7 @@ from streamdet.config.tracking import TrackingConfig
 from streamdet.datasets.groundtruth import DatasetError, GroundTruthFrame, groundtruth_path, read_groundtruth
 from streamdet.detect import batched
 from streamdet.mot_metrics import MotAccumulator, MotScores
-from streamdet.pipeline.ring import Frame
+from streamdet.pipeline.types import Frame
 from streamdet.pipeline.worker.tracks import CameraTracks
 from streamdet.progress import Progress
 

@@ -106,7 +106,7 @@ def test_check_says_which_img_size_and_why(tmp_path: Path, capsys: pytest.Captur
 
 def _curve_config_with_a_secret_in_authorized_keys(tmp_path: Path, fixtures_dir: Path) -> tuple[Path, Path]:
     """A configuration whose authorized_keys folder holds a client's secret key file (the old README flow)."""
-    from streamdet.keys import keygen
+    from streamdet.transport.keys import keygen
 
     weights = fixtures_dir / "yolov5" / "yolov5n_random.pt"
 

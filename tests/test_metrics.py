@@ -10,7 +10,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from streamdet.metrics import ChildInfo, DaemonMetrics
-from streamdet.pipeline.ring_layout import RingStatus
+from streamdet.pipeline.ring.layout import RingStatus
 from streamdet.pipeline.worker.stats import CameraStats, StageTimer
 from streamdet.supervisor import local_endpoint
 from streamdet.wire import stats_message

@@ -15,7 +15,7 @@ import pytest
 from streamdet.datasets import shapes
 from streamdet.datasets.groundtruth import DatasetError, read_groundtruth
 from streamdet.datasets.yolo import read_yolo_dir
-from streamdet.pipeline.image import Image
+from streamdet.pipeline.types import Image
 from streamdet.val import run_val, val_main
 
 W, H = 160, 120

@@ -257,7 +257,7 @@ def _predictions(torch: Any, b: int, n: int = 25200, nc: int = 80, candidates: i
 
 def nms_stage(ctx: StageContext) -> dict[str, Any]:
     torch = require_cuda()
-    from streamdet.pipeline.postprocess import nms
+    from streamdet.pipeline.postprocess.postprocessor import nms
 
     not_in_dry_run(ctx)
     pred = _predictions(torch, 32)

@@ -163,7 +163,7 @@ def _tree_cpu_s(pid: int) -> float:
 
 
 def _rings(pid: int, cams: Sequence[str]) -> dict[str, Any]:
-    from streamdet.pipeline.ring import FrameRing
+    from streamdet.pipeline.ring.buffer import FrameRing
     from streamdet.supervisor.runtime import ring_name
 
     modes: dict[str, int] = {}

@@ -35,8 +35,8 @@ def decoded_images(clip: Any, n: int, nvdec: bool) -> list[Any]:
     """The first ``n`` frames of ``clip`` as streamdet's decoder writes them into a ring."""
     import av
 
-    from streamdet.pipeline.frames import frame_to_image
-    from streamdet.pipeline.hwdecode import nvdec_hwaccel
+    from streamdet.pipeline.decode.frames import frame_to_image
+    from streamdet.pipeline.decode.nvdec import nvdec_hwaccel
 
     kwargs: dict[str, Any] = {"hwaccel": nvdec_hwaccel("0")} if nvdec else {}
     images = []
@@ -60,7 +60,8 @@ def mismatches(torch: Any, a: Any, b: Any) -> int:
 
 def exactness(torch: Any, pre: Any, images: list[Any]) -> dict[str, Any]:
     """``pre`` (a CudaPreprocessor) against the CPU path on ``images``: uint8, FP16, FP32 mismatches."""
-    from streamdet.pipeline.preprocess import CpuPreprocessor, to_model_input
+    from streamdet.pipeline.backends.model_input import to_model_input
+    from streamdet.pipeline.preprocess.letterbox import CpuPreprocessor
 
     cpu_u8 = CpuPreprocessor()(images, INPUT_HW)
     gpu_u8 = pre(images, INPUT_HW, np.empty((len(images), 3, *INPUT_HW), np.uint8))
@@ -74,8 +75,8 @@ def exactness(torch: Any, pre: Any, images: list[Any]) -> dict[str, Any]:
 
 
 def _exactness_on_clip(torch: Any, pre: Any, ctx: StageContext) -> dict[str, Any]:
-    from streamdet.pipeline.hwdecode import nvdec_problem
-    from streamdet.pipeline.image import Image
+    from streamdet.pipeline.decode.nvdec import nvdec_problem
+    from streamdet.pipeline.types import Image
 
     t0 = time.perf_counter()
     clip = ensure_clip(ctx.work, GPU)
@@ -103,9 +104,9 @@ def kernel_stage(ctx: StageContext) -> dict[str, Any]:
     torch = require_cuda()
     require_cupy()
     try:
-        from streamdet.pipeline.cuda_preprocess import CudaPreprocessor
-        from streamdet.pipeline.image import Image
-        from streamdet.pipeline.kernel_plan import DeviceFrame
+        from streamdet.pipeline.preprocess.cuda import CudaPreprocessor
+        from streamdet.pipeline.preprocess.kernel_plan import DeviceFrame
+        from streamdet.pipeline.types import Image
     except ImportError as exc:
         raise Skip(f"the CUDA preprocessor is not in this tree ({exc})") from None
     not_in_dry_run(ctx)

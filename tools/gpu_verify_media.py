@@ -103,7 +103,7 @@ def _decode_all(path: str, hw: str | None, owned: bool = False) -> tuple[int, fl
     """Decode every frame of ``path`` (``hw``: NVDEC device index, or None for the CPU, 1 thread)."""
     import av
 
-    from streamdet.pipeline.hwdecode import NVDEC_THREADS, nvdec_hwaccel
+    from streamdet.pipeline.decode.nvdec import NVDEC_THREADS, nvdec_hwaccel
 
     kwargs: dict[str, Any] = {}
     if hw is not None:
@@ -178,7 +178,7 @@ def _parity(path: Path, frames: int = 30) -> dict[str, Any]:
     """NVDEC frames (downloaded NV12) against CPU frames: formats, colour tags, identical pixels."""
     import av
 
-    from streamdet.pipeline.hwdecode import nvdec_hwaccel
+    from streamdet.pipeline.decode.nvdec import nvdec_hwaccel
 
     def take(**kw: Any) -> list[Any]:
         with av.open(str(path), **kw) as c:
@@ -210,8 +210,9 @@ def _parity(path: Path, frames: int = 30) -> dict[str, Any]:
 
 def _reader_check(path: Path, p: Profile, decode: str) -> dict[str, Any]:
     """streamdet's CameraReader with ``decode`` for 60 frames: the ring's decode mode and frames."""
-    from streamdet.pipeline.decode import CameraReader, CameraSource
-    from streamdet.pipeline.ring import FrameRing, slot_bytes_for
+    from streamdet.pipeline.decode.reader import CameraReader, CameraSource
+    from streamdet.pipeline.ring.buffer import FrameRing
+    from streamdet.pipeline.ring.layout import slot_bytes_for
 
     ring = FrameRing.create(f"sdverify_{os.getpid()}", "verify", 3, slot_bytes_for(p.width, p.height, "yuv420p"))
     stop = threading.Event()
@@ -242,7 +243,7 @@ def _reader_check(path: Path, p: Profile, decode: str) -> dict[str, Any]:
 
 def nvdec_stage(ctx: StageContext) -> dict[str, Any]:
     p = profile_of(ctx)
-    from streamdet.pipeline.hwdecode import nvdec_problem
+    from streamdet.pipeline.decode.nvdec import nvdec_problem
 
     hw = p.device != "cpu"
     if hw:

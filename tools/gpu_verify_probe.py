@@ -95,7 +95,7 @@ def nvdec_facts() -> dict[str, Any]:
     import av
     from av.codec.hwaccel import hwdevices_available
 
-    from streamdet.pipeline.hwdecode import nvdec_problem
+    from streamdet.pipeline.decode.nvdec import nvdec_problem
 
     configs = {}
     for codec in ("h264", "hevc", "av1"):

@@ -4,7 +4,7 @@ Certificate files are in pyzmq's ``zmq.auth`` format: ``NAME.key`` holds a publi
 ``NAME.key_secret`` the public and the secret key. A path that does not exist as given is looked up
 by its file name in ``$CREDENTIALS_DIRECTORY`` (systemd ``LoadCredential=``). Errors name the path,
 never a key; secret keys never reach a log line, a message or a ``repr``. The daemon's side
-(key generation, the server's keys and its admitted clients) is ``streamdet.keys``, which builds on
+(key generation, the server's keys and its admitted clients) is ``streamdet.transport.keys``, which builds on
 this module. Imports only pyzmq and the standard library.
 """
 
@@ -22,7 +22,7 @@ from streamdet_client.transport import CurveClientKeys
 __all__ = ["CREDENTIALS_ENV", "PUBLIC_SUFFIX", "SECRET_SUFFIX", "KeyFileError", "credentials_dir", "exposed_mode",
            "load_client_keys", "locate_file", "read_certificate", "read_secret"]
 
-log = logging.getLogger("streamdet.keys")
+log = logging.getLogger("streamdet.transport.keys")
 
 PUBLIC_SUFFIX = ".key"
 SECRET_SUFFIX = ".key_secret"

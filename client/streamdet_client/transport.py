@@ -1,6 +1,6 @@
 """Every ZeroMQ socket option streamdet sets, in one place, and the context each process uses.
 
-Consumed by ``streamdet.pipeline.publish`` (worker PUB, the supervisor's XSUB/XPUB proxy) and
+Consumed by ``streamdet.pipeline.worker.publish`` (worker PUB, the supervisor's XSUB/XPUB proxy) and
 ``streamdet.client.subscriber`` (SUB). One function per socket role sets that role's options:
 linger, high-water marks, message-size limits, reconnect intervals, TCP keepalive and
 CurveZMQ. Imports only pyzmq and the standard library (clients load it).

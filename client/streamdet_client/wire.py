@@ -2,7 +2,7 @@
 
 Stage: shared by both ends of the wire. Consumes message dicts (built here from a worker's
 detections and counters, or received as ZeroMQ multipart frames); produces the two frames
-``[topic, payload]`` (worker process, via ``streamdet.pipeline.publish``) or validated dicts
+``[topic, payload]`` (worker process, via ``streamdet.pipeline.worker.publish``) or validated dicts
 (any subscriber process, via ``streamdet.client``). Standard library only (json), so the
 client stays light and never pulls numpy or torch.
 """

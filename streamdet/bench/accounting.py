@@ -4,7 +4,7 @@ Both systems are judged by the same rule: of the frames a live camera would have
 detection rate during the measurement window, how many were published (the rest are dropped),
 and how late. Frames that the camera's ``max_fps`` skips on purpose are neither expected nor
 dropped: which source frames are kept comes from the decoder's own rule
-(:class:`streamdet.pipeline.pacing.Schedule`), applied to both systems. The daemon's side is
+(:class:`streamdet.pipeline.decode.pacing.Schedule`), applied to both systems. The daemon's side is
 reconstructed from its detection messages (``frame``, ``dropped``, ``ts_capture``, ``ts_publish``)
 and, when present, the per-reason drops of its stats messages; the naive loop's side from its own
 log of (frame index, publish time) pairs against the ideal 25 fps schedule. No I/O here, so tests
@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from streamdet.pipeline.pacing import Schedule
+from streamdet.pipeline.decode.pacing import Schedule
 
 #: drop reasons of the stats messages that are real losses (``max_fps`` skips are intentional)
 LOSS_REASONS = ("overwritten", "behind", "unsent", "torn")

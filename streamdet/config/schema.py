@@ -116,7 +116,7 @@ class CurveConfig(_Base):
     Files in pyzmq's ``zmq.auth`` certificate format (``streamdet keygen DIR NAME``). Their
     existence is not checked here: a path that does not exist is looked up by its file name in
     ``$CREDENTIALS_DIRECTORY`` (systemd ``LoadCredential=``) when the daemon starts;
-    ``streamdet check`` reports missing or malformed files (``streamdet.keys.check_curve``).
+    ``streamdet check`` reports missing or malformed files (``streamdet.transport.keys.check_curve``).
     """
 
     server_secret_key: Path = Field(

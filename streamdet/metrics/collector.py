@@ -19,7 +19,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.utils import floatToGoString
 
 from streamdet.metrics.totals import Histogram, TotalsSnapshot
-from streamdet.pipeline.ring_layout import DECODER_STATES
+from streamdet.pipeline.ring.layout import DECODER_STATES
 from streamdet.pipeline.worker.contract import PHASES
 
 log = logging.getLogger("streamdet.metrics")

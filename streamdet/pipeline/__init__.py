@@ -1,40 +1,24 @@
-"""The daemon's data flow, one module per stage, in this order.
+"""The daemon's data flow, one subpackage per stage, in this order.
 
-    decode.py      1  decoder process: one reader thread per camera, start gate, backoff;
-                      copies the decoded YUV 4:2:0 planes into the ring (no colour conversion
-                      on decoding cores). source.py: a camera as the decoder reads it;
-                      frame_pass.py: one read pass with the read and stall timeouts;
-                      source_faults.py: which failures are permanent (state ``failed``);
-                      frames.py, pacing.py: frame formats, real-time pacing and max_fps
-    ring.py        2  per-camera shared-memory ring of frames: latest wins (live, paced), or
-                      lossless in order (files with realtime: false); ring_layout.py: its layout
-    preprocess.py  3  worker: YUV/BGR -> letterboxed RGB uint8 batch (CpuPreprocessor);
-                      colour.py holds the YUV->RGB arithmetic, transform.py the frame geometry
-    backends/      4  worker: the model (torch, onnxruntime, openvino), chosen by name
-    postprocess.py 5  worker: NMS, Transform inverse to source pixels, wire records
-    publish.py     6  worker: ZeroMQ PUB of wire messages (see streamdet.wire); the supervisor's
-                      XSUB/XPUB proxy, with handshakes.py (CurveZMQ: ZAP, refused handshakes)
-                      and capture.py (the stats messages for the supervisor's metrics)
+    decode/       1  decoder processes: one reader thread per camera, start gate, backoff, NVDEC;
+                     copies the decoded YUV 4:2:0 planes into the ring (no colour conversion on
+                     decoding cores)
+    ring/         2  per-camera shared-memory ring of frames: latest wins (live, paced), or
+                     lossless in order (files with realtime: false); the seqlock read protocol;
+                     page-locked rings for the GPU
+    preprocess/   3  worker: YUV/BGR -> letterboxed RGB batch (CpuPreprocessor, or the fused
+                     CUDA kernel of CudaPreprocessor)
+    backends/     4  worker: the model (torch, onnxruntime, openvino), chosen by name
+    postprocess/  5  worker: NMS (per image, or whole-batch), boxes back to source pixels
+    worker/     2-6  the worker process: gather, prepare (host or device feed), infer,
+                     postprocess, track, publish (its PUB socket)
 
-stages.py puts 3-5 together (the one inference path, also behind ``streamdet.Detector``);
-worker/ runs them per batch (contract.py: phases loading, warming_up, serving, exit codes, live
-settings through ``WorkerControl``; loop.py the steps; runner.py overlaps them in threads);
-registry.py picks implementations by name;
-image.py is the picture type passed between stages.
+Beside them: types.py (Image, Frame, Transform: what travels between stages), stages.py (3-5
+composed: the one inference path, also behind ``streamdet.Detector``), registry.py (lazy
+registries of implementations), tracking/ (the per-camera tracker), cuda/ (the CUDA layer the
+device feed runs on, and its CPU emulation). The supervisor-side ZeroMQ (proxy, handshakes,
+capture, keys, socket options) is :mod:`streamdet.transport`.
 
-GPU path (none of it has run on a GPU yet, see docs/gpu-verification.md): the worker's device
-feed (worker/device_feed.py, chosen by ``model.preprocess`` in worker/feed_choice.py) drives these
-through cuda_runtime.py, the CUDA layer; cuda_emulation.py runs that layer on the CPU for CI:
-
-    hwdecode.py          1  NVDEC through PyAV's CUDA hwaccel, falling back to the CPU for good
-    ring_slots.py        2  seqlock slot reader: pick a slot, copy it elsewhere, validate after
-    pinned.py            2  page-locked rings: DMA of the chosen slots to device arenas, torn count
-    cuda_preprocess.py   3  CudaPreprocessor ("cuda"): the fused kernel via CuPy, on a torch stream
-    cuda_kernel.py       3  the kernel's CUDA C++ source (YUV/BGR -> letterboxed RGB CHW)
-    kernel_plan.py       3  one launch's host-side plan: frame descriptors, axis tables, grid
-    kernel_reference.py  3  numpy emulation of the kernel, which CI checks against the CPU path
-    backends/cuda_graphs.py 4  one CUDA graph per batch size for the torch backend, eager fallback
-    batch_nms.py         5  whole-batch NMS in one pass and one device-to-host copy (CUDA predictions)
-    cuda_runtime.py      -  CudaRuntime: streams, events, copies, the kernel launch (TorchCudaRuntime)
-    cuda_emulation.py    -  EmulatedCuda: the same calls on the CPU, streams as threads with delays
+This ``__init__`` and each subpackage's import nothing: importing one module never loads another
+stage's libraries.
 """

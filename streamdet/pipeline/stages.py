@@ -16,17 +16,16 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from streamdet.pipeline.image import Image
-from streamdet.pipeline.preprocess import batch_input_shape
+from streamdet.pipeline.preprocess.letterbox import batch_input_shape
 from streamdet.pipeline.registry import Registry
-from streamdet.pipeline.transform import Transform
+from streamdet.pipeline.types import Image, Transform
 
 if TYPE_CHECKING:
     import torch
 
     from streamdet.pipeline.backends import Backend
-    from streamdet.pipeline.postprocess import Postprocessor
-    from streamdet.pipeline.preprocess import Preprocessor
+    from streamdet.pipeline.postprocess.postprocessor import Postprocessor
+    from streamdet.pipeline.preprocess.letterbox import Preprocessor
 
 __all__ = ["PREPROCESSORS", "Stages", "build_stages"]
 
@@ -35,8 +34,8 @@ __all__ = ["PREPROCESSORS", "Stages", "build_stages"]
 PREPROCESSORS = Registry(
     "preprocessor",
     {
-        "cpu": ("streamdet.pipeline.preprocess:CpuPreprocessor", None),
-        "cuda": ("streamdet.pipeline.cuda_preprocess:CudaPreprocessor", "gpu", ("cupy",)),
+        "cpu": ("streamdet.pipeline.preprocess.letterbox:CpuPreprocessor", None),
+        "cuda": ("streamdet.pipeline.preprocess.cuda:CudaPreprocessor", "gpu", ("cupy",)),
     },
 )
 
@@ -144,7 +143,7 @@ def build_stages(
     whose extra is not installed.
     """
     from streamdet.pipeline.backends import create_backend
-    from streamdet.pipeline.postprocess import Postprocessor
+    from streamdet.pipeline.postprocess.postprocessor import Postprocessor
 
     if half and device == "cpu":
         raise ValueError("half=True needs a CUDA device; FP16 convolutions are not supported on CPU")

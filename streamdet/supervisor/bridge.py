@@ -49,8 +49,8 @@ class BridgeRunner:
         return list(self.counters)
 
     def _args(self, config: Config) -> Any:
-        from streamdet.keys import server_keys_from_config
         from streamdet.supervisor.runtime import local_endpoint
+        from streamdet.transport.keys import server_keys_from_config
 
         assert config.mqtt is not None
         settings = config.mqtt.bridge_settings()

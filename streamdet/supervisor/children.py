@@ -45,7 +45,7 @@ class ChildTargets:
     """What each kind of child runs, as import strings: the supervisor imports neither PyAV nor torch,
     and tests substitute stand-ins by naming them (uvicorn's supervisor passes its app the same way)."""
 
-    decoder: str = "streamdet.pipeline.decoder_process:decoder_main"
+    decoder: str = "streamdet.pipeline.decode.process:decoder_main"
     worker: str = "streamdet.pipeline.worker.process:worker_main"
 
 

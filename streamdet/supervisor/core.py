@@ -52,9 +52,7 @@ from streamdet.bridge.check import mqtt_problems
 from streamdet.config import Config
 from streamdet.cpu_budget import usable_cpus
 from streamdet.errors import ConfigError, StreamdetError
-from streamdet.keys import check_curve
-from streamdet.pipeline.publish import PublishProxy
-from streamdet.pipeline.ring import FrameRing
+from streamdet.pipeline.ring.buffer import FrameRing
 from streamdet.pipeline.worker.contract import SERVING
 from streamdet.preflight import ring_bytes, shm_problem
 from streamdet.supervisor.children import Child, ChildTargets
@@ -71,6 +69,8 @@ from streamdet.supervisor.runtime import (
 from streamdet.supervisor.signals import start_resource_tracker
 from streamdet.supervisor.state import SupervisorState
 from streamdet.systemd import SystemdNotifier
+from streamdet.transport.keys import check_curve
+from streamdet.transport.proxy import PublishProxy
 
 log = logging.getLogger("streamdet.supervisor")
 

@@ -2,7 +2,7 @@
 
 A file camera that ended, or that failed for good (not decodable, damaged data), is done until a
 reload changes it. Its decoder thread ends and sets the camera's shared ``finished`` flag (a
-decoder process left without a camera exits, see :mod:`streamdet.pipeline.decoder_process`).
+decoder process left without a camera exits, see :mod:`streamdet.pipeline.decode.process`).
 The supervisor then releases the camera's ring: once the worker has taken every frame written to
 it (the lossless tail of a file is published) and ``hang_timeout_s`` has passed since (a batch in
 flight is published by then, or its worker is killed as hung), or at the latest
@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from streamdet.pipeline.ring_layout import RingStatus
+from streamdet.pipeline.ring.layout import RingStatus
 
 if TYPE_CHECKING:
     from streamdet.supervisor.state import SupervisorState

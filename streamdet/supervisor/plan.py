@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from streamdet.config import CameraConfig, Config
 from streamdet.config.schema import BatchingConfig, ModelConfig
 from streamdet.cpu_budget import InferencePlan, inference_budget, plan_inference
-from streamdet.pipeline.source import CameraSource
+from streamdet.pipeline.decode.source import CameraSource
 from streamdet.supervisor.devices import (
     GpuCounter,
     cuda_visible_entry,

@@ -27,7 +27,7 @@ import sys
 import time
 from typing import TYPE_CHECKING
 
-from streamdet.pipeline.decoder_contract import EXIT_FINISHED
+from streamdet.pipeline.decode.contract import EXIT_FINISHED
 from streamdet.pipeline.worker.contract import EXIT_CANNOT_START
 from streamdet.supervisor.children import START_FAILURES_FATAL, Child
 

@@ -27,9 +27,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from streamdet.config import Config
-from streamdet.pipeline.decoder_contract import DecoderSpec
-from streamdet.pipeline.publish import PublishProxy
-from streamdet.pipeline.ring import FrameRing, slot_bytes_for
+from streamdet.pipeline.decode.contract import DecoderSpec
+from streamdet.pipeline.ring.buffer import FrameRing
+from streamdet.pipeline.ring.layout import slot_bytes_for
 from streamdet.pipeline.worker.contract import WorkerControl, WorkerSpec
 from streamdet.stopflag import StopFlag
 from streamdet.supervisor.bridge import BridgeRunner
@@ -38,6 +38,7 @@ from streamdet.supervisor.finished import final_settings
 from streamdet.supervisor.plan import DaemonPlan, DecoderPlan, WorkerPlan, make_plan
 from streamdet.supervisor.runtime import ring_name
 from streamdet.supervisor.state import ReloadOutcome
+from streamdet.transport.proxy import PublishProxy
 
 if TYPE_CHECKING:
     from streamdet.supervisor.finished import FinishedCameras
@@ -190,8 +191,8 @@ class Reconciler:
     # -- proxy -----------------------------------------------------------------------------
     def start_proxy(self, config: Config) -> PublishProxy:
         from streamdet.bridge.child import admit_bridge
-        from streamdet.keys import server_keys_from_config
         from streamdet.supervisor.observe import on_stats_callback
+        from streamdet.transport.keys import server_keys_from_config
 
         curve = admit_bridge(server_keys_from_config(config), self.bridge.keys)  # the MQTT bridge may subscribe
         proxy = PublishProxy(self.state.internal_endpoint, config.publish.endpoint, config.publish.hwm,

@@ -14,10 +14,10 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from streamdet.config import Config
-    from streamdet.pipeline.publish import PublishProxy
-    from streamdet.pipeline.ring import FrameRing
+    from streamdet.pipeline.ring.buffer import FrameRing
     from streamdet.supervisor.children import Child
     from streamdet.supervisor.plan import DaemonPlan
+    from streamdet.transport.proxy import PublishProxy
 
 __all__ = ["ReloadOutcome", "SupervisorState"]
 

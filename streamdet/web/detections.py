@@ -22,7 +22,7 @@ import zmq
 
 from streamdet import wire
 from streamdet.errors import WireError
-from streamdet.transport import make_socket
+from streamdet.transport.sockets import make_socket
 
 __all__ = ["DetectionFeed"]
 

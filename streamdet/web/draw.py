@@ -1,6 +1,6 @@
 """Pictures for people: a ring frame to BGR, the detections drawn on it, scaled, JPEG-encoded.
 
-Consumes a :class:`~streamdet.pipeline.ring_layout.Frame` (YUV 4:2:0 or BGR, as the ring holds it)
+Consumes a :class:`~streamdet.pipeline.types.Frame` (YUV 4:2:0 or BGR, as the ring holds it)
 and the detection records of its wire message (boxes in the camera's source pixels, which may be
 larger than the ring frame when the decoder downscaled). Produces JPEG bytes. OpenCV does the
 colour conversion (BT.601, as good as a preview needs), the drawing and the encoding.
@@ -14,7 +14,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from streamdet.pipeline.ring_layout import Frame
+from streamdet.pipeline.types import Frame
 
 __all__ = ["class_colour", "draw_detections", "label_text", "render_jpeg", "scaled_size", "to_bgr"]
 

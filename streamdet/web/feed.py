@@ -19,7 +19,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from streamdet.pipeline.ring_layout import Frame
+from streamdet.pipeline.types import Frame
 from streamdet.web.draw import render_jpeg, scaled_size
 
 __all__ = ["FRESH_S", "CameraFeed", "Picture", "Rendered", "frame_key"]

@@ -22,8 +22,8 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from streamdet.config.web import WebConfig
-from streamdet.pipeline.ring import FrameRing
-from streamdet.pipeline.ring_layout import RingStatus
+from streamdet.pipeline.ring.buffer import FrameRing
+from streamdet.pipeline.ring.layout import RingStatus
 from streamdet.web.feed import CameraFeed
 
 __all__ = ["FORGET_S", "WATCH_S", "LiveView"]

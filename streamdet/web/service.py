@@ -7,7 +7,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from streamdet.config.web import WebConfig
-from streamdet.pipeline.ring_layout import RingStatus
+from streamdet.pipeline.ring.layout import RingStatus
 from streamdet.web.auth import BasicAuth
 from streamdet.web.detections import DetectionFeed
 from streamdet.web.live import LiveView

@@ -15,7 +15,7 @@ from streamdet.bench.accounting import (
     field_losses,
     is_kept,
 )
-from streamdet.pipeline.pacing import Schedule
+from streamdet.pipeline.decode.pacing import Schedule
 
 FPS = 25.0
 T0 = 1_700_000_000.0

@@ -14,8 +14,8 @@ from streamdet.bench.accounting import LatencySummary, TrialResult
 from streamdet.bench.options import BenchSettings
 from streamdet.pipeline.worker import loop as loop_module
 from streamdet.pipeline.worker.loop import WorkerLoop
-from tests.pipeline.test_worker import FakePublisher, FakeRing, _spec, fake_stages
-from tests.pipeline.test_worker_tracking import tracking
+from tests.pipeline.worker.test_loop import FakePublisher, FakeRing, _spec, fake_stages
+from tests.pipeline.worker.test_tracks import tracking
 
 HELD = {None: 2, 1: 2, 3: 5}  # cameras each fake daemon holds at any rate, by detect_every
 

@@ -75,8 +75,8 @@ def test_standalone_bridge_with_curve(tmp_path: Path) -> None:
     import zmq
 
     from streamdet import wire
-    from streamdet.keys import load_server_keys
-    from streamdet.pipeline.publish import PublishProxy
+    from streamdet.transport.keys import load_server_keys
+    from streamdet.transport.proxy import PublishProxy
     from tests.bridge.feed import detections
 
     keys = make_keys(tmp_path / "keys")

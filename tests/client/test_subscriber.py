@@ -115,7 +115,7 @@ def kinds(msgs: list[dict[str, Any]]) -> set[str]:
 
 def test_client_never_imports_torch() -> None:
     code = (
-        "import sys, streamdet.client, streamdet.keys\n"
+        "import sys, streamdet.client, streamdet.transport.keys\n"
         "from streamdet.client import Subscriber, subscribe_main\n"
         "heavy = ('torch', 'numpy', 'cv2', 'av', 'pydantic', 'yaml')\n"
         "heavy = sorted(m for m in sys.modules if m.split('.')[0] in heavy)\n"
@@ -374,8 +374,9 @@ def test_cli_subscribe_needs_both_keys(tmp_path: Path, capsys: pytest.CaptureFix
 
 def test_subscribe_main_over_curve(tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                    caplog: pytest.LogCaptureFixture) -> None:
-    from streamdet.keys import load_server_keys
-    from streamdet.pipeline.publish import Publisher, PublishProxy
+    from streamdet.pipeline.worker.publish import Publisher
+    from streamdet.transport.keys import load_server_keys
+    from streamdet.transport.proxy import PublishProxy
 
     caplog.set_level(logging.DEBUG)
     keys = make_keys(tmp_path)

@@ -8,7 +8,7 @@ subscriber never reads for 20 s; SIGTERM ends it cleanly. What each fault must l
 asserted, and the measured figures are printed (``pytest -s``) for docs/operations.md.
 
 RTSP servers that stop, freeze or come back are covered by tests/e2e/test_daemon.py,
-tests/e2e/test_source_faults.py and tests/pipeline/test_decode_faults.py.
+tests/e2e/test_source_faults.py and tests/pipeline/decode/test_faults.py.
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from zmq.auth import load_certificate
 
-from streamdet.keys import keygen
+from streamdet.transport.keys import keygen
 
 
 @dataclass(frozen=True)

@@ -9,8 +9,9 @@ import threading
 import time
 from collections.abc import Callable
 
-from streamdet.pipeline.decode import CameraReader, CameraSource
-from streamdet.pipeline.ring import Frame, FrameRing
+from streamdet.pipeline.decode.reader import CameraReader, CameraSource
+from streamdet.pipeline.ring.buffer import FrameRing
+from streamdet.pipeline.types import Frame
 from tests.helpers.media import read_frame_number
 from tests.helpers.yuv_clips import luma
 

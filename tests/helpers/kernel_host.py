@@ -2,7 +2,7 @@
 
 A small prelude maps the CUDA keywords to nothing and ``blockIdx``/``threadIdx``/``blockDim`` to
 globals; a driver loops over every block and thread of the grid that
-:func:`~streamdet.pipeline.kernel_plan.launch_config` gives and calls the very ``extern "C"``
+:func:`~streamdet.pipeline.preprocess.kernel_plan.launch_config` gives and calls the very ``extern "C"``
 kernel function. So the kernel's C++ (indexing, bounds guard, integer arithmetic, stores, the
 portable float -> half rounding) runs unchanged on the CPU; only ``__CUDA_ARCH__`` is undefined.
 """
@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from streamdet.pipeline.cuda_kernel import KERNEL_NAMES, kernel_source
-from streamdet.pipeline.kernel_plan import INV_255, launch_config
+from streamdet.pipeline.preprocess.cuda_kernel import KERNEL_NAMES, kernel_source
+from streamdet.pipeline.preprocess.kernel_plan import INV_255, launch_config
 
 _PRELUDE = r"""
 #define __global__

@@ -9,7 +9,8 @@ from __future__ import annotations
 import threading
 import time
 
-from streamdet.pipeline.ring import Frame, FrameRing
+from streamdet.pipeline.ring.buffer import FrameRing
+from streamdet.pipeline.types import Frame
 
 
 class RingCollector:

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from streamdet.pipeline.ring import FrameRing
-from streamdet.pipeline.ring_layout import slot_bytes_for
+from streamdet.pipeline.ring.buffer import FrameRing
+from streamdet.pipeline.ring.layout import slot_bytes_for
 
 
 def ring_name() -> str:

@@ -1,6 +1,6 @@
 """NMS on our model's full predictions reproduces the stored reference detections (README section 3).
 
-Runs once ``streamdet.pipeline.postprocess.nms`` exists (it is written in parallel); skipped before.
+Runs once ``streamdet.pipeline.postprocess.postprocessor.nms`` exists (it is written in parallel); skipped before.
 """
 
 from __future__ import annotations
@@ -10,7 +10,8 @@ import pytest
 
 from tests.model.conftest import REFERENCE_FILES, ReferenceRuns
 
-postprocess = pytest.importorskip("streamdet.pipeline.postprocess", reason="postprocess module not there yet")
+postprocess = pytest.importorskip("streamdet.pipeline.postprocess.postprocessor",
+                                  reason="postprocess module not there yet")
 
 BOX_ATOL, BOX_RTOL = 0.05, 2e-3  # px, and relative to the box size
 CONF_ATOL = 1e-3

@@ -8,8 +8,9 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from streamdet.pipeline.decode import CameraSource
-from streamdet.pipeline.ring import FrameRing, slot_bytes_for
+from streamdet.pipeline.decode.reader import CameraSource
+from streamdet.pipeline.ring.buffer import FrameRing
+from streamdet.pipeline.ring.layout import slot_bytes_for
 from tests.helpers.decoder import Running
 
 

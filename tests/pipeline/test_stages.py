@@ -12,11 +12,11 @@ import torch
 from streamdet.datasets.shapes import random_frame
 from streamdet.detector import Detector
 from streamdet.pipeline.backends import InputContract
-from streamdet.pipeline.image import Image
-from streamdet.pipeline.postprocess import Postprocessor
-from streamdet.pipeline.preprocess import CpuPreprocessor
+from streamdet.pipeline.postprocess.postprocessor import Postprocessor
+from streamdet.pipeline.preprocess.letterbox import CpuPreprocessor
 from streamdet.pipeline.registry import ImplementationUnavailable, Registry, UnknownImplementation
 from streamdet.pipeline.stages import PREPROCESSORS, Stages, build_stages
+from streamdet.pipeline.types import Image
 
 REPO = Path(__file__).resolve().parents[2]
 DEMO = REPO / "configs" / "demo" / "shapes_yolov5n.pt"

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from streamdet.pipeline.ring import FrameRing
+from streamdet.pipeline.ring.buffer import FrameRing
 
 
 def crash_at_once(*_args: Any) -> None:

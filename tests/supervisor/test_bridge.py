@@ -14,7 +14,7 @@ from streamdet.bridge.child import CHILD_NAME, BridgeKeys, admit_bridge, bridge_
 from streamdet.config import Config, parse_config
 from streamdet.supervisor.bridge import BridgeRunner
 from streamdet.supervisor.policy import RestartPolicy
-from streamdet.transport import CurveServerKeys
+from streamdet.transport.sockets import CurveServerKeys
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from streamdet.keys import keygen
+from streamdet.transport.keys import keygen
 from tests.supervisor.helpers import Running, fake_supervisor, write_config
 
 

@@ -18,7 +18,7 @@ def test_the_supervisor_imports_neither_pyav_nor_torch() -> None:
 
 
 def test_default_targets_resolve_to_the_stage_mains() -> None:
-    from streamdet.pipeline.decoder_process import decoder_main
+    from streamdet.pipeline.decode.process import decoder_main
     from streamdet.pipeline.worker.process import worker_main
 
     targets = ChildTargets()

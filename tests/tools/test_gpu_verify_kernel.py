@@ -28,7 +28,8 @@ class CpuAsDevice:
         self.spoil = spoil
 
     def __call__(self, images: list[Any], hw: tuple[int, int], out: Any = None, *, dtype: str | None = None) -> Any:
-        from streamdet.pipeline.preprocess import CpuPreprocessor, to_model_input
+        from streamdet.pipeline.backends.model_input import to_model_input
+        from streamdet.pipeline.preprocess.letterbox import CpuPreprocessor
 
         u8 = CpuPreprocessor()(images, hw)
         if isinstance(out, np.ndarray):

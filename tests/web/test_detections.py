@@ -13,8 +13,9 @@ from typing import Any
 import pytest
 
 from streamdet import wire
-from streamdet.keys import load_server_keys
-from streamdet.pipeline.publish import Publisher, PublishProxy
+from streamdet.pipeline.worker.publish import Publisher
+from streamdet.transport.keys import load_server_keys
+from streamdet.transport.proxy import PublishProxy
 from streamdet.web.detections import DetectionFeed
 from tests.helpers.curve import make_keys
 from tests.helpers.daemon import wait_for

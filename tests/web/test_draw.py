@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
-from streamdet.pipeline.ring_layout import Frame
+from streamdet.pipeline.types import Frame
 from streamdet.web.draw import class_colour, draw_detections, label_text, render_jpeg, scaled_size, to_bgr
 from tests.helpers.web import decode_jpeg, solid_bgr
 

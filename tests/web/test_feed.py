@@ -6,7 +6,7 @@ import threading
 
 import numpy as np
 
-from streamdet.pipeline.ring_layout import Frame
+from streamdet.pipeline.types import Frame
 from streamdet.web.feed import FRESH_S, CameraFeed
 from tests.helpers.web import decode_jpeg, solid_bgr
 

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 
 from streamdet.config.web import WebConfig
-from streamdet.pipeline.ring import FrameRing
+from streamdet.pipeline.ring.buffer import FrameRing
 from streamdet.web.live import FORGET_S, WATCH_S, LiveView
 from tests.helpers.daemon import wait_for
 from tests.helpers.web import make_ring, write_frame

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from streamdet.config.web import WebConfig
-from streamdet.pipeline.ring import FrameRing
+from streamdet.pipeline.ring.buffer import FrameRing
 from streamdet.web.service import WebService
 from tests.helpers.daemon import wait_for
 from tests.helpers.web import basic, decode_jpeg, get, make_ring, read_parts, write_frame

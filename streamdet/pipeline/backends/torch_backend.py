@@ -2,7 +2,7 @@
 
 The reference implementation every other backend is checked against. ``infer`` moves the
 uint8 batch to the device and normalises there (``t.float(); t /= 255``, bit-exact with
-:func:`~streamdet.pipeline.preprocess.to_model_input`), so only 1 byte per pixel crosses to
+:func:`~streamdet.pipeline.backends.model_input.to_model_input`), so only 1 byte per pixel crosses to
 a GPU; a normalised float tensor already on the device (the CUDA preprocessor's output) is
 taken as it is. On CPU the model and input run in ``channels_last`` memory format: measured on the
 development machine (2 cores, AVX2, demo yolov5n, batch 4, median of 15 runs) it takes ~108 ms
@@ -23,7 +23,7 @@ import torch
 from streamdet.model.checkpoint import load_model
 from streamdet.model.yolov5 import YOLOv5
 from streamdet.pipeline.backends import InputContract, check_batch, check_device, check_tensor_batch
-from streamdet.pipeline.preprocess import to_model_input
+from streamdet.pipeline.backends.model_input import to_model_input
 
 
 class TorchBackend:

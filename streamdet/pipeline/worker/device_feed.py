@@ -1,7 +1,7 @@
 """The device feed: page-locked ring -> DMA of the picked slots -> fused kernel -> model-dtype batch -> lane.
 
-One batch, stream by stream (every step goes through a :class:`~streamdet.pipeline.cuda_runtime.CudaRuntime`,
-so CI runs this very code on :class:`~streamdet.pipeline.cuda_emulation.EmulatedCuda`)::
+One batch, stream by stream (every step goes through a :class:`~streamdet.pipeline.cuda.runtime.CudaRuntime`,
+so CI runs this very code on :class:`~streamdet.pipeline.cuda.emulation.EmulatedCuda`)::
 
     take      peek the slot under the seqlock (no copy)                                    host
     prepare   copy only the picked slots into an arena                                     copy stream
@@ -27,17 +27,17 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from streamdet.pipeline.pinned import PinnedRing, SlotCopier, ring_buffer
-from streamdet.pipeline.ring import Frame, FrameRing
-from streamdet.pipeline.ring_slots import SlotRef
-from streamdet.pipeline.transform import Transform
+from streamdet.pipeline.ring.buffer import FrameRing
+from streamdet.pipeline.ring.pinned import PinnedRing, SlotCopier, ring_buffer
+from streamdet.pipeline.ring.slots import SlotRef
+from streamdet.pipeline.types import Frame, Transform
 from streamdet.pipeline.worker.feed import InferredBatch, PreparedBatch
 
 if TYPE_CHECKING:
     import torch
 
     from streamdet.pipeline.backends.cuda_graphs import GraphRunner
-    from streamdet.pipeline.cuda_runtime import CudaRuntime
+    from streamdet.pipeline.cuda.runtime import CudaRuntime
     from streamdet.pipeline.stages import Stages
 
 __all__ = ["DeviceFeed", "SlotFrame"]

@@ -22,7 +22,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-from streamdet.pipeline.ring import Frame, FrameRing
+from streamdet.pipeline.ring.buffer import FrameRing
+from streamdet.pipeline.types import Frame
 
 if TYPE_CHECKING:
     from streamdet.pipeline.stages import Stages

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from streamdet.pipeline.worker.feed import Feed, HostFeed
 
 if TYPE_CHECKING:
-    from streamdet.pipeline.cuda_runtime import CudaRuntime
+    from streamdet.pipeline.cuda.runtime import CudaRuntime
     from streamdet.pipeline.stages import Stages
 
 __all__ = ["FeedUnavailable", "choose_feed", "device_feed_obstacle"]
@@ -45,7 +45,7 @@ def device_feed_obstacle(device: str, backend: str, *, emulated: bool = False) -
 
 
 def _real_runtime(device: str) -> CudaRuntime:
-    from streamdet.pipeline.cuda_runtime import TorchCudaRuntime
+    from streamdet.pipeline.cuda.runtime import TorchCudaRuntime
 
     runtime: CudaRuntime = TorchCudaRuntime(device)
     return runtime

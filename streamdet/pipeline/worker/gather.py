@@ -6,7 +6,8 @@ import math
 import time
 from collections.abc import Callable
 
-from streamdet.pipeline.ring import Frame, FrameRing
+from streamdet.pipeline.ring.buffer import FrameRing
+from streamdet.pipeline.types import Frame
 from streamdet.stopflag import StopFlag
 
 IDLE_POLL_S = 0.002

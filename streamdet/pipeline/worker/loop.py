@@ -39,7 +39,8 @@ from typing import Any
 
 import numpy as np
 
-from streamdet.pipeline.ring import Frame, FrameRing
+from streamdet.pipeline.ring.buffer import FrameRing
+from streamdet.pipeline.types import Frame
 from streamdet.pipeline.worker.contract import WorkerControl, WorkerSpec
 from streamdet.pipeline.worker.feed import Feed, HostFeed, InferredBatch, PreparedBatch
 from streamdet.pipeline.worker.gather import IDLE_POLL_S, BatchGatherer, lane_batch
@@ -114,7 +115,7 @@ class WorkerLoop:
         post = getattr(self.stages, "postprocessor", None)
         if post is None or not t:
             return
-        from streamdet.pipeline.postprocess import NmsSettings
+        from streamdet.pipeline.postprocess.postprocessor import NmsSettings
 
         try:
             post.settings = NmsSettings(conf_thres=t["conf_thres"], iou_thres=t["iou_thres"], max_det=t["max_det"],

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from streamdet.pipeline.ring import FrameRing
+from streamdet.pipeline.ring.buffer import FrameRing
 from streamdet.pipeline.worker.contract import EXIT_CANNOT_START, StartupBeat, WorkerControl, WorkerSpec
 from streamdet.pipeline.worker.feed import Feed
 from streamdet.pipeline.worker.feed_choice import FeedUnavailable, choose_feed
@@ -52,9 +52,9 @@ def _start_worker(spec: WorkerSpec, control: WorkerControl) -> tuple[Any, dict[s
     from streamdet.model.checkpoint import read_checkpoint
     from streamdet.model.input_size import choose_img_size
     from streamdet.pipeline.backends import DeviceUnavailable, ensure_device
-    from streamdet.pipeline.publish import Publisher
     from streamdet.pipeline.registry import RegistryError
     from streamdet.pipeline.stages import build_stages
+    from streamdet.pipeline.worker.publish import Publisher
 
     try:
         ensure_device(spec.device)

@@ -3,7 +3,7 @@
 Run at warm-up, before READY (:func:`self_check`): a fixed set of synthetic frames (I420, NV12 and
 BGR; even and unusual sizes, odd ones for BGR; BT.601 and BT.709, limited and full range) is
 copied to the device and letterboxed by the fused kernel through the worker's own
-:class:`~streamdet.pipeline.cuda_runtime.CudaRuntime`, once into uint8 and once into the model's
+:class:`~streamdet.pipeline.cuda.runtime.CudaRuntime`, once into uint8 and once into the model's
 dtype, and compared with the CPU preprocessor's bytes and with ``to_model_input`` of those bytes
 on the same device: uint8 identical, FP16/FP32 identical bit for bit. Any difference (a driver,
 a CuPy or an NVRTC that computes otherwise) is a reason not to use the device feed.
@@ -16,12 +16,13 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from streamdet.pipeline.image import Image
-from streamdet.pipeline.kernel_plan import DeviceFrame, pack_offsets
-from streamdet.pipeline.preprocess import CpuPreprocessor, to_model_input
+from streamdet.pipeline.backends.model_input import to_model_input
+from streamdet.pipeline.preprocess.kernel_plan import DeviceFrame, pack_offsets
+from streamdet.pipeline.preprocess.letterbox import CpuPreprocessor
+from streamdet.pipeline.types import Image
 
 if TYPE_CHECKING:
-    from streamdet.pipeline.cuda_runtime import CudaRuntime
+    from streamdet.pipeline.cuda.runtime import CudaRuntime
 
 __all__ = ["CHECK_FRAMES", "self_check", "synthetic_images"]
 

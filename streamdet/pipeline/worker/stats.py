@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from streamdet.pipeline.ring import RingStatus
+from streamdet.pipeline.ring.layout import RingStatus
 
 STAGES = ("gather", "preprocess", "inference", "postprocess", "publish", "track")
 """``track``: the tracker's step (``CameraTracks.step``) of each published frame; it runs inside the

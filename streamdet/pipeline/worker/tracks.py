@@ -24,8 +24,8 @@ from typing import Any
 
 import numpy as np
 
-from streamdet.pipeline.ring import Frame
 from streamdet.pipeline.tracking.bytetrack import Tracker, TrackerSettings
+from streamdet.pipeline.types import Frame
 
 __all__ = ["CameraTracks", "TrackedFrame"]
 
