@@ -10,9 +10,13 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from streamdet._version import __version__
 from streamdet.errors import ConfigError, StreamdetError
+
+if TYPE_CHECKING:
+    from streamdet.pipeline.settings import InferenceOptions
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 DEFAULT_ENDPOINT = "tcp://127.0.0.1:5555"
@@ -22,19 +26,20 @@ def _cmd_detect(args: argparse.Namespace) -> int:
     from streamdet.detect import run_detect
     from streamdet.detector import Detector
 
-    detector = Detector(
-        args.weights,
-        device=args.device,
-        img_size=args.img_size,
-        half=args.half,
-        conf_thres=args.conf,
-        iou_thres=args.iou,
-        max_det=args.max_det,
-        classes=args.classes,
-        backend=args.backend,
-    )
+    options = _inference_options(args, args.device, conf=args.conf, iou=args.iou, classes=args.classes,
+                                 max_det=args.max_det)
+    detector = Detector.from_options(options)
     run_detect(detector, args.sources, batch_size=args.batch)
     return EXIT_OK
+
+
+def _inference_options(args: argparse.Namespace, device: str, *, conf: float, iou: float,
+                       classes: Sequence[int] | None = None, max_det: int = 300) -> InferenceOptions:
+    """The model options of ``detect`` and ``val`` (the arguments of ``_add_model_args``)."""
+    from streamdet.pipeline.settings import InferenceOptions, NmsSettings
+
+    return InferenceOptions(args.weights, device=device, img_size=args.img_size, half=args.half, backend=args.backend,
+                            nms=NmsSettings.of(conf, iou, classes, max_det))
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
@@ -151,7 +156,7 @@ def _cmd_keygen(args: argparse.Namespace) -> int:
 
 
 def _cmd_val(args: argparse.Namespace) -> int:
-    from streamdet.val import val_main
+    from streamdet.val import VAL_NMS, val_main
     from streamdet.val_distributed import DevicesError, parse_devices
 
     data = [*args.clips, *([args.data] if args.data else [])]
@@ -164,19 +169,12 @@ def _cmd_val(args: argparse.Namespace) -> int:
         print("streamdet val: give one data set (--data DIR or a clip); several clips need --track", file=sys.stderr)
         return EXIT_USAGE
     try:
-        return val_main(
-            weights=args.weights,
-            data=data[0],
-            device=args.device,
-            devices=parse_devices(args.devices) if args.devices is not None else None,
-            half=args.half,
-            img_size=args.img_size,
-            conf_thres=0.001 if args.conf is None else args.conf,
-            iou_thres=0.6 if args.iou is None else args.iou,
-            batch_size=args.batch,
-            as_json=args.json,
-            backend=args.backend,
-        )
+        # the device is val's choice (--device, --devices, or torchrun's ranks): "cpu" is a placeholder here
+        options = _inference_options(args, "cpu", conf=VAL_NMS.conf_thres if args.conf is None else args.conf,
+                                     iou=VAL_NMS.iou_thres if args.iou is None else args.iou)
+        return val_main(options, data[0], device=args.device,
+                        devices=parse_devices(args.devices) if args.devices is not None else None,
+                        batch_size=args.batch, as_json=args.json)
     except DevicesError as exc:
         print(f"streamdet val: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -196,11 +194,9 @@ def _cmd_val_track(args: argparse.Namespace, clips: list[str]) -> int:
     except ValueError as exc:
         print(f"streamdet val: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    return val_track_main(
-        args.weights, clips, as_json=args.json, detect_every=every, device=args.device or "cpu", half=args.half,
-        img_size=args.img_size, conf_thres=TRACK_CONF if args.conf is None else args.conf,
-        iou_thres=TRACK_IOU if args.iou is None else args.iou, batch_size=args.batch, backend=args.backend,
-    )
+    options = _inference_options(args, args.device or "cpu", conf=TRACK_CONF if args.conf is None else args.conf,
+                                 iou=TRACK_IOU if args.iou is None else args.iou)
+    return val_track_main(options, clips, as_json=args.json, detect_every=every, batch_size=args.batch)
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:

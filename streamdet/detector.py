@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from streamdet.pipeline.settings import InferenceOptions, NmsSettings
 from streamdet.pipeline.stages import Stages, build_stages
 from streamdet.pipeline.types import Image
 
@@ -31,6 +32,9 @@ class Detector:
         backend: ``"torch"`` (default), ``"onnxruntime"``, ``"openvino"`` or ``"auto"``.
         threads: intra-op inference threads (None: the backend's default).
         cache_dir: where ONNX exports are cached (onnxruntime/openvino).
+
+    The keywords make one :class:`~streamdet.pipeline.settings.InferenceOptions` (``options``);
+    :meth:`from_options` takes one whole.
     """
 
     def __init__(
@@ -47,18 +51,27 @@ class Detector:
         threads: int | None = None,
         cache_dir: Path | None = None,
     ) -> None:
-        self.stages: Stages = build_stages(
-            weights, device=device, backend=backend, img_size=img_size, half=half, conf_thres=conf_thres,
-            iou_thres=iou_thres, max_det=max_det, classes=classes, threads=threads, cache_dir=cache_dir,
+        self.options = InferenceOptions(
+            weights, device=device, img_size=img_size, half=half, backend=backend, threads=threads,
+            cache_dir=cache_dir, nms=NmsSettings.of(conf_thres, iou_thres, classes, max_det),
         )
+        self.stages: Stages = build_stages(self.options)
 
     @classmethod
-    def from_model(cls, model: Any, *, device: str = "cpu", img_size: int = 640, conf_thres: float = 0.25,
-                   iou_thres: float = 0.45, max_det: int = 300) -> Detector:
-        """A Detector over an in-memory streamdet YOLOv5 module (training validation), torch backend."""
+    def from_options(cls, options: InferenceOptions) -> Detector:
+        """A Detector as ``options`` say (what the CLI, ``val`` and the tools build)."""
         self = cls.__new__(cls)
-        self.stages = build_stages("", device=device, img_size=img_size, conf_thres=conf_thres,
-                                   iou_thres=iou_thres, max_det=max_det, model=model)
+        self.options = options
+        self.stages = build_stages(options)
+        return self
+
+    @classmethod
+    def from_model(cls, model: Any, options: InferenceOptions) -> Detector:
+        """A Detector over an in-memory streamdet YOLOv5 module (training validation), torch backend;
+        ``options.weights`` is not read."""
+        self = cls.__new__(cls)
+        self.options = options
+        self.stages = build_stages(options, model=model)
         return self
 
     @property

@@ -17,11 +17,12 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from streamdet.evaluation import format_table
 from streamdet.val_core import (
     PTS_TOLERANCE,
+    VAL_NMS,
     VIDEO_SUFFIXES,
     Shard,
     ValJob,
@@ -32,34 +33,33 @@ from streamdet.val_core import (
     score,
 )
 
+if TYPE_CHECKING:
+    from streamdet.pipeline.settings import InferenceOptions
+
 __all__ = [
-    "PTS_TOLERANCE", "VIDEO_SUFFIXES", "Shard", "ValJob", "ValResult", "format_result", "iter_clip", "iter_yolo",
-    "predict_shard", "run_val", "score", "val_main",
+    "PTS_TOLERANCE", "VAL_NMS", "VIDEO_SUFFIXES", "Shard", "ValJob", "ValResult", "format_result", "iter_clip",
+    "iter_yolo", "predict_shard", "run_val", "score", "val_main",
 ]
 
 
 def run_val(
-    weights: str | Path,
+    options: InferenceOptions,
     data: str | Path,
     *,
     device: str | None = None,
     devices: Sequence[str] | None = None,
-    half: bool = False,
-    img_size: int = 640,
-    conf_thres: float = 0.001,
-    iou_thres: float = 0.6,
-    max_det: int = 300,
     batch_size: int = 8,
     progress: bool = True,
-    backend: str = "auto",
 ) -> ValResult:
-    """Run the detector over ``data`` and score it (see the module doc).
+    """Run the detector over ``data`` with the model ``options`` and score it (see the module doc).
 
-    ``device`` (default ``cpu``) runs in this process; ``devices`` with more than one entry runs
-    one process per device (:func:`streamdet.val_distributed.run_spawned`), with the same result.
-    Under ``torchrun`` this process is one rank of its group (:func:`streamdet.val_distributed.run_rank`)
-    and every rank returns rank 0's result. ``device`` and ``devices``
-    together raise :class:`~streamdet.val_distributed.DevicesError`.
+    Where it runs is val's own choice, so ``options.device`` is replaced: by ``device`` (default
+    ``cpu``) in this process; with ``devices`` of more than one entry, one process per device
+    (:func:`streamdet.val_distributed.run_spawned`), with the same result. Under ``torchrun`` this
+    process is one rank of its group (:func:`streamdet.val_distributed.run_rank`) and every rank
+    returns rank 0's result. ``device`` and ``devices`` together raise
+    :class:`~streamdet.val_distributed.DevicesError`. The NMS settings are ``options.nms``
+    (val's usual ones are :data:`~streamdet.val_core.VAL_NMS`).
     """
     from streamdet.val_distributed import DevicesError, check_devices, run_rank, run_spawned, torchrun_env
 
@@ -67,7 +67,7 @@ def run_val(
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     if device is not None and devices is not None:
         raise DevicesError("--device and --devices together: give one (--devices a,b,... runs a process per device)")
-    job = ValJob(weights, data, half, img_size, conf_thres, iou_thres, max_det, batch_size, progress, backend)
+    job = ValJob(options, data, batch_size, progress)
     checked = check_devices(devices) if devices is not None else None
     env = torchrun_env()
     if env is not None:
@@ -86,21 +86,15 @@ def format_result(result: ValResult) -> str:
 
 
 def val_main(
-    weights: str | Path,
+    options: InferenceOptions,
     data: str | Path,
     *,
     device: str | None = None,
     devices: Sequence[str] | None = None,
-    half: bool = False,
-    img_size: int = 640,
-    conf_thres: float = 0.001,
-    iou_thres: float = 0.6,
-    max_det: int = 300,
     batch_size: int = 8,
     as_json: bool = False,
     progress: bool = True,
     out: TextIO | None = None,
-    backend: str = "auto",
 ) -> int:
     """``streamdet val``: run :func:`run_val` and print the table (or one JSON line); returns 0.
 
@@ -120,20 +114,7 @@ def val_main(
     """
     from streamdet.val_distributed import torchrun_env
 
-    result = run_val(
-        weights,
-        data,
-        device=device,
-        devices=devices,
-        half=half,
-        img_size=img_size,
-        conf_thres=conf_thres,
-        iou_thres=iou_thres,
-        max_det=max_det,
-        batch_size=batch_size,
-        progress=progress,
-        backend=backend,
-    )
+    result = run_val(options, data, device=device, devices=devices, batch_size=batch_size, progress=progress)
     env = torchrun_env()
     if env is not None and env.rank != 0:
         return 0

@@ -19,10 +19,11 @@ import numpy as np
 from streamdet.datasets.groundtruth import DatasetError, groundtruth_path, read_groundtruth
 from streamdet.detect import batched
 from streamdet.evaluation import ClassAP, EvalResult, evaluate
+from streamdet.pipeline.settings import InferenceOptions, NmsSettings
 from streamdet.pipeline.types import Image
 from streamdet.progress import Progress
 
-__all__ = ["PTS_TOLERANCE", "VIDEO_SUFFIXES", "Shard", "ValJob", "ValResult", "iter_clip", "iter_yolo",
+__all__ = ["PTS_TOLERANCE", "VIDEO_SUFFIXES", "VAL_NMS", "Shard", "ValJob", "ValResult", "iter_clip", "iter_yolo",
            "predict_shard", "score"]
 
 PTS_TOLERANCE = 1e-3  # seconds between a decoded frame's time and its ground-truth pts
@@ -151,20 +152,20 @@ def _open_data(data: Path, keep: Keep | None) -> tuple[int, Iterator[tuple[np.nd
     raise DatasetError(f"data must be a YOLO-layout folder or a video clip with a .jsonl beside it: {data}")
 
 
+#: val's NMS settings unless told otherwise: the official val.py's (conf 0.001, IoU 0.6), which
+#: keep the low-score detections the precision-recall curve needs
+VAL_NMS = NmsSettings(conf_thres=0.001, iou_thres=0.6)
+
+
 @dataclass(frozen=True)
 class ValJob:
-    """What to validate and how: everything but the device (picklable, sent to each rank)."""
+    """What to validate and how (picklable, sent to each rank); each rank runs ``options`` on its
+    own device."""
 
-    weights: str | Path
+    options: InferenceOptions
     data: str | Path
-    half: bool = False
-    img_size: int = 640
-    conf_thres: float = 0.001
-    iou_thres: float = 0.6
-    max_det: int = 300
     batch_size: int = 8
     progress: bool = True
-    backend: str = "auto"
 
 
 def predict_shard(job: ValJob, device: str, rank: int = 0, world: int = 1) -> tuple[int, list[str], Shard]:
@@ -186,16 +187,7 @@ def predict_shard(job: ValJob, device: str, rank: int = 0, world: int = 1) -> tu
 
     total, items = _open_data(Path(job.data), None if world == 1 else keep)
     indices = [i for i in range(total) if keep(i)]
-    det = Detector(
-        job.weights,
-        device=device,
-        img_size=job.img_size,
-        half=job.half,
-        conf_thres=job.conf_thres,
-        iou_thres=job.iou_thres,
-        max_det=job.max_det,
-        backend=job.backend,
-    )
+    det = Detector.from_options(job.options.on(device))
     names = [str(n) for n in det.names]
     bar = Progress(len(indices), "val") if job.progress and rank == 0 else None
     shard: Shard = []

@@ -31,6 +31,7 @@ from streamdet.config.tracking import TrackingConfig
 from streamdet.datasets.groundtruth import DatasetError, GroundTruthFrame, groundtruth_path, read_groundtruth
 from streamdet.detect import batched
 from streamdet.mot_metrics import MotAccumulator, MotScores
+from streamdet.pipeline.settings import InferenceOptions
 from streamdet.pipeline.types import Frame
 from streamdet.pipeline.worker.tracks import CameraTracks
 from streamdet.progress import Progress
@@ -237,22 +238,17 @@ def format_track_table(result: TrackResult) -> str:
 
 
 def run_val_track(
-    weights: str | Path,
+    options: InferenceOptions,
     clips: Sequence[str | Path],
     *,
     detect_every: Sequence[int] = (1,),
-    device: str = "cpu",
-    half: bool = False,
-    img_size: int = 640,
-    conf_thres: float = TRACK_CONF,
-    iou_thres: float = TRACK_IOU,
-    max_det: int = 300,
     batch_size: int = 8,
-    backend: str = "auto",
     tracking: TrackingConfig | None = None,
     progress: bool = True,
 ) -> TrackResult:
-    """Detect and track every clip (folders stand for their clips) at each ``detect_every`` and score them."""
+    """Detect with the model ``options`` and track every clip (folders stand for their clips) at
+    each ``detect_every``, and score them. The daemon's NMS settings are ``InferenceOptions``'
+    defaults (:data:`TRACK_CONF`, :data:`TRACK_IOU`)."""
     from streamdet.detector import Detector
 
     if batch_size < 1:
@@ -264,8 +260,7 @@ def run_val_track(
         read_track_truth(p)  # a clip without ids fails before the model loads
     settings = (tracking if tracking is not None else TrackingConfig()).tracker_settings()
     start = time.perf_counter()
-    detector = Detector(weights, device=device, img_size=img_size, half=half, conf_thres=conf_thres,
-                        iou_thres=iou_thres, max_det=max_det, backend=backend)
+    detector = Detector.from_options(options)
     cells: list[TrackCell] = []
     try:
         for p in paths:
@@ -275,20 +270,21 @@ def run_val_track(
                 cells.append(TrackCell(str(p), found.width, found.height, n, scores))
     finally:
         detector.close()
-    return TrackResult(cells, settings, img_size, conf_thres, iou_thres, time.perf_counter() - start)
+    nms = options.nms
+    return TrackResult(cells, settings, options.img_size, nms.conf_thres, nms.iou_thres, time.perf_counter() - start)
 
 
 def val_track_main(
-    weights: str | Path,
+    options: InferenceOptions,
     clips: Sequence[str | Path],
     *,
     as_json: bool = False,
     out: TextIO | None = None,
-    **options: Any,
+    **kwargs: Any,
 ) -> int:
-    """``streamdet val --track``: :func:`run_val_track` (``options`` are its keywords), print the table or
+    """``streamdet val --track``: :func:`run_val_track` (``kwargs`` are its keywords), print the table or
     one JSON line; returns 0. Errors propagate (``DatasetError`` names the clip)."""
-    result = run_val_track(weights, clips, **options)
+    result = run_val_track(options, clips, **kwargs)
     stream = out if out is not None else sys.stdout
     stream.write((result.to_json() if as_json else format_track_table(result)) + "\n")
     stream.flush()

@@ -4,7 +4,8 @@
   or the ``Detector`` facade (the pipeline is what those are built from);
 - no import cycles between modules, counting every import: top-level, inside functions (lazy) and
   under ``TYPE_CHECKING``;
-- no private name (``_name``) imported from another package.
+- no private name (``_name``) imported from another package;
+- the stage packages' ``__init__`` import nothing.
 """
 
 from __future__ import annotations
@@ -138,3 +139,17 @@ def test_no_private_names_imported_across_packages() -> None:
             if source_package != package:
                 bad.append(f"{path.relative_to(ROOT.parent)}:{line}: {attr} from {module}")
     assert bad == []
+
+
+QUIET_PACKAGES = ("streamdet.pipeline", "streamdet.pipeline.decode", "streamdet.pipeline.ring",
+                  "streamdet.pipeline.preprocess", "streamdet.pipeline.postprocess", "streamdet.pipeline.cuda",
+                  "streamdet.pipeline.worker", "streamdet.transport")
+
+
+def test_stage_packages_import_nothing() -> None:
+    """Their ``__init__`` only lists the modules: importing one stage's module loads no other's."""
+    for name in QUIET_PACKAGES:
+        path = MODULES[name]
+        assert path.name == "__init__.py", name
+        imports = [(module, attr) for module, attr, _ in _imports(name, path) if module != "__future__"]
+        assert imports == [], f"{name}/__init__.py imports {imports}"

@@ -88,3 +88,17 @@ def test_classes_filter(fixtures_dir: Path, weights: Path) -> None:
     img = _image(fixtures_dir, "img3_500x377")
     (out,) = Detector(weights, conf_thres=0.001, classes=[28], max_det=1000)([img])
     assert len(out) > 0 and set(out[:, 5].tolist()) == {28.0}
+
+
+def test_keywords_and_options_make_the_same_detector(fixtures_dir: Path, weights: Path) -> None:
+    """Detector's keywords are one InferenceOptions; from_options with that value detects the same."""
+    from streamdet.pipeline.settings import InferenceOptions, NmsSettings
+
+    by_keywords = Detector(weights, img_size=320, conf_thres=0.05, iou_thres=0.5, max_det=20, classes=[0, 2])
+    want = InferenceOptions(weights, img_size=320, backend="torch", nms=NmsSettings(0.05, 0.5, (0, 2), 20))
+    assert by_keywords.options == want
+    by_options = Detector.from_options(want)
+    assert by_options.stages.postprocessor.settings == want.nms
+    frame = _image(fixtures_dir, E2E[0])
+    for a, b in zip(by_keywords([frame]), by_options([frame]), strict=True):
+        np.testing.assert_array_equal(a, b)

@@ -7,6 +7,7 @@ import json
 import sys
 import types
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -15,8 +16,9 @@ import pytest
 from streamdet.datasets import shapes
 from streamdet.datasets.groundtruth import DatasetError, read_groundtruth
 from streamdet.datasets.yolo import read_yolo_dir
+from streamdet.pipeline.settings import InferenceOptions, NmsSettings
 from streamdet.pipeline.types import Image
-from streamdet.val import run_val, val_main
+from streamdet.val import VAL_NMS, run_val, val_main
 
 W, H = 160, 120
 SHIFT_IOU = 0.72  # between the 0.70 and 0.75 thresholds: AP 1 at 5 of 10 thresholds
@@ -29,24 +31,17 @@ class FakeDetector:
 
     instances: list[FakeDetector] = []
 
-    def __init__(
-        self,
-        weights: str | Path,
-        device: str = "cpu",
-        img_size: int = 640,
-        half: bool = False,
-        conf_thres: float = 0.25,
-        iou_thres: float = 0.45,
-        max_det: int = 300,
-        backend: str = "torch",
-    ) -> None:
-        spec = json.loads(Path(weights).read_text())
+    def __init__(self, options: InferenceOptions) -> None:
+        spec = json.loads(Path(options.weights).read_text())
         self.frames, self.shift = spec["frames"], spec["shift"]
-        self.kwargs = dict(device=device, img_size=img_size, half=half, conf_thres=conf_thres, iou_thres=iou_thres)
-        self.kwargs.update(max_det=max_det, backend=backend)
+        self.options = options
         self.calls: list[int] = []
         self.next = 0
         FakeDetector.instances.append(self)
+
+    @classmethod
+    def from_options(cls, options: InferenceOptions) -> FakeDetector:
+        return cls(options)
 
     @property
     def names(self) -> list[str]:
@@ -82,6 +77,11 @@ def fake_detector(monkeypatch: pytest.MonkeyPatch) -> type[FakeDetector]:
     monkeypatch.setitem(sys.modules, "streamdet.detector", module)
     FakeDetector.instances = []
     return FakeDetector
+
+
+def _options(weights: Path, img_size: int = 640, nms: NmsSettings = VAL_NMS) -> InferenceOptions:
+    """val's usual options (VAL_NMS) for ``weights``."""
+    return InferenceOptions(weights, img_size=img_size, nms=nms)
 
 
 def _weights(path: Path, frames: list[tuple[int, int, np.ndarray]], shift: bool) -> Path:
@@ -120,13 +120,13 @@ def test_exact_boxes_score_one(
     data = yolo_dir if source == "yolo" else clip
     frames = _yolo_frames(data) if source == "yolo" else _clip_frames(data)
     weights = _weights(tmp_path / "w.json", frames, shift=False)
-    r = run_val(weights, data, batch_size=2, progress=False, img_size=320, max_det=50)
+    r = run_val(_options(weights, img_size=320, nms=replace(VAL_NMS, max_det=50)), data, batch_size=2, progress=False)
     assert r.map50 == 1.0 and r.map50_95 == 1.0
     assert r.images == len(frames)
     (det,) = fake_detector.instances
     assert det.next == len(frames) and max(det.calls) == 2
-    assert det.kwargs == dict(device="cpu", img_size=320, half=False, conf_thres=0.001, iou_thres=0.6, max_det=50,
-                              backend="auto")
+    assert det.options == InferenceOptions(weights, device="cpu", img_size=320, half=False, backend="auto",
+                                           nms=NmsSettings(conf_thres=0.001, iou_thres=0.6, max_det=50))
     n_gt = sum(len(b) for _, _, b in frames)
     assert sum(c.n_gt for c in r.per_class.values()) == n_gt
     assert set(r.per_class) <= set(shapes.CLASS_NAMES)
@@ -138,7 +138,7 @@ def test_shifted_boxes_score_known_value(
 ) -> None:
     data = yolo_dir if source == "yolo" else clip
     frames = _yolo_frames(data) if source == "yolo" else _clip_frames(data)
-    r = run_val(_weights(tmp_path / "w.json", frames, shift=True), data, progress=False)
+    r = run_val(_options(_weights(tmp_path / "w.json", frames, shift=True)), data, progress=False)
     assert r.map50 == 1.0
     assert r.map50_95 == pytest.approx(0.5, abs=1e-12)
     for c in r.per_class.values():
@@ -150,13 +150,13 @@ def test_val_main_json_and_table(
 ) -> None:
     weights = _weights(tmp_path / "w.json", _yolo_frames(yolo_dir), shift=True)
     out = io.StringIO()
-    assert val_main(weights, yolo_dir, as_json=True, progress=False, out=out) == 0
+    assert val_main(_options(weights), yolo_dir, as_json=True, progress=False, out=out) == 0
     doc = json.loads(out.getvalue())
     assert list(doc) == ["map50", "map50_95", "images", "seconds", "per_class", "devices"]
     assert doc["map50"] == 1.0 and doc["map50_95"] == 0.5 and doc["images"] == 5 and doc["devices"] == ["cpu"]
     for name, c in doc["per_class"].items():
         assert name in shapes.CLASS_NAMES and list(c) == ["ap50", "ap50_95", "n_gt"]
-    assert val_main(weights, yolo_dir, progress=True) == 0
+    assert val_main(_options(weights), yolo_dir, progress=True) == 0
     captured = capsys.readouterr()
     assert captured.out.splitlines()[0].split()[:3] == ["class", "images", "boxes"]
     assert "all" in captured.out and "5 images in" in captured.out
@@ -173,21 +173,21 @@ def test_clip_pts_and_count_mismatch_are_errors(clip: Path, tmp_path: Path, fake
         rec["pts"] += 0.02
     bad.with_suffix(".jsonl").write_text("".join(json.dumps(r) + "\n" for r in shifted))
     with pytest.raises(DatasetError, match="frame 0 is at 0.0 s"):
-        run_val(weights, bad, progress=False)
+        run_val(_options(weights), bad, progress=False)
     bad.with_suffix(".jsonl").write_text("\n".join(lines[:-1]) + "\n")
     with pytest.raises(DatasetError, match="more frames"):
-        run_val(weights, bad, progress=False)
+        run_val(_options(weights), bad, progress=False)
     with pytest.raises(DatasetError, match="not found"):
-        run_val(weights, tmp_path / "missing.mp4", progress=False)
+        run_val(_options(weights), tmp_path / "missing.mp4", progress=False)
     with pytest.raises(DatasetError, match="YOLO-layout folder or a video"):
-        run_val(weights, weights, progress=False)
+        run_val(_options(weights), weights, progress=False)
 
 
 def test_real_detector_on_a_clip(clip: Path, fixtures_dir: Path) -> None:
     """Integration with the real Detector (random-weight yolov5n): runs end to end, scores in [0, 1]."""
     pytest.importorskip("streamdet.model.checkpoint", reason="the checkpoint loader is not in the tree yet")
     weights = fixtures_dir / "yolov5" / "yolov5n_random.pt"
-    r = run_val(weights, clip, img_size=160, batch_size=4, progress=False)
+    r = run_val(_options(weights, img_size=160), clip, batch_size=4, progress=False)
     assert r.images == 7 and len(r.names) >= 3
     assert 0.0 <= r.map50 <= 1.0 and 0.0 <= r.map50_95 <= 1.0
     assert json.loads(r.to_json())["images"] == 7

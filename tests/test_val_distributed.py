@@ -19,7 +19,8 @@ import pytest
 from streamdet.cli import main
 from streamdet.datasets import shapes
 from streamdet.datasets.groundtruth import DatasetError
-from streamdet.val import ValJob, predict_shard, run_val, score
+from streamdet.pipeline.settings import InferenceOptions
+from streamdet.val import VAL_NMS, ValJob, predict_shard, run_val, score
 from streamdet.val_distributed import DevicesError, check_devices, torchrun_env
 
 REPO = Path(__file__).resolve().parents[1]
@@ -67,7 +68,7 @@ def test_ranks_give_the_one_device_result(
 
 
 def test_shards_are_whole_batches_with_the_one_device_predictions(yolo_dir: Path) -> None:
-    job = ValJob(DEMO, yolo_dir, img_size=320, batch_size=2, progress=False)
+    job = ValJob(InferenceOptions(DEMO, img_size=320, nms=VAL_NMS), yolo_dir, batch_size=2, progress=False)
     total, names, whole = predict_shard(job, "cpu")
     shards = [predict_shard(job, "cpu", rank, 2)[2] for rank in range(2)]
     assert total == N and [i for i, _, _ in whole] == list(range(N))
@@ -95,7 +96,8 @@ def test_a_failing_rank_fails_the_run_with_its_error(yolo_dir: Path, tmp_path: P
     victim.write_bytes((yolo_dir / "images" / victim.name).read_bytes()[:200])  # header intact, pixels cut
     start = time.monotonic()
     with pytest.raises(DatasetError, match=f"cannot decode image .*{victim.name}") as info:
-        run_val(DEMO, bad, devices=["cpu", "cpu"], img_size=320, batch_size=2, progress=False)
+        run_val(InferenceOptions(DEMO, img_size=320, nms=VAL_NMS), bad, devices=["cpu", "cpu"], batch_size=2,
+                progress=False)
     assert time.monotonic() - start < 60
     assert "val rank 1 of 2, on cpu" in "".join(getattr(info.value, "__notes__", []))
 

@@ -13,6 +13,7 @@ from streamdet.cli import main
 from streamdet.config.tracking import TrackingConfig
 from streamdet.datasets import shapes
 from streamdet.datasets.groundtruth import DatasetError, read_groundtruth
+from streamdet.pipeline.settings import InferenceOptions
 from streamdet.val_track import (
     MAX_DETECT_EVERY,
     TRACK_CONF,
@@ -78,9 +79,9 @@ def test_skipped_frames_detections_are_not_used(clip: Path) -> None:
 
 
 def test_demo_model_scores_and_determinism(clip: Path) -> None:
-    kwargs = dict(detect_every=(1, 3), img_size=W, progress=False)
-    first = run_val_track(DEMO_WEIGHTS, [clip], **kwargs).to_dict()
-    again = run_val_track(DEMO_WEIGHTS, [clip], **kwargs).to_dict()
+    kwargs = dict(detect_every=(1, 3), progress=False)
+    first = run_val_track(InferenceOptions(DEMO_WEIGHTS, img_size=W), [clip], **kwargs).to_dict()
+    again = run_val_track(InferenceOptions(DEMO_WEIGHTS, img_size=W), [clip], **kwargs).to_dict()
     first.pop("seconds"), again.pop("seconds")
     assert first == again
     n_gt = sum(len(gt.boxes) for gt in read_track_truth(clip))
@@ -98,14 +99,16 @@ def test_cli_track_json_equals_run_val_track(clip: Path, capsys: pytest.CaptureF
                  "--detect-every", "2", "--json"])
     assert code == 0
     got = json.loads(capsys.readouterr().out)
-    want = run_val_track(DEMO_WEIGHTS, [clip], detect_every=(2,), img_size=W, progress=False).to_dict()
+    options = InferenceOptions(DEMO_WEIGHTS, img_size=W)
+    want = run_val_track(options, [clip], detect_every=(2,), progress=False).to_dict()
     got.pop("seconds"), want.pop("seconds")
     assert got == want
 
 
 def test_table_names_every_cell(clip: Path) -> None:
     out = io.StringIO()
-    assert val_track_main(DEMO_WEIGHTS, [clip], out=out, detect_every=(1, 2), img_size=W, progress=False) == 0
+    assert val_track_main(InferenceOptions(DEMO_WEIGHTS, img_size=W), [clip], out=out, detect_every=(1, 2),
+                          progress=False) == 0
     rows = [line for line in out.getvalue().splitlines() if line.startswith(str(clip)[-28:])]
     assert [int(r.split()[2]) for r in rows] == [1, 2]
 
@@ -118,7 +121,7 @@ def test_clip_without_ids_is_an_error_naming_it(clip: Path, tmp_path: Path, caps
                                                   for d in lines))
     assert read_groundtruth(bare.with_suffix(".jsonl"))[0].ids is None
     with pytest.raises(DatasetError, match=r"bare\.mp4.*no tracking ground truth.*bare\.jsonl"):
-        run_val_track(DEMO_WEIGHTS, [clip, bare], progress=False)
+        run_val_track(InferenceOptions(DEMO_WEIGHTS), [clip, bare], progress=False)
     assert main(["val", "--track", "--weights", str(DEMO_WEIGHTS), str(bare)]) == 1
     assert "bare.mp4" in capsys.readouterr().err
 

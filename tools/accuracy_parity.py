@@ -32,6 +32,7 @@ from streamdet.datasets.shapes import write_clip
 from streamdet.detector import Detector
 from streamdet.evaluation import evaluate
 from streamdet.pipeline.backends import available_backends
+from streamdet.pipeline.settings import InferenceOptions, NmsSettings
 from streamdet.val import run_val
 
 REPO = Path(__file__).resolve().parents[1]
@@ -107,9 +108,8 @@ def main(argv: list[str] | None = None) -> int:
     for cam, clip in clips.items():
         results["bgr_torch"][cam] = bgr_path_map(clip, args.img_size)
     for backend in available_backends("cpu"):
-        results[f"val_{backend}"] = {cam: run_val(DEMO, clip, img_size=args.img_size, conf_thres=CONF,
-                                                  iou_thres=IOU, backend=backend, progress=False).map50
-                                     for cam, clip in clips.items()}
+        options = InferenceOptions(DEMO, img_size=args.img_size, backend=backend, nms=NmsSettings(CONF, IOU))
+        results[f"val_{backend}"] = {cam: run_val(options, clip, progress=False).map50 for cam, clip in clips.items()}
         results[f"daemon_{backend}"] = daemon_maps(clips, args.img_size, backend, args.workdir)
     ref = results["bgr_torch"]
     print(f"mAP@0.5 at img_size {args.img_size}, {args.frames} frames per clip; largest |difference| from bgr_torch")

@@ -21,7 +21,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from streamdet.val import run_val
+from streamdet.pipeline.settings import InferenceOptions
+from streamdet.val import VAL_NMS, run_val
 
 TARGET_MAP50_CONFIGURED = 0.95
 TARGET_MAP50_OTHER = 0.90
@@ -83,7 +84,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     for name, path in a.sets:
         for size in a.sizes:
             t0 = time.perf_counter()
-            r = run_val(a.weights, path, img_size=size, batch_size=a.batch, progress=False, backend=a.backend)
+            options = InferenceOptions(a.weights, img_size=size, backend=a.backend, nms=VAL_NMS)
+            r = run_val(options, path, batch_size=a.batch, progress=False)
             cell = {"set": name, "path": str(path), "img_size": size, **r.to_dict()}
             cells.append(cell)
             print(

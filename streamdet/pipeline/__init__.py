@@ -19,6 +19,8 @@ registries of implementations), tracking/ (the per-camera tracker), cuda/ (the C
 device feed runs on, and its CPU emulation). The supervisor-side ZeroMQ (proxy, handshakes,
 capture, keys, socket options) is :mod:`streamdet.transport`.
 
-This ``__init__`` and each subpackage's import nothing: importing one module never loads another
-stage's libraries.
+This ``__init__`` and those of decode/, ring/, preprocess/, postprocess/, cuda/ and worker/ import
+nothing, so importing one module never loads another stage's libraries; backends/``__init__`` is
+the backend seam and its lazy registry (it imports no inference library), tracking/``__init__``
+names the tracker.
 """

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -26,6 +25,7 @@ if TYPE_CHECKING:
     from streamdet.pipeline.backends import Backend
     from streamdet.pipeline.postprocess.postprocessor import Postprocessor
     from streamdet.pipeline.preprocess.letterbox import Preprocessor
+    from streamdet.pipeline.settings import InferenceOptions
 
 __all__ = ["PREPROCESSORS", "Stages", "build_stages"]
 
@@ -117,55 +117,41 @@ class Stages:
             backend.close()
 
 
-def build_stages(
-    weights: str | Path,
-    *,
-    device: str = "cpu",
-    backend: str = "auto",
-    preprocessor: str = "cpu",
-    img_size: int = 640,
-    half: bool = False,
-    conf_thres: float = 0.25,
-    iou_thres: float = 0.45,
-    max_det: int = 300,
-    classes: Sequence[int] | None = None,
-    threads: int | None = None,
-    cache_dir: Path | None = None,
-    model: Any = None,
-    lanes: int = 1,
-) -> Stages:
-    """Load the model into the named backend and put the three stages together.
+def build_stages(options: InferenceOptions, *, model: Any = None) -> Stages:
+    """Load the model into the named backend and put the three stages together, as ``options`` say.
 
-    ``model`` (an in-memory streamdet YOLOv5 module, e.g. during training) replaces ``weights``
-    and implies the torch backend and one lane. ``lanes`` > 1 loads that many backend instances
-    for concurrent inference (each with ``threads`` intra-op threads). Raises ValueError for an
-    img_size that is not a multiple of the model stride, ImplementationUnavailable for a backend
-    whose extra is not installed.
+    ``model`` (an in-memory streamdet YOLOv5 module, e.g. during training) replaces
+    ``options.weights`` and implies the torch backend and one lane. ``options.lanes`` > 1 loads
+    that many backend instances for concurrent inference (each with ``options.threads`` intra-op
+    threads). Raises ValueError for an img_size that is not a multiple of the model stride,
+    ImplementationUnavailable for a backend whose extra is not installed.
     """
     from streamdet.pipeline.backends import create_backend
     from streamdet.pipeline.postprocess.postprocessor import Postprocessor
 
-    if half and device == "cpu":
+    o = options
+    if o.half and o.device == "cpu":
         raise ValueError("half=True needs a CUDA device; FP16 convolutions are not supported on CPU")
     if model is not None:
         from streamdet.pipeline.backends.torch_backend import TorchBackend
 
-        be: Backend = TorchBackend.from_module(model, device=device, threads=threads)
+        be: Backend = TorchBackend.from_module(model, device=o.device, threads=o.threads)
     else:
-        be = create_backend(backend, weights, device=device, half=half, threads=threads, cache_dir=cache_dir)
-    if img_size % int(be.stride):
+        be = create_backend(o.backend, o.weights, device=o.device, half=o.half, threads=o.threads,
+                            cache_dir=o.cache_dir)
+    if o.img_size % int(be.stride):
         be.close()
-        raise ValueError(f"img_size {img_size} is not a multiple of the model stride {be.stride}")
+        raise ValueError(f"img_size {o.img_size} is not a multiple of the model stride {be.stride}")
     extra: list[Backend] = []
     if model is None:
         try:
-            for _ in range(1, lanes):
-                extra.append(create_backend(be.name, weights, device=device, half=half, threads=threads,
-                                            cache_dir=cache_dir))
+            for _ in range(1, o.lanes):
+                extra.append(create_backend(be.name, o.weights, device=o.device, half=o.half, threads=o.threads,
+                                            cache_dir=o.cache_dir))
         except BaseException:
             for b in [be, *extra]:
                 b.close()
             raise
-    pre = PREPROCESSORS.resolve(preprocessor)()
-    post = Postprocessor(conf_thres=conf_thres, iou_thres=iou_thres, classes=classes, max_det=max_det)
-    return Stages(preprocessor=pre, backend=be, postprocessor=post, img_size=img_size, extra_backends=extra)
+    pre = PREPROCESSORS.resolve(o.preprocessor)()
+    return Stages(preprocessor=pre, backend=be, postprocessor=Postprocessor(o.nms), img_size=o.img_size,
+                  extra_backends=extra)

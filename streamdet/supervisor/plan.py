@@ -21,6 +21,7 @@ from streamdet.config import CameraConfig, Config
 from streamdet.config.schema import BatchingConfig, ModelConfig
 from streamdet.cpu_budget import InferencePlan, inference_budget, plan_inference
 from streamdet.pipeline.decode.source import CameraSource
+from streamdet.pipeline.settings import NmsSettings
 from streamdet.supervisor.devices import (
     GpuCounter,
     cuda_visible_entry,
@@ -80,11 +81,9 @@ class WorkerPlan:
             return None
         return {"settings": dict(self.tracker), "cameras": dict(self.detect_every)}
 
-    def thresholds(self) -> dict[str, object]:
-        """The settings a worker applies live."""
-        m = self.model
-        return {"conf_thres": m.conf_thres, "iou_thres": m.iou_thres,
-                "classes": list(m.classes) if m.classes is not None else None, "max_det": m.max_det}
+    def nms(self) -> NmsSettings:
+        """The NMS settings a worker applies live."""
+        return NmsSettings.from_config(self.model)
 
 
 @dataclass(frozen=True)

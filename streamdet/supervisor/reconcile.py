@@ -2,8 +2,9 @@
 
 A reload is applied as a diff against what runs. Cameras added, removed or changed are started,
 stopped or restarted; an unchanged camera keeps its decoder, its ring and its worker (no gap in its
-messages, its ``seq`` keeps counting). Thresholds and ``max_fps`` apply live: workers re-read
-their live settings file, decoders read ``max_fps`` from a shared value. What a worker needs a
+messages, its ``seq`` keeps counting). NMS settings, tracking and ``max_fps`` apply live: each
+child has one live-settings channel (:class:`~streamdet.pipeline.live.LiveChannel`), on which a
+reload sends its new settings whole (``WorkerLive``, ``DecoderLive``). What a worker needs a
 restart for (weights, img_size, backend, devices, batching, threads) restarts only that worker.
 A change of ``ring`` (slot count or size) re-creates every ring and so restarts every child;
 ``publish`` restarts the proxy; ``metrics`` the metrics endpoint; ``mqtt`` the MQTT bridge child
@@ -19,18 +20,17 @@ only the rings that are left.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections.abc import Callable
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from streamdet.config import Config
-from streamdet.pipeline.decode.contract import DecoderSpec
+from streamdet.pipeline.decode.contract import DecoderLive, DecoderSpec
+from streamdet.pipeline.live import LiveChannel
 from streamdet.pipeline.ring.buffer import FrameRing
 from streamdet.pipeline.ring.layout import slot_bytes_for
-from streamdet.pipeline.worker.contract import WorkerControl, WorkerSpec
+from streamdet.pipeline.worker.contract import WorkerControl, WorkerLive, WorkerSpec
 from streamdet.stopflag import StopFlag
 from streamdet.supervisor.bridge import BridgeRunner
 from streamdet.supervisor.children import Child, ChildTargets
@@ -54,8 +54,7 @@ class Reconciler:
         self.state = state  # the supervisor's state (read and changed here)
         self.finished = finished
         self.targets = targets if targets is not None else ChildTargets()
-        self.max_fps: dict[str, Any] = {}  # camera -> shared double (0 = no limit), read by its decoder
-        self.generation: dict[str, Any] = {}  # worker -> shared counter of its live settings file
+        self.live: dict[str, LiveChannel] = {}  # child name -> its live settings channel
         self.bridge = BridgeRunner(state)  # the MQTT bridge child (mqtt:)
 
     # -- rings -----------------------------------------------------------------------------
@@ -66,7 +65,6 @@ class Reconciler:
 
     def _remove_ring(self, cam: str) -> None:
         ring = self.state.rings.pop(cam, None)
-        self.max_fps.pop(cam, None)
         if ring is not None:
             ring.close()
             ring.unlink()  # processes that still map it keep their mapping until they exit
@@ -77,15 +75,19 @@ class Reconciler:
         self._remove_ring(cam)
         plan = self.state.plan
         for w in plan.workers if plan is not None else ():
-            if cam in w.cameras and w.name in self.generation:
+            if cam in w.cameras and w.name in self.live:
                 self._write_live(w)
 
+    def _channel(self, name: str) -> LiveChannel:
+        """The child's live settings channel (a file in the runtime directory and a shared counter)."""
+        channel = self.live.get(name)
+        if channel is None:
+            path = self.state.workdir / f"{name}.live.json"
+            channel = self.live[name] = LiveChannel(str(path), self.state.ctx.RawValue("L", 0))
+        return channel
+
     def _set_max_fps(self, plan: DecoderPlan) -> None:
-        for src in plan.sources:
-            value = self.max_fps.get(src.camera_id)
-            if value is None:
-                value = self.max_fps[src.camera_id] = self.state.ctx.RawValue("d", 0.0)
-            value.value = float(src.max_fps or 0.0)
+        self._channel(plan.name).publish(DecoderLive({s.camera_id: float(s.max_fps or 0.0) for s in plan.sources}))
 
     # -- children --------------------------------------------------------------------------
     def _decoder_args(self, plan: DecoderPlan) -> Callable[[StopFlag], tuple[Any, ...]]:
@@ -94,33 +96,21 @@ class Reconciler:
             sources = [s for s in plan.sources if not finished.is_finished(s.camera_id)]
             cams = [s.camera_id for s in sources]
             spec = DecoderSpec(sources=sources, ring_names={c: self.state.rings[c].name for c in cams},
-                               start_gate=self.state.start_gate, live_max_fps={c: self.max_fps[c] for c in cams},
+                               start_gate=self.state.start_gate, live=self._channel(plan.name),
                                finished={c: finished.flag(c) for c in cams})
             return spec, stop
 
         return build
 
-    def _live_path(self, name: str) -> Path:
-        return self.state.workdir / f"{name}.live.json"
-
     def _write_live(self, plan: WorkerPlan) -> None:
         rings, released = self.state.rings, self.finished.released
-        live = {"cameras": {c: rings[c].name for c in plan.cameras if c in rings}, "thresholds": plan.thresholds(),
-                "tracking": plan.tracking(),
-                "finished": {c: final_settings(released[c]) for c in plan.cameras if c in released}}
-        path = self._live_path(plan.name)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(live))
-        tmp.replace(path)
-        gen = self.generation.get(plan.name)
-        if gen is None:
-            gen = self.generation[plan.name] = self.state.ctx.RawValue("L", 0)
-        gen.value += 1
+        self._channel(plan.name).publish(WorkerLive(
+            cameras={c: rings[c].name for c in plan.cameras if c in rings}, nms=plan.nms(), tracking=plan.tracking(),
+            finished={c: final_settings(released[c]) for c in plan.cameras if c in released}))
 
     def _worker_args(self, plan: WorkerPlan, child: Child) -> Callable[[StopFlag], tuple[Any, ...]]:
         child.env = plan.env  # the worker's GPU alone (it sees it as cuda:0)
-        control = WorkerControl(heartbeat=child.heartbeat, phase=child.phase, generation=self.generation[plan.name],
-                                live_path=str(self._live_path(plan.name)))
+        control = WorkerControl(heartbeat=child.heartbeat, phase=child.phase, live=self._channel(plan.name))
 
         def build(stop: StopFlag) -> tuple[Any, ...]:  # at each start: the rings that exist now
             rings = self.state.rings
@@ -297,7 +287,7 @@ class Reconciler:
                 child.cameras = w.cameras
                 self._restart(child)
                 restarted_workers.append(w.name)
-            elif (before_worker.cameras != w.cameras or before_worker.thresholds() != w.thresholds()
+            elif (before_worker.cameras != w.cameras or before_worker.nms() != w.nms()
                   or before_worker.tracking() != w.tracking() or revived & set(w.cameras)):
                 self._write_live(w)
                 child.build_args = self._worker_args(w, child)

@@ -25,12 +25,14 @@ def predict(
     """Detections (n, 6) [x1, y1, x2, y2, score, cls] per frame, through the Detector's own stages."""
     from streamdet.detect import batched
     from streamdet.detector import Detector
+    from streamdet.pipeline.settings import InferenceOptions, NmsSettings
 
     was_training = model.training
     model.eval()
     try:
-        detector = Detector.from_model(model, device=str(device), img_size=img_size, conf_thres=conf_thres,
-                                       iou_thres=iou_thres, max_det=max_det)
+        options = InferenceOptions("", device=str(device), img_size=img_size, backend="torch",
+                                   nms=NmsSettings.of(conf_thres, iou_thres, max_det=max_det))
+        detector = Detector.from_model(model, options)
         out: list[np.ndarray] = []
         for chunk in batched(frames, batch):
             out.extend(detector(chunk))

@@ -17,6 +17,7 @@ import pytest
 
 from streamdet.datasets.shapes import write_clip
 from streamdet.mot_metrics import MotAccumulator
+from streamdet.pipeline.settings import InferenceOptions
 from streamdet.val_track import read_track_truth, run_val_track
 from tests.e2e.test_daemon import free_port
 from tests.helpers.daemon import run_until_published
@@ -45,7 +46,7 @@ def test_daemon_tracking_accuracy(tmp_path: Path) -> None:
     clip = write_clip(tmp_path / "clip.mp4", width=W, height=H, frames=FRAMES, seed=SEED)
     truth = read_track_truth(clip)
     got = collect(tmp_path, clip)
-    val = run_val_track(DEMO_WEIGHTS, [clip], detect_every=tuple(CAMERAS.values()), img_size=IMG_SIZE,
+    val = run_val_track(InferenceOptions(DEMO_WEIGHTS, img_size=IMG_SIZE), [clip], detect_every=tuple(CAMERAS.values()),
                         progress=False)
     for (cam, every), cell in zip(CAMERAS.items(), val.cells, strict=True):
         msgs = got[cam]

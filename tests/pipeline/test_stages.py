@@ -15,6 +15,7 @@ from streamdet.pipeline.backends import InputContract
 from streamdet.pipeline.postprocess.postprocessor import Postprocessor
 from streamdet.pipeline.preprocess.letterbox import CpuPreprocessor
 from streamdet.pipeline.registry import ImplementationUnavailable, Registry, UnknownImplementation
+from streamdet.pipeline.settings import InferenceOptions, NmsSettings
 from streamdet.pipeline.stages import PREPROCESSORS, Stages, build_stages
 from streamdet.pipeline.types import Image
 
@@ -33,7 +34,7 @@ def demo_frame() -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def torch_stages() -> Stages:
-    return build_stages(DEMO, backend="torch", img_size=416, conf_thres=0.25)
+    return build_stages(InferenceOptions(DEMO, backend="torch", img_size=416, nms=NmsSettings(conf_thres=0.25)))
 
 
 def test_yuv_frame_gives_the_detections_of_its_bgr_conversion(torch_stages: Stages, demo_frame: np.ndarray) -> None:
@@ -84,12 +85,12 @@ def test_fixed_shape_backends_get_their_shape() -> None:
 
 def test_img_size_must_fit_the_stride() -> None:
     with pytest.raises(ValueError, match="multiple of the model stride"):
-        build_stages(DEMO, backend="torch", img_size=400)
+        build_stages(InferenceOptions(DEMO, backend="torch", img_size=400))
 
 
 def test_half_on_cpu_is_refused() -> None:
     with pytest.raises(ValueError, match="CUDA"):
-        build_stages(DEMO, backend="torch", half=True)
+        build_stages(InferenceOptions(DEMO, backend="torch", half=True))
 
 
 def test_registries_name_what_is_missing() -> None:

@@ -9,7 +9,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from streamdet.pipeline.decode.contract import DecoderLive
 from streamdet.pipeline.ring.buffer import FrameRing
+from streamdet.pipeline.worker.contract import WorkerLive
 
 
 def crash_at_once(*_args: Any) -> None:
@@ -36,29 +38,31 @@ def beat_until_stopped(stop: Any, heartbeat: Any, phase: Any = None) -> None:
 def fake_decoder(spec: Any, stop: Any) -> None:
     """Heartbeats its cameras' rings as 'streaming' and records the max_fps it sees."""
     rings = {cam: FrameRing.attach(name) for cam, name in spec.ring_names.items()}
+    live = spec.live.reader(DecoderLive.from_json) if spec.live is not None else None
     while not stop.is_set():
+        if live is not None:
+            live.poll()
         for cam, ring in rings.items():
             ring.set_state("streaming")
             ring.heartbeat()
-            if spec.live_max_fps is not None:
-                ring.set_error(f"max_fps={spec.live_max_fps[cam].value:g}")
+            if live is not None and live.current is not None:
+                ring.set_error(f"max_fps={live.current.max_fps[cam]:g}")
         time.sleep(0.05)
     for ring in rings.values():
         ring.close()
 
 
 def fake_worker(spec: Any, stop: Any, control: Any) -> None:
-    """Serves at once; writes what it serves (cameras, thresholds, live generation) to a JSON file
-    named after the worker beside its live settings file."""
-    out = Path(control.live_path).with_suffix(".seen.json")
+    """Serves at once; writes what it serves (its live settings: cameras, NMS, ...; the channel's
+    generation) to a JSON file named after the worker beside its live settings file."""
+    out = Path(control.live.path).with_suffix(".seen.json")
+    reader = control.live.reader(WorkerLive.from_json)
     control.set_phase("serving")
-    seen_gen = -1
     while not stop.is_set():
         control.heartbeat.value = time.time()
-        if control.generation.value != seen_gen:
-            seen_gen = control.generation.value
-            live = json.loads(Path(control.live_path).read_text())
-            out.write_text(json.dumps({"pid": os.getpid(), "generation": seen_gen, **live,
+        live = reader.poll()
+        if live is not None:
+            out.write_text(json.dumps({"pid": os.getpid(), "generation": reader.seen, **live.to_json(),
                                        "spec_weights": str(spec.model.weights)}))
         time.sleep(0.05)
 
@@ -79,7 +83,7 @@ def decoder_crashing_for_cam2(spec: Any, stop: Any) -> None:
 
 def _starts(control: Any) -> int:
     """Counts this worker's starts in a file beside its live settings; returns this start's number."""
-    path = Path(control.live_path).with_suffix(".starts")
+    path = Path(control.live.path).with_suffix(".starts")
     n = int(path.read_text()) + 1 if path.exists() else 1
     path.write_text(str(n))
     return n

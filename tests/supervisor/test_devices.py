@@ -153,7 +153,7 @@ def test_reconciler_gives_each_worker_its_gpu(tmp_path: Path) -> None:
 
 def env_worker(spec: Any, stop: Any, control: Any) -> None:
     """A stand-in worker that records its GPU view beside its live settings file, then serves."""
-    out = Path(control.live_path).with_suffix(".env.json")
+    out = Path(control.live.path).with_suffix(".env.json")
     out.write_text(json.dumps({"pid": os.getpid(), "device": spec.device,
                                "CUDA_VISIBLE_DEVICES": os.environ.get("CUDA_VISIBLE_DEVICES"),
                                "cameras": sorted(spec.ring_names)}))

@@ -70,7 +70,7 @@ def test_worker_plan_splits_live_settings_from_restart_settings(tmp_path: Path) 
     base = make_plan(_config(tmp_path, ["a"]), cpus=2).workers[0]
     thr = make_plan(_config(tmp_path, ["a"], "").model_copy(
         update={"model": _config(tmp_path, ["a"]).model.model_copy(update={"conf_thres": 0.6})}), cpus=2).workers[0]
-    assert base.restart_key() == thr.restart_key() and base.thresholds() != thr.thresholds()
+    assert base.restart_key() == thr.restart_key() and base.nms() != thr.nms()
     size = make_plan(_config(tmp_path, ["a"]).model_copy(
         update={"model": _config(tmp_path, ["a"]).model.model_copy(update={"img_size": 320})}), cpus=2).workers[0]
     assert base.restart_key() != size.restart_key()

@@ -42,7 +42,7 @@ def test_reload_applies_a_diff(tmp_path: Path, fixtures_dir: Path, monkeypatch, 
         after = _pids(run)
         assert after["decoder-keep"] == before["decoder-keep"]  # untouched
         assert after["worker-cpu"] == before["worker-cpu"]  # told, not restarted
-        assert _seen(sup)["thresholds"]["conf_thres"] == 0.6
+        assert _seen(sup)["nms"]["conf_thres"] == 0.6
         assert _seen(sup)["pid"] == before["worker-cpu"]
         run.wait(lambda: sup.rings["keep"].status().last_error == "max_fps=2", 5, "live max_fps")
         assert set(sup.rings) == {"keep", "moved", "added"}

@@ -10,8 +10,9 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from streamdet.pipeline.decode.source import CameraSource
+from streamdet.pipeline.live import LiveChannel
 
-__all__ = ["EXIT_FINISHED", "DecoderSpec", "EventLike"]
+__all__ = ["EXIT_FINISHED", "DecoderLive", "DecoderSpec", "EventLike"]
 
 EXIT_FINISHED = 79  # every camera of the process finished for good: do not restart it
 
@@ -32,8 +33,23 @@ class DecoderSpec:
     sources: list[CameraSource]  # each camera's configuration sections
     ring_names: dict[str, str]
     start_gate: EventLike | None = None
-    # camera -> shared double the supervisor sets on reload: the camera's max_fps (0 = no limit),
-    # applied live from the next frame; None = CameraSource.max_fps, fixed
-    live_max_fps: dict[str, Any] | None = None
+    # the supervisor's live settings for this process (DecoderLive), applied from the next frame;
+    # None = each CameraSource's max_fps, fixed
+    live: LiveChannel | None = None
     # camera -> shared flag (``.value``) this process sets to 1 once the camera finished for good
     finished: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class DecoderLive:
+    """A decoder process's live settings (sent on its :class:`~streamdet.pipeline.live.LiveChannel`
+    by a reload): each camera's ``max_fps`` (0 = no limit)."""
+
+    max_fps: dict[str, float]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"max_fps": dict(self.max_fps)}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> DecoderLive:
+        return cls({str(cam): float(fps) for cam, fps in dict(data["max_fps"]).items()})

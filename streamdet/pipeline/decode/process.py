@@ -32,6 +32,7 @@ from typing import Any
 from streamdet.pipeline.decode.contract import EXIT_FINISHED, DecoderSpec, EventLike
 from streamdet.pipeline.decode.reader import POLL_S, CameraReader
 from streamdet.pipeline.decode.source import CameraSource
+from streamdet.pipeline.live import LiveChannel
 from streamdet.pipeline.ring.buffer import FrameRing
 from streamdet.redact import redact_text
 
@@ -51,11 +52,11 @@ class _CameraThread:
     restart_at: float = 0.0
     started_at: float = 0.0
     result: dict = field(default_factory=dict)
-    live_max_fps: Any = None
     reader: CameraReader | None = None
 
 
-def _camera_thread_body(cam: _CameraThread, stop: EventLike, start_gate: EventLike | None = None) -> None:
+def _camera_thread_body(cam: _CameraThread, stop: EventLike, start_gate: EventLike | None = None,
+                        live: LiveChannel | None = None) -> None:
     """Attach the ring and run the reader; an unexpected crash is logged (redacted) and
     recorded in the ring, and decoder_main restarts the thread after a backoff."""
     ring: FrameRing | None = None
@@ -64,7 +65,7 @@ def _camera_thread_body(cam: _CameraThread, stop: EventLike, start_gate: EventLi
             ring = FrameRing.attach(cam.ring_name)
         except (OSError, ValueError) as exc:
             raise RuntimeError(f"cannot attach ring {cam.ring_name}: {exc}") from exc
-        cam.reader = CameraReader(cam.source, ring, stop, start_gate=start_gate, live_max_fps=cam.live_max_fps)
+        cam.reader = CameraReader(cam.source, ring, stop, start_gate=start_gate, live=live)
         cam.reader.run()
         cam.result["finished"] = cam.reader.finished
         cam.result["ok"] = True
@@ -125,18 +126,16 @@ def decoder_main(spec: DecoderSpec, stop_event: EventLike) -> None:
     inside a blocking FFmpeg read is a daemon thread and ends with the process, or by its read
     timeout). Raises ``SystemExit(EXIT_FINISHED)`` once every camera finished for good.
     """
-    live = spec.live_max_fps or {}
     flags = spec.finished or {}
     sources = list(spec.sources)
-    cams = [_CameraThread(src, spec.ring_names[src.camera_id], live_max_fps=live.get(src.camera_id))
-            for src in sources]
+    cams = [_CameraThread(src, spec.ring_names[src.camera_id]) for src in sources]
     log.info("decoder started (pid %d): cameras %s", os.getpid(), ", ".join(c.source.camera_id for c in cams))
 
     def start(cam: _CameraThread) -> None:
         cam.result = {}
         cam.reader = None
         cam.started_at = time.monotonic()
-        cam.thread = threading.Thread(target=_camera_thread_body, args=(cam, stop_event, spec.start_gate),
+        cam.thread = threading.Thread(target=_camera_thread_body, args=(cam, stop_event, spec.start_gate, spec.live),
                                       name=f"decode-{cam.source.camera_id}", daemon=True)
         cam.thread.start()
 

@@ -95,16 +95,14 @@ from typing import Any
 
 import av
 
-from streamdet.pipeline.decode.contract import EventLike
+from streamdet.pipeline.decode.contract import DecoderLive, EventLike
 from streamdet.pipeline.decode.faults import Failure, SourceDamaged, SourceUnusable, classify_failure
 from streamdet.pipeline.decode.frame_pass import FramePass
-from streamdet.pipeline.decode.frames import color_tags as color_tags  # re-exported: moved to frames.py
 from streamdet.pipeline.decode.frames import plane_views, to_ring_format
-from streamdet.pipeline.decode.frames import scaled_size as scaled_size  # re-exported: moved to frames.py
 from streamdet.pipeline.decode.nvdec import NVDEC_THREADS, NvdecState, is_no_hw_stream
 from streamdet.pipeline.decode.pacing import Schedule
-from streamdet.pipeline.decode.source import LIVE_SCHEMES as LIVE_SCHEMES  # re-exported: moved to source.py
 from streamdet.pipeline.decode.source import CameraSource
+from streamdet.pipeline.live import LiveChannel
 from streamdet.pipeline.ring.buffer import FrameRing, WriteAborted
 from streamdet.redact import redact_text
 
@@ -130,10 +128,11 @@ class CameraReader:
 
     def __init__(self, source: CameraSource, ring: FrameRing, stop_event: EventLike,
                  rng: random.Random | None = None, start_gate: EventLike | None = None,
-                 live_max_fps: Any = None) -> None:
+                 live: LiveChannel | None = None) -> None:
         self.source = source
         self.ring = ring
-        self.live_max_fps = live_max_fps  # shared double set by the supervisor on reload (0 = no limit)
+        # the supervisor's live settings (DecoderLive: max_fps per camera), read when they change
+        self.live = live.reader(DecoderLive.from_json, source.camera_id) if live is not None else None
         self.last_beat = time.monotonic()  # this thread's own last sign of progress (decoder_main reads it)
         self.stop = stop_event
         self.start_gate = start_gate
@@ -162,9 +161,13 @@ class CameraReader:
 
     def max_fps(self) -> float | None:
         """The camera's max_fps now: the supervisor's live value when there is one."""
-        if self.live_max_fps is None:
+        if self.live is None:
             return self.source.max_fps
-        return float(self.live_max_fps.value) or None
+        self.live.poll()
+        current = self.live.current
+        if current is None or self.source.camera_id not in current.max_fps:
+            return self.source.max_fps
+        return current.max_fps[self.source.camera_id] or None
 
     def _sleep(self, seconds: float) -> None:
         """Sleep, heartbeating; raises _Stopped as soon as stop is set (within POLL_S)."""
@@ -364,7 +367,7 @@ class CameraReader:
                 if t < last_t:
                     sched.restart()
                 last_t = t
-                if self.live_max_fps is not None and self.max_fps() != max_fps:
+                if self.live is not None and self.max_fps() != max_fps:
                     max_fps = self.max_fps()
                     sched.set_max_fps(fps, max_fps)
                     log.info("%s: max_fps is now %s", self._tag(), max_fps or "unlimited")

@@ -8,7 +8,6 @@ blocked, vectorised greedy NMS with the same decisions as torchvision's kernel.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -23,10 +22,10 @@ from streamdet.pipeline.postprocess.nms_primitives import (
     torchvision_nms,
     xywh2xyxy,
 )
+from streamdet.pipeline.settings import NmsSettings
 from streamdet.pipeline.types import clip_boxes
 
 __all__ = [
-    "NmsSettings",
     "Postprocessor",
     "batched_greedy_nms",
     "clip_boxes",
@@ -103,30 +102,6 @@ def scale_boxes(
     return clip_boxes(boxes, img0_shape)
 
 
-@dataclass(frozen=True)
-class NmsSettings:
-    """What NMS keeps, as one value: a reload swaps the whole object, so a batch never sees half of
-    an update. Raises ValueError for a threshold outside [0, 1] or ``max_det`` < 1."""
-
-    conf_thres: float = 0.25
-    iou_thres: float = 0.45
-    classes: tuple[int, ...] | None = None
-    max_det: int = 300
-    agnostic: bool = False
-
-    def __post_init__(self) -> None:
-        for name in ("conf_thres", "iou_thres"):
-            value = float(getattr(self, name))
-            if not 0.0 <= value <= 1.0:
-                raise ValueError(f"{name} must be in [0, 1], got {value}")
-            object.__setattr__(self, name, value)
-        if int(self.max_det) < 1:
-            raise ValueError(f"max_det must be >= 1, got {self.max_det}")
-        object.__setattr__(self, "max_det", int(self.max_det))
-        if self.classes is not None:
-            object.__setattr__(self, "classes", tuple(int(c) for c in self.classes))
-
-
 class Postprocessor:
     """Stage 5: raw predictions of a batch -> per-frame detections in each frame's source pixels.
 
@@ -138,12 +113,10 @@ class Postprocessor:
     ``batched=True`` uses it on CPU too (same output).
     """
 
-    def __init__(self, conf_thres: float = 0.25, iou_thres: float = 0.45, classes: Sequence[int] | None = None,
-                 max_det: int = 300, batched: bool = False, *, settings: NmsSettings | None = None) -> None:
+    def __init__(self, settings: NmsSettings | None = None, batched: bool = False) -> None:
         self.batched = batched  # whole-batch NMS on CPU too (always used for predictions on a GPU)
         #: the NMS settings, replaced whole (never edited) when they change
-        self.settings = settings if settings is not None else NmsSettings(
-            conf_thres, iou_thres, tuple(classes) if classes is not None else None, max_det)
+        self.settings = settings if settings is not None else NmsSettings()
 
     @property
     def conf_thres(self) -> float:

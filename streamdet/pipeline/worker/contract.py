@@ -8,16 +8,19 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from multiprocessing.sharedctypes import Synchronized
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+
+from streamdet.pipeline.live import LiveChannel
+from streamdet.pipeline.settings import NmsSettings
 
 if TYPE_CHECKING:
     from streamdet.config.schema import BatchingConfig, ModelConfig
 
 __all__ = [
     "EXIT_BAD_MODEL", "EXIT_CANNOT_START", "PHASES", "SERVING", "STARTUP_BEAT_LIMIT_S", "StartupBeat",
-    "WorkerControl", "WorkerSpec",
+    "WorkerControl", "WorkerLive", "WorkerSpec",
 ]
 
 STARTUP_BEAT_LIMIT_S = 600.0  # a model load + export + warm-up longer than this counts as hung
@@ -83,19 +86,38 @@ class WorkerControl:
 
     ``heartbeat``: wall time of the last sign of life (negative while loading, see StartupBeat).
     ``phase``: index into PHASES; the supervisor applies its hang timeout only while serving.
-    ``generation`` and ``live_path``: the supervisor rewrites the JSON file at ``live_path`` (the
-    camera rings to serve and the detection thresholds) and then increments ``generation``; the
-    worker re-reads the file when the number changes. A file and a counter, not a queue: a
-    worker killed in the middle of a read cannot leave a lock held for its successor.
+    ``live``: the worker's live settings (:class:`WorkerLive`), which a reload replaces whole.
     """
 
     heartbeat: Synchronized | None = None
     phase: Synchronized | None = None
-    generation: Synchronized | None = None
-    live_path: str | None = None
+    live: LiveChannel | None = None
 
     def set_phase(self, name: str) -> None:
         if self.phase is not None:
             self.phase.value = PHASES.index(name)
 
 
+
+
+@dataclass(frozen=True)
+class WorkerLive:
+    """A worker's live settings, sent whole on its :class:`~streamdet.pipeline.live.LiveChannel`
+    at start and by each reload that changes them: the camera rings to serve (camera -> ring name),
+    the NMS settings, the tracking settings (``CameraTracks.configure``'s mapping, None = off) and
+    the final status of each camera that finished for good (reported in place of its ring's)."""
+
+    cameras: dict[str, str]
+    nms: NmsSettings = field(default_factory=NmsSettings)
+    tracking: dict[str, Any] | None = None
+    finished: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"cameras": dict(self.cameras), "nms": self.nms.to_json(), "tracking": self.tracking,
+                "finished": dict(self.finished)}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> WorkerLive:
+        return cls(cameras={str(c): str(r) for c, r in dict(data["cameras"]).items()},
+                   nms=NmsSettings.from_json(dict(data["nms"])), tracking=data.get("tracking"),
+                   finished=dict(data.get("finished") or {}))

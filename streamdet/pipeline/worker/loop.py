@@ -29,19 +29,17 @@ CPU), less waiting per frame. A round waits up to
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Callable
 from multiprocessing.sharedctypes import Synchronized
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from streamdet.pipeline.ring.buffer import FrameRing
 from streamdet.pipeline.types import Frame
-from streamdet.pipeline.worker.contract import WorkerControl, WorkerSpec
+from streamdet.pipeline.worker.contract import WorkerControl, WorkerLive, WorkerSpec
 from streamdet.pipeline.worker.feed import Feed, HostFeed, InferredBatch, PreparedBatch
 from streamdet.pipeline.worker.gather import IDLE_POLL_S, BatchGatherer, lane_batch
 from streamdet.pipeline.worker.stats import CameraStats, StageTimer, final_counters, gpu_memory, ring_counters
@@ -71,7 +69,7 @@ class WorkerLoop:
         self.publisher = publisher
         self.heartbeat = heartbeat
         self.control = control
-        self._generation = 0
+        self._live = control.live.reader(WorkerLive.from_json, spec.name) if control and control.live else None
         self._unsent: dict[str, int] = {}  # camera -> frames not published since its last message
         self._retired: list[tuple[float, FrameRing]] = []  # detached rings, closed once no batch can use them
         # cameras that finished for good, whose ring the supervisor released: their final status
@@ -89,39 +87,22 @@ class WorkerLoop:
     # -- live changes from the supervisor (reload) ----------------------------------------------
 
     def apply_live_changes(self) -> bool:
-        """Re-read the supervisor's live settings if they changed (feeder thread); True if applied.
+        """Apply the supervisor's live settings if they changed (feeder thread); True if applied.
 
         Cameras: rings to attach or detach (the others are not touched, their seq keeps counting).
-        Thresholds: the postprocessor's conf/iou/classes/max_det, effective from the next batch.
+        NMS settings: swapped whole, effective from the next batch. Tracking: per camera, the
+        tracks kept. Finished cameras: their final status in the stats messages.
         """
-        c = self.control
-        if c is None or c.generation is None or c.live_path is None or c.generation.value == self._generation:
+        live = self._live.poll() if self._live is not None else None
+        if live is None:
             return False
-        generation = c.generation.value
-        try:
-            live = json.loads(Path(c.live_path).read_text())
-        except (OSError, ValueError) as exc:
-            log.error("%s: cannot read live settings %s: %s", self.spec.name, c.live_path, exc)
-            self._generation = generation
-            return False
-        self._generation = generation
-        self._apply_thresholds(live.get("thresholds") or {})
-        self.tracks.configure(live.get("tracking"))
-        self.finished = dict(live.get("finished") or {})
-        self._apply_cameras(dict(live.get("cameras") or {}))
-        return True
-
-    def _apply_thresholds(self, t: dict[str, Any]) -> None:
         post = getattr(self.stages, "postprocessor", None)
-        if post is None or not t:
-            return
-        from streamdet.pipeline.postprocess.postprocessor import NmsSettings
-
-        try:
-            post.settings = NmsSettings(conf_thres=t["conf_thres"], iou_thres=t["iou_thres"], max_det=t["max_det"],
-                                        classes=tuple(t["classes"]) if t.get("classes") is not None else None)
-        except (KeyError, TypeError, ValueError) as exc:
-            log.error("%s: bad thresholds in the live settings, keeping the previous ones: %s", self.spec.name, exc)
+        if post is not None:
+            post.settings = live.nms
+        self.tracks.configure(live.tracking)
+        self.finished = dict(live.finished)
+        self._apply_cameras(dict(live.cameras))
+        return True
 
     def _apply_cameras(self, wanted: dict[str, str]) -> None:
         if not wanted and not self.rings:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import os
 import time
-from pathlib import Path
 from typing import Any
 
 from streamdet.pipeline.ring.buffer import FrameRing
@@ -53,6 +52,7 @@ def _start_worker(spec: WorkerSpec, control: WorkerControl) -> tuple[Any, dict[s
     from streamdet.model.input_size import choose_img_size
     from streamdet.pipeline.backends import DeviceUnavailable, ensure_device
     from streamdet.pipeline.registry import RegistryError
+    from streamdet.pipeline.settings import InferenceOptions
     from streamdet.pipeline.stages import build_stages
     from streamdet.pipeline.worker.publish import Publisher
 
@@ -63,12 +63,9 @@ def _start_worker(spec: WorkerSpec, control: WorkerControl) -> tuple[Any, dict[s
         log.info("%s: %s", spec.name, input_size.describe())
         if input_size.warning:
             log.warning("%s: %s", spec.name, input_size.warning)
-        stages = build_stages(
-            m.weights, device=spec.device, backend=m.backend, img_size=input_size.size, half=m.half,
-            conf_thres=m.conf_thres, iou_thres=m.iou_thres, max_det=m.max_det, classes=m.classes,
-            threads=spec.threads, cache_dir=Path(m.export_cache) if m.export_cache else None,
-            lanes=spec.lanes if spec.pipelined else 1,
-        )
+        stages = build_stages(InferenceOptions.from_config(
+            m, device=spec.device, img_size=input_size.size, threads=spec.threads,
+            lanes=spec.lanes if spec.pipelined else 1))
     except (ModelError, ValueError, RegistryError, DeviceUnavailable) as exc:
         log.error("%s cannot start: %s", spec.name, exc)
         raise SystemExit(EXIT_CANNOT_START) from exc

@@ -10,6 +10,7 @@ import torch
 from streamdet.pipeline.postprocess import batch_nms as bn
 from streamdet.pipeline.postprocess import nms_primitives as prim
 from streamdet.pipeline.postprocess.postprocessor import batched_greedy_nms, nms
+from streamdet.pipeline.settings import NmsSettings
 from tests.pipeline.postprocess.test_postprocessor import assert_det_equal, backend, random_boxes, random_pred
 
 __all__ = ["backend"]  # the fixture, re-exported for pytest
@@ -109,8 +110,8 @@ def test_postprocessor_batched_path_is_identical(dtype: torch.dtype) -> None:
     transforms = [Transform((720, 1280), (720, 1280), input_hw), Transform((480, 640), (240, 320), input_hw),
                   Transform((1080, 1920), (540, 960), input_hw), Transform((500, 377), (500, 377), input_hw)]
     for kw in ({"conf_thres": 0.01}, {"conf_thres": 0.2, "classes": [1], "max_det": 5}):
-        want = Postprocessor(**kw)(pred, transforms)
-        got = Postprocessor(**kw, batched=True)(pred, transforms)
+        want = Postprocessor(NmsSettings.of(**kw))(pred, transforms)
+        got = Postprocessor(NmsSettings.of(**kw), batched=True)(pred, transforms)
         assert sum(len(w) for w in want) > 0
         for g, w in zip(got, want, strict=True):
             assert g.dtype == np.float32 and g.shape[1] == 6
@@ -146,8 +147,8 @@ def test_postprocessor_batched_path_copies_to_the_host_once(monkeypatch: pytest.
         return real_cpu(self, *args, **kwargs)
 
     monkeypatch.setattr(torch.Tensor, "cpu", counting_cpu)
-    out = Postprocessor(conf_thres=0.01, batched=True)(pred, transforms)
+    out = Postprocessor(NmsSettings(conf_thres=0.01), batched=True)(pred, transforms)
     assert len(copies) == 1 and copies[0] == (sum(len(d) for d in out), 7)  # dets + image column, once
     copies.clear()
-    Postprocessor(conf_thres=0.01)(pred, transforms)
+    Postprocessor(NmsSettings(conf_thres=0.01))(pred, transforms)
     assert len(copies) == 6  # the per-frame path: one per frame

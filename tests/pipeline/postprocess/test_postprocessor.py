@@ -18,6 +18,7 @@ from streamdet.pipeline.postprocess.postprocessor import (
     scale_boxes,
     xywh2xyxy,
 )
+from streamdet.pipeline.settings import NmsSettings
 
 HAS_TORCHVISION = importlib.util.find_spec("torchvision") is not None
 E2E = ["img1_1280x720", "img3_500x377", "img4_377x500"]
@@ -351,7 +352,8 @@ def test_postprocessor_equals_nms_then_scale_boxes(conf: float) -> None:
     pred[..., :2] *= 640
     pred[..., 2:4] = pred[..., 2:4] * 120 + 4
     input_hw, frames = (384, 640), [(720, 1280), (480, 640), (1080, 1920)]
-    got = Postprocessor(conf_thres=conf, iou_thres=0.45)(pred, [Transform(f, f, input_hw) for f in frames])
+    post = Postprocessor(NmsSettings(conf_thres=conf, iou_thres=0.45))
+    got = post(pred, [Transform(f, f, input_hw) for f in frames])
     want = nms(pred, conf, 0.45)
     assert sum(len(d) for d in want) > 0 or conf == 0.9
     for det, ref, hw in zip(got, want, frames, strict=True):
@@ -362,21 +364,21 @@ def test_postprocessor_equals_nms_then_scale_boxes(conf: float) -> None:
 
 
 def test_nms_settings_are_one_checked_value() -> None:
-    from streamdet.pipeline.postprocess.postprocessor import NmsSettings, Postprocessor
+    from streamdet.pipeline.postprocess.postprocessor import Postprocessor
 
     s = NmsSettings(conf_thres=0.5, iou_thres=0.3, classes=[2, 0], max_det=5)  # type: ignore[arg-type]
     assert s.classes == (2, 0) and s.max_det == 5
     for bad in ({"conf_thres": 1.5}, {"iou_thres": -0.1}, {"max_det": 0}):
         with pytest.raises(ValueError, match=next(iter(bad))):
             NmsSettings(**bad)  # type: ignore[arg-type]
-    post = Postprocessor(conf_thres=0.4, classes=[1])
+    post = Postprocessor(NmsSettings.of(conf_thres=0.4, classes=[1]))
     assert post.settings == NmsSettings(conf_thres=0.4, classes=(1,)) and post.classes == [1]
 
     from streamdet.pipeline.types import Transform
 
     pred = random_pred(3, n=300)
     t = [Transform((640, 640), (640, 640), (640, 640))]
-    post = Postprocessor(settings=NmsSettings(conf_thres=0.1, iou_thres=0.45, agnostic=True))
+    post = Postprocessor(NmsSettings(conf_thres=0.1, iou_thres=0.45, agnostic=True))
     (agnostic,) = post(pred, t)
     (want,) = nms(pred, 0.1, 0.45, agnostic=True)
     want[:, :4] = want[:, :4].clamp(0, 640)  # the inverse transform clips to the frame

@@ -23,6 +23,7 @@ from streamdet.datasets.shapes import write_clip
 from streamdet.pipeline.cuda.emulation import EmulatedCuda
 from streamdet.pipeline.decode.reader import CameraSource
 from streamdet.pipeline.ring.buffer import FrameRing
+from streamdet.pipeline.settings import InferenceOptions, NmsSettings
 from streamdet.pipeline.stages import Stages, build_stages
 from streamdet.pipeline.worker.contract import WorkerSpec
 from streamdet.pipeline.worker.device_feed import DeviceFeed
@@ -67,7 +68,8 @@ def clips(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 @pytest.fixture(scope="module")
 def stages() -> Iterator[Stages]:
-    st = build_stages(DEMO, device="cpu", backend="torch", img_size=320, conf_thres=0.25, lanes=2, threads=1)
+    st = build_stages(InferenceOptions(DEMO, device="cpu", backend="torch", img_size=320, lanes=2, threads=1,
+                                       nms=NmsSettings(conf_thres=0.25)))
     yield st
     st.close()
 

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from streamdet.pipeline.cuda.emulation import EmulatedCuda
+from streamdet.pipeline.settings import InferenceOptions
 from streamdet.pipeline.stages import Stages, build_stages
 from streamdet.pipeline.worker.device_feed import DeviceFeed
 from streamdet.pipeline.worker.feed import HostFeed
@@ -22,7 +23,7 @@ DEMO = Path(__file__).resolve().parents[3] / "configs" / "demo" / "shapes_yolov5
 
 @pytest.fixture(scope="module")
 def stages() -> Iterator[Stages]:
-    st = build_stages(DEMO, device="cpu", backend="torch", img_size=320, threads=1)
+    st = build_stages(InferenceOptions(DEMO, device="cpu", backend="torch", img_size=320, threads=1))
     yield st
     st.close()
 
