@@ -6,7 +6,11 @@ one frame:
 1. detections with ``score >= high_thresh`` are matched to all confirmed tracks, tracked or lost;
 2. detections with ``low_thresh <= score < high_thresh`` are matched to the confirmed tracks still
    unmatched that were tracked (not lost) in the previous frame: a detection whose score dipped
-   keeps its track, while low-score clutter cannot revive lost tracks;
+   keeps its track, while low-score clutter cannot revive lost tracks. Those left are then matched
+   to the tracked tracks still unmatched by the Kalman filter's gate of their current state
+   (Mahalanobis distance within the 95 % chi-square bound) instead of IoU: a dim small object that
+   moves its own size between detector runs keeps its track while its velocity is still unknown
+   (a new track's gate is wide) or once its track has learnt it, though its boxes no longer overlap;
 3. the remaining high-score detections are matched to the tentative tracks (born in an earlier
    frame, not yet confirmed); a tentative track that misses a frame with detections is dropped;
 4. the high-score detections still unmatched are matched to the unmatched tracks (confirmed, or
@@ -35,7 +39,14 @@ one frame:
 Each IoU stage is one assignment problem solved by :func:`scipy.optimize.linear_sum_assignment` over
 cost ``1 - IoU`` with the predicted boxes, only between a detection and a track of the same class
 and at ``IoU >= match_iou``; among the allowed pairs it finds the most matches, then the lowest
-total cost. Confirmed tracks left unmatched become lost. A track may go ``lost_frames`` frames in
+total cost. In stages 1 to 3 a track tracked in the previous detector run also needs the detection
+within its Kalman gate: where two same-class objects overlap and one is hidden, the visible one's
+box overlaps both predicted boxes, and IoU alone may hand it to the hidden object's track, which
+then carries on as the other object; the gate, tight for a track whose motion the filter knows,
+refuses a box that jumps off its course. A track refused this way is still unmatched for stage 4,
+whose wider gate takes it back when the object has only turned. Lost tracks are matched by IoU
+alone (their prediction is only a guess). The gated stages' cost is the Mahalanobis distance over
+the bound. Confirmed tracks left unmatched become lost. A track may go ``lost_frames`` frames in
 a row unmatched and still be matched in the next one (as ByteTrack's ``max_time_lost``); at the end
 of a frame in which it has gone unmatched for more than that, it is removed.
 
@@ -331,6 +342,10 @@ class Tracker:
             if how == "restart":
                 cost = self._kf.gating_distance(*self._restarted(track_rows), boxes[det_rows]) / CHI2_95
                 allowed = same_class & (cost <= 1.0)
+            elif how == "gated":
+                mean, cov = self._mean[track_rows], self._cov[track_rows]
+                cost = self._kf.gating_distance(mean, cov, boxes[det_rows]) / CHI2_95
+                allowed = same_class & (cost <= 1.0)
             elif how == "any class":
                 iou = box_iou(boxes[det_rows], predicted[track_rows])
                 cost = 1.0 - iou
@@ -339,6 +354,12 @@ class Tracker:
                 iou = box_iou(boxes[det_rows], predicted[track_rows])
                 cost = 1.0 - iou
                 allowed = same_class & (iou >= s.match_iou)
+                # a track tracked in the previous detector run also needs the detection within its gate
+                d, t = np.nonzero(allowed & (self._runs_missed[track_rows] == 0)[None, :])
+                if len(d):
+                    rows = track_rows[t]
+                    dist = self._kf.paired_distance(self._mean[rows], self._cov[rows], boxes[det_rows[d]])
+                    allowed[d, t] = dist <= CHI2_95
             d, t = _assign(allowed, cost)
             det_track[det_rows[d]] = track_rows[t]
             restart[det_rows[d]] = how == "restart"
@@ -348,6 +369,8 @@ class Tracker:
         stage(np.flatnonzero(high), np.flatnonzero(self._confirmed), "predicted")
         tracked = self._runs_missed == 0
         stage(np.flatnonzero(~high), np.flatnonzero(self._confirmed & tracked & ~track_hit), "predicted")
+        left = np.flatnonzero(~high & (det_track == _NO_MATCH))
+        stage(left, np.flatnonzero(self._confirmed & tracked & ~track_hit), "gated")
         stage(np.flatnonzero(high & (det_track == _NO_MATCH)), np.flatnonzero(~self._confirmed), "predicted")
         recent = (self._runs_missed <= _RESTART_RUNS) & (tracked | self._confirmed)
         stage(np.flatnonzero(high & (det_track == _NO_MATCH)), np.flatnonzero(recent & ~track_hit), "restart")

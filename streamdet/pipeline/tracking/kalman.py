@@ -8,7 +8,8 @@ near the camera may move more pixels than a small one far away. One step is one 
 
 Besides the usual ``initiate``/``predict``/``update``: ``initiate_ago`` (a track started at a box
 some frames ago, as predicted now: the tracker restarts a track whose motion model failed from its
-last box) and ``gating_distance`` (the Mahalanobis distance of boxes from a track's prediction).
+last box), ``gating_distance`` (the Mahalanobis distance of boxes from every track's prediction)
+and ``paired_distance`` (the same for given box-track pairs).
 
 Every function takes and returns whole arrays, means (n, 8) and covariances (n, 8, 8) float64, so
 that a frame costs a few numpy calls whatever the number of tracks.
@@ -118,19 +119,33 @@ class KalmanBoxFilter:
         if len(mean) == 0:
             return mean, cov
         z = xyxy_to_boxes(xyxy)
-        r = (self.std_position * self._scale(mean)) ** 2
-        s = cov[:, :_DIM, :_DIM].copy()  # H P H^T + R, H = [I 0]
-        idx = np.arange(_DIM)
-        s[:, idx, idx] += r
-        hp = cov[:, :_DIM, :]  # H P, (n, 4, 8)
-        # K = P H^T S^-1; S and P are symmetric, so K^T = S^-1 (H P)
-        gain = np.linalg.solve(s, hp).transpose(0, 2, 1)
+        hp = cov[:, :_DIM, :]  # H P, (n, 4, 8), H = [I 0]
+        # K = P H^T S^-1 with S = H P H^T + R diagonal (see _innovation_var), so K^T = (H P) / diag(S)
+        gain = (hp / self._innovation_var(mean, cov)[:, :, None]).transpose(0, 2, 1)
         innovation = z - mean[:, :_DIM]
         new_mean = mean + np.einsum("nij,nj->ni", gain, innovation)
         new_cov = cov - gain @ hp
         # keep it symmetric against rounding drift over thousands of frames
         new_cov = (new_cov + new_cov.transpose(0, 2, 1)) / 2
         return new_mean, new_cov
+
+    def _innovation_var(self, mean: np.ndarray, cov: np.ndarray) -> np.ndarray:
+        """(n, 4) variances of each track's predicted measurement: the diagonal of ``H P H^T + R``.
+
+        The filter never couples the four measured values (the transition, the noises and every
+        initial covariance treat each value and its velocity alone), so this matrix is diagonal and
+        the Mahalanobis distance needs no inverse.
+        """
+        idx = np.arange(_DIM)
+        return cov[:, idx, idx] + (self.std_position * self._scale(mean)) ** 2
+
+    def paired_distance(self, mean: np.ndarray, cov: np.ndarray, xyxy: np.ndarray) -> np.ndarray:
+        """(n,) squared Mahalanobis distance of box ``xyxy[i]`` from track i's predicted box, row for row.
+
+        The diagonal of :meth:`gating_distance` without computing the other n^2 - n pairs.
+        """
+        diff = xyxy_to_boxes(xyxy) - mean[:, :_DIM]
+        return (diff * diff / self._innovation_var(mean, cov)).sum(axis=1)
 
     def gating_distance(self, mean: np.ndarray, cov: np.ndarray, xyxy: np.ndarray) -> np.ndarray:
         """(m, n) squared Mahalanobis distances of boxes ``xyxy`` (m, 4) from the n tracks' predicted boxes.
@@ -141,8 +156,5 @@ class KalmanBoxFilter:
         z = xyxy_to_boxes(xyxy)
         if len(z) == 0 or len(mean) == 0:
             return np.zeros((len(z), len(mean)))
-        s = cov[:, :_DIM, :_DIM].copy()
-        idx = np.arange(_DIM)
-        s[:, idx, idx] += (self.std_position * self._scale(mean)) ** 2
         diff = z[:, None, :] - mean[None, :, :_DIM]  # (m, n, 4)
-        return np.einsum("mni,nij,mnj->mn", diff, np.linalg.inv(s), diff)
+        return (diff * diff / self._innovation_var(mean, cov)[None]).sum(axis=2)

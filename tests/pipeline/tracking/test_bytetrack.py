@@ -324,3 +324,31 @@ def test_duplicate_iou_one_keeps_classes_apart() -> None:
     both = frame(bike, person)
     assert sorted(ids_by_class(apart.update(both))) == [0, 1] and apart.num_tracks == 2
     assert merged.update(both).shape[0] == 1 and merged.num_tracks == 1
+
+
+def test_a_box_off_a_steady_tracks_course_goes_to_the_lost_track_it_overlaps() -> None:
+    """Two same-class objects side by side; B is hidden for two frames, then reappears a little
+    towards A. Its box overlaps A's predicted box more (IoU 0.51) than B's (0.40), but A has stood
+    still for 20 frames: a 13 px jump is far outside A's Kalman gate, so the box is B's."""
+    t = Tracker()
+    for _ in range(20):
+        assert t.update(frame(det(100, 100), det(130, 100)))[:, 6].tolist() == [1.0, 2.0]
+    for _ in range(2):
+        t.update(frame(det(100, 100)))  # B hidden
+    assert t.update(frame(det(113, 100)))[:, 6].tolist() == [2.0]
+    assert t.update(frame(det(100, 100), det(118, 100)))[:, 6].tolist() == [1.0, 2.0]
+
+
+def test_a_dim_fast_object_keeps_its_track_between_detector_runs() -> None:
+    """Born at a high score, then only low scores, moving more than its size between detector runs:
+    its boxes never overlap the track's prediction before the velocity is known, but lie within the
+    Kalman gate of the new track (wide: the velocity is unknown), and later within the learnt one."""
+    t = Tracker()
+    outs = []
+    for f in range(30):
+        if f % 3 == 0:
+            outs.append(t.update(frame(det(100 + 15 * f, 200, 0.9 if f == 0 else 0.3, size=40))))
+        else:
+            t.predict()
+    assert [o[:, 6].tolist() for o in outs] == [[1.0]] * 10
+    assert t.num_tracks == 1

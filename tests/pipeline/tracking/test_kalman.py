@@ -110,3 +110,25 @@ def test_gating_distance_is_the_mahalanobis_distance_of_the_measurement() -> Non
             d = z[i] - mean[j, :4]
             assert got[i, j] == pytest.approx(d @ np.linalg.solve(s, d))
     assert got[0, 0] < 9.4877 < got[2, 0]
+
+
+def test_distances_are_the_textbook_mahalanobis_distance_after_updates() -> None:
+    """gating_distance and paired_distance take the innovation covariance as diagonal: true for every
+    state the filter makes (no step couples the four measured values), here after predict/update runs."""
+    rng = np.random.default_rng(8)
+    start = np.column_stack([rng.uniform(0, 500, (4, 2)), rng.uniform(600, 700, (4, 2))])
+    mean, cov = KF.initiate(start)
+    for step in range(9):
+        mean, cov = KF.predict(mean, cov)
+        if step % 3 != 1:
+            mean, cov = KF.update(mean, cov, start + rng.normal(0, 3, (4, 4)) + step * 4.0)
+    dets = start + rng.normal(0, 20, (4, 4)) + 40.0
+    z = xyxy_to_boxes(dets)
+    want = np.empty((4, 4))
+    for j in range(4):
+        s = cov[j, :4, :4] + np.diag((KF.std_position * mean[j, [2, 3, 2, 3]]) ** 2)
+        for i in range(4):
+            d = z[i] - mean[j, :4]
+            want[i, j] = d @ np.linalg.solve(s, d)
+    assert np.allclose(KF.gating_distance(mean, cov, dets), want, rtol=1e-9)
+    assert np.allclose(KF.paired_distance(mean, cov, dets), np.diagonal(want), rtol=1e-9)
