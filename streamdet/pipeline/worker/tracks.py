@@ -3,8 +3,12 @@
 Two halves, in two threads, both in each camera's frame order:
 
 * the feeder (gathering) asks :meth:`CameraTracks.detect` whether the detector runs on the frame
-  it just took: every ``detect_every``-th frame a tracked camera's worker takes does (the first
-  one always); the others skip preprocessing and inference and ride along in the batch;
+  it just took: every ``detect_every``-th frame a tracked camera's worker takes does (and the
+  first one); the others skip preprocessing and inference and ride along in the batch. Cameras
+  with the same ``detect_every`` N are spread over the N phases (the k-th such camera detects on
+  the frames ``i`` with ``(i + k) % N == 0``), so that each batch carries about 1/N of them to the
+  detector: cameras that started together would otherwise all be detected in the same batch and
+  none in the next N - 1, and that batch's inference would set every camera's latency;
 * the publisher (after postprocessing) calls :meth:`CameraTracks.step` for every frame it
   publishes: detector frames update the camera's tracker (``Tracker.update``), the others get its
   predicted boxes (``Tracker.predict``).
@@ -56,7 +60,8 @@ class CameraTracks:
         self._lock = threading.Lock()
         self._settings: TrackerSettings | None = None
         self._every: dict[str, int] = {}  # tracked camera -> detect_every
-        self._taken: dict[str, int] = {}  # camera -> frames taken since its last detector frame
+        self._taken: dict[str, int] = {}  # camera -> frames taken (mod its detect_every)
+        self._phase: dict[str, tuple[int, int]] = {}  # camera -> (detect_every, its phase offset)
         self._cameras: dict[str, _Camera] = {}
 
     def configure(self, live: dict[str, Any] | None) -> None:
@@ -73,6 +78,7 @@ class CameraTracks:
                 del self._cameras[cam]  # tracking turned off for it: its tracks end
             for cam in [c for c in self._taken if c not in every]:
                 del self._taken[cam]
+            self._spread_phases(every)
             if settings is not None:
                 for state in self._cameras.values():
                     state.tracker.settings = settings
@@ -81,15 +87,26 @@ class CameraTracks:
         with self._lock:
             return camera in self._every
 
+    def _spread_phases(self, every: dict[str, int]) -> None:
+        """Give each camera new to its ``detect_every`` N the next of the N phase offsets, in the
+        configuration's order; cameras that keep their N keep their offset (lock held)."""
+        for cam in [c for c, (n, _) in self._phase.items() if every.get(c) != n]:
+            del self._phase[cam]
+        for cam, n in every.items():
+            if cam not in self._phase:
+                peers = sum(1 for m, _ in self._phase.values() if m == n)
+                self._phase[cam] = (n, peers % n)
+
     def detect(self, camera: str) -> bool:
         """Feeder thread, once per frame taken: whether the detector runs on it."""
         if camera not in self._every:  # untracked: always (``_every`` is replaced whole, never edited)
             return True
         with self._lock:
             every = self._every.get(camera, 1)
-            taken = self._taken.get(camera, 0)
-            self._taken[camera] = (taken + 1) % every
-            return taken == 0
+            offset = self._phase.get(camera, (every, 0))[1]
+            taken = self._taken.get(camera)
+            self._taken[camera] = ((taken or 0) + 1) % every
+            return taken is None or (taken + offset) % every == 0
 
     def step(self, frame: Frame, ring: str, det: np.ndarray | None) -> TrackedFrame | None:
         """Publisher thread, once per published frame of a tracked camera (None for an untracked one):

@@ -140,3 +140,23 @@ def test_frame_order_and_ids_with_two_lanes() -> None:
         assert [m["frame"] for m in msgs] == list(range(12))
         assert [m["inferred"] for m in msgs] == [i % every == 0 for i in range(12)]
         assert {d["track_id"] for m in msgs for d in m["detections"]} == {1}
+
+
+def test_cameras_with_the_same_detect_every_take_turns_at_the_detector() -> None:
+    """Three cameras at detect_every 3 that start together: after the first frame (always detected)
+    each round of frames sends exactly one of them to the detector, each every third frame."""
+    tracks = CameraTracks()
+    tracks.configure(tracking(a=3, b=3, c=3, d=2))
+    rounds = [{cam: tracks.detect(cam) for cam in "abcde"} for _ in range(10)]
+    assert rounds[0] == dict.fromkeys("abcde", True)
+    for r in rounds[1:]:
+        assert sum(r[c] for c in "abc") == 1 and r["e"]  # e is not tracked: always detected
+    for cam in "abc":
+        hits = [i for i, r in enumerate(rounds) if r[cam]]
+        assert all(b - a == 3 for a, b in zip(hits[1:], hits[2:], strict=False)), (cam, hits)
+    assert [i for i, r in enumerate(rounds) if r["d"]] == [0, 2, 4, 6, 8]  # alone at 2: the usual phase
+    # a reload that keeps them keeps their turns; a camera whose detect_every changes gets a new one
+    tracks.configure(tracking(a=3, b=3, c=3, d=3))
+    later = [{cam: tracks.detect(cam) for cam in "abcd"} for _ in range(6)]
+    assert all(sum(r[c] for c in "abc") == 1 for r in later)
+    assert sum(r["d"] for r in later) == 2
