@@ -217,11 +217,14 @@ def test_detect_every_on_the_device_feed_frees_skipped_slots_and_tracks(clips, m
     messages, _ = serve(clips, make_ring, stages, lambda: DeviceFeed(cuda, stages, dtype="float32", max_batch=3),
                         tracking={"settings": settings, "cameras": {cam: 3 for cam in CLIPS}})
     by_cam = comparable(messages)
-    for cam in CLIPS:
+    detected = 0
+    for k, cam in enumerate(CLIPS):  # the k-th camera at 3 takes the k-th phase (and its first frame)
+        want = [i == 0 or (i + k) % 3 == 0 for i in range(FRAMES)]
         assert [m["frame"] for m in by_cam[cam]] == list(range(FRAMES))
-        assert [m["inferred"] for m in by_cam[cam]] == [i % 3 == 0 for i in range(FRAMES)]
+        assert [m["inferred"] for m in by_cam[cam]] == want
         assert all("track_id" in d for m in by_cam[cam] for d in m["detections"])
-    assert cuda.stats()["copies"] == FRAMES * len(CLIPS) // 3  # only the detector's frames were copied
+        detected += sum(want)
+    assert cuda.stats()["copies"] == detected < FRAMES * len(CLIPS)  # only the detector's frames were copied
 
 
 def test_prepare_refuses_frames_it_did_not_pick(stages) -> None:
