@@ -39,10 +39,11 @@ def test_a_camera_failed_for_good_releases_its_decoder_and_ring_and_keeps_its_st
     path = write_config(tmp_path, fixtures_dir, cameras=cameras("bad.mp4"), extra=f"metrics: {{port: {port}}}")
     sup = fake_supervisor(path, monkeypatch, decoder=fakes.finishing_decoder)
     with Running(sup) as run:
-        run.wait(lambda: "cam2" in sup.finished.released, 30, "cam2's ring released")
+        # released: its final status recorded, then (by the supervisor loop, a moment later) unlinked
+        run.wait(lambda: "cam2" in sup.finished.released and ring_name(os.getpid(), "cam2") not in
+                 segments_of(os.getpid()), 30, "cam2's ring released")
         decoder = sup.children["decoder-cam2"]
         assert decoder.finished and decoder.process is None and decoder.restart_count == 0
-        assert ring_name(os.getpid(), "cam2") not in segments_of(os.getpid())  # unlinked
         assert ring_name(os.getpid(), "cam1") in segments_of(os.getpid())
         final = sup.finished.statuses()["cam2"]
         assert final.state == "failed" and final.last_error == fakes.BAD_ERROR
