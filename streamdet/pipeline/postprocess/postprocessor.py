@@ -119,20 +119,8 @@ class Postprocessor:
         self.settings = settings if settings is not None else NmsSettings()
 
     @property
-    def conf_thres(self) -> float:
-        return self.settings.conf_thres
-
-    @property
-    def iou_thres(self) -> float:
-        return self.settings.iou_thres
-
-    @property
     def classes(self) -> list[int] | None:
         return list(self.settings.classes) if self.settings.classes is not None else None
-
-    @property
-    def max_det(self) -> int:
-        return self.settings.max_det
 
     def __call__(self, pred: torch.Tensor, transforms: Sequence[Any]) -> list[np.ndarray]:
         """(B, N, 5+nc) predictions and B transforms -> B float32 arrays (n, 6) [x1, y1, x2, y2, score, cls]."""

@@ -98,8 +98,6 @@ class WorkerControl:
             self.phase.value = PHASES.index(name)
 
 
-
-
 @dataclass(frozen=True)
 class WorkerLive:
     """A worker's live settings, sent whole on its :class:`~streamdet.pipeline.live.LiveChannel`
