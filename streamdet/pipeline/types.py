@@ -93,8 +93,9 @@ class Image:
 
 @dataclass
 class Frame:
-    """One frame copied out of a ring. ``image`` is a copy owned by the caller, or a view of the
-    caller's ``out`` buffer (valid until the caller reuses that buffer)."""
+    """One frame taken from a ring. ``image`` is a copy owned by the caller, a view of the caller's
+    ``out`` buffer (valid until the caller reuses that buffer), or empty when only the metadata was
+    taken (the device feed's peek, a frame the detector skips)."""
 
     camera: str
     seq: int
@@ -114,6 +115,8 @@ class Frame:
     # the difference between two frames a reader takes is what the decoder dropped in between
     not_written: int = 0
     skipped: int = 0  # set by the reader: frames the decoder did not write since the reader's last frame
+    # whether the detector runs on it; False (``detect_every``): tracked only, ``image`` may be empty
+    detect: bool = True
 
     def to_image(self) -> Image:
         """The pixels with their format, for the preprocessor."""

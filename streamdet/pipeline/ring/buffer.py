@@ -363,11 +363,14 @@ class FrameRing:
         """
         return self._read(after_seq, out, retries, lossless=False)
 
-    def read_next(self, after_seq: int = 0, out: np.ndarray | None = None, retries: int = 100) -> Frame | None:
+    def read_next(self, after_seq: int = 0, out: np.ndarray | None = None, retries: int = 100, *,
+                  pixels: bool = True) -> Frame | None:
         """Lossless mode: frame ``after_seq + 1`` (the oldest unread, in order; if it was already
         overwritten, the oldest still held) or None; latest-wins mode: as :meth:`read_latest`.
-        ``consumed_seq`` is set once the copy is complete, which frees the slot for the writer."""
-        return self._read(after_seq, out, retries, None)
+        ``consumed_seq`` is set once the copy is complete, which frees the slot for the writer.
+        ``pixels=False``: the same frame's metadata only (``image`` empty), consumed without copying
+        its pixels: for a frame the detector will not see (``detect_every``)."""
+        return self._read(after_seq, out, retries, None, pixels)
 
     def peek(self, seq: int | None = None, retries: int = 3) -> Frame | None:
         """A copy of frame ``seq`` (default: the newest) for an observer such as the live view, or
@@ -387,15 +390,20 @@ class FrameRing:
                                         data.reshape(image_shape(ref.width, ref.height, ref.pix_fmt)))
         return None
 
-    def _read(self, after_seq: int, out: np.ndarray | None, retries: int, lossless: bool | None) -> Frame | None:
+    def _read(self, after_seq: int, out: np.ndarray | None, retries: int, lossless: bool | None,
+              pixels: bool = True) -> Frame | None:
         """The consuming read: pick a slot (SlotReader's choice; ``lossless`` None: the ring's mode),
         copy its pixels into ``out`` or a new array, validate, record ``consumed_seq``; retry while
-        every candidate is being written or the copy was torn. One function: the worker's hot path."""
+        every candidate is being written or the copy was torn. One function: the worker's hot path.
+        Without ``pixels`` the slot's header (read stable by the peek) is all that is taken."""
         if out is not None:
             _check_out(out)
         reader = self._reader
         for attempt in range(retries):
             ref = reader.peek(after_seq, lossless)
+            if ref is not None and not pixels:
+                reader.consume(ref)
+                return ref.to_frame(self.camera_id, after_seq)
             if ref is not None:
                 data: np.ndarray | None
                 if out is None:

@@ -155,6 +155,12 @@ class TrackerSettings:
         return self.high_thresh if self.new_track_thresh is None else self.new_track_thresh
 
 
+def _rows(mask: np.ndarray) -> np.ndarray:
+    """Indices of the True entries of a 1-D mask (``np.flatnonzero`` without its Python-level
+    wrappers: the matching stages call this a dozen times a frame)."""
+    return mask.nonzero()[0]
+
+
 def _assign(allowed: np.ndarray, cost: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Optimal matching over the allowed pairs (costs in [0, 1]): (rows, cols) of the pairs chosen."""
     if not allowed.any():
@@ -266,9 +272,9 @@ class Tracker:
         track_hit[det_track[det_track != _NO_MATCH]] = True
 
         # Kalman update of the matched tracks; those matched in stage 4 from their restarted state
-        d = np.flatnonzero(restart)
+        d = _rows(restart)
         self._mean[det_track[d]], self._cov[det_track[d]] = self._restarted(det_track[d])
-        d = np.flatnonzero(det_track != _NO_MATCH)
+        d = _rows(det_track != _NO_MATCH)
         rows = det_track[d]
         self._mean[rows], self._cov[rows] = self._kf.update(self._mean[rows], self._cov[rows], boxes[d])
         self._last_box[rows] = boxes[d]
@@ -286,14 +292,14 @@ class Tracker:
             self._keep(keep)
             det_track = np.where(det_track == _NO_MATCH, _NO_MATCH, old_to_new[det_track])
         born = self._unique(
-            np.flatnonzero((det_track == _NO_MATCH) & (scores >= s.high_thresh) & (scores >= s.start_thresh)),
+            _rows((det_track == _NO_MATCH) & (scores >= s.high_thresh) & (scores >= s.start_thresh)),
             boxes, scores,
         )
         if len(born):
             det_track[born] = len(self._ids) + np.arange(len(born))
             self._add(boxes[born], scores[born], dets[born, 5], confirmed=first or s.min_hits <= 1)
 
-        out_rows = np.flatnonzero(det_track != _NO_MATCH)
+        out_rows = _rows(det_track != _NO_MATCH)
         out_rows = out_rows[self._confirmed[det_track[out_rows]]]
         out = np.empty((len(out_rows), 7), np.float64)
         out[:, :6] = dets[out_rows]
@@ -366,18 +372,18 @@ class Tracker:
             track_hit[track_rows[t]] = True
 
         high = scores >= s.high_thresh
-        stage(np.flatnonzero(high), np.flatnonzero(self._confirmed), "predicted")
+        stage(_rows(high), _rows(self._confirmed), "predicted")
         tracked = self._runs_missed == 0
-        stage(np.flatnonzero(~high), np.flatnonzero(self._confirmed & tracked & ~track_hit), "predicted")
-        left = np.flatnonzero(~high & (det_track == _NO_MATCH))
-        stage(left, np.flatnonzero(self._confirmed & tracked & ~track_hit), "gated")
-        stage(np.flatnonzero(high & (det_track == _NO_MATCH)), np.flatnonzero(~self._confirmed), "predicted")
+        stage(_rows(~high), _rows(self._confirmed & tracked & ~track_hit), "predicted")
+        left = _rows(~high & (det_track == _NO_MATCH))
+        stage(left, _rows(self._confirmed & tracked & ~track_hit), "gated")
+        stage(_rows(high & (det_track == _NO_MATCH)), _rows(~self._confirmed), "predicted")
         recent = (self._runs_missed <= _RESTART_RUNS) & (tracked | self._confirmed)
-        stage(np.flatnonzero(high & (det_track == _NO_MATCH)), np.flatnonzero(recent & ~track_hit), "restart")
-        left = np.flatnonzero(high & (det_track == _NO_MATCH))
-        stage(left, np.flatnonzero(self._confirmed & ~track_hit), "any class")
-        left = np.flatnonzero(~high & (det_track == _NO_MATCH))
-        stage(left, np.flatnonzero(self._confirmed & tracked & ~track_hit), "any class")
+        stage(_rows(high & (det_track == _NO_MATCH)), _rows(recent & ~track_hit), "restart")
+        left = _rows(high & (det_track == _NO_MATCH))
+        stage(left, _rows(self._confirmed & ~track_hit), "any class")
+        left = _rows(~high & (det_track == _NO_MATCH))
+        stage(left, _rows(self._confirmed & tracked & ~track_hit), "any class")
         return det_track, restart
 
     def _add(self, boxes: np.ndarray, scores: np.ndarray, cls: np.ndarray, *, confirmed: bool) -> None:

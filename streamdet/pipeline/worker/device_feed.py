@@ -99,7 +99,7 @@ class DeviceFeed:
             entry = self._readers[ring.name] = (ring, self.copier.attach(ring_buffer(ring), camera))
         return entry[1]
 
-    def take(self, camera: str, ring: FrameRing, after_seq: int) -> Frame | None:
+    def take(self, camera: str, ring: FrameRing, after_seq: int, pixels: bool = True) -> Frame | None:
         with self._copier_lock:
             reader = self._reader(camera, ring)
             ref = reader.peek(after_seq)

@@ -4,7 +4,8 @@ A feed takes the frame the gatherer picks from a camera's ring, turns a batch of
 into the model's input, runs an inference lane on it and hands back each frame's detections:
 
 * :class:`HostFeed` (every CPU worker, and a CUDA worker with ``preprocess: cpu``): the ring's
-  seqlock read copies each picked frame into host memory at once, the CPU preprocessor letterboxes
+  seqlock read copies each picked frame into host memory at once (a frame the detector skips,
+  ``detect_every``, only its header), the CPU preprocessor letterboxes
   the batch into uint8, the backend uploads and converts it, and the postprocessor returns host
   arrays.
 * :class:`~streamdet.pipeline.worker.device_feed.DeviceFeed` (``preprocess: cuda``): picking
@@ -67,8 +68,9 @@ class Feed(Protocol):
 
     name: str  # "host" or "device"
 
-    def take(self, camera: str, ring: FrameRing, after_seq: int) -> Frame | None:
-        """The frame of ``camera`` after ``after_seq`` to put in the next batch, or None."""
+    def take(self, camera: str, ring: FrameRing, after_seq: int, pixels: bool = True) -> Frame | None:
+        """The frame of ``camera`` after ``after_seq`` to put in the next batch, or None. ``pixels``
+        False: the detector will not run on it (``detect_every``), its pixels are not needed."""
         ...
 
     def prepare(self, frames: list[Frame]) -> PreparedBatch:
@@ -107,8 +109,8 @@ class HostFeed:
         self.stages = stages
         self.reason = reason  # why a CUDA worker runs the CPU preprocessor (None: asked for, or a CPU worker)
 
-    def take(self, camera: str, ring: FrameRing, after_seq: int) -> Frame | None:
-        return ring.read_next(after_seq)
+    def take(self, camera: str, ring: FrameRing, after_seq: int, pixels: bool = True) -> Frame | None:
+        return ring.read_next(after_seq, pixels=pixels)  # a tracked-only frame: its header, no copy
 
     def prepare(self, frames: list[Frame]) -> PreparedBatch:
         images = [f.to_image() for f in frames]

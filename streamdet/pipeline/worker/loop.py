@@ -76,7 +76,7 @@ class WorkerLoop:
         # (from the live settings), reported in the stats messages in place of a ring's
         self.finished: dict[str, dict[str, Any]] = {}
         self.gatherer = BatchGatherer(rings, lane_batch(spec.batching.max_batch, len(rings), len(stages.backends)),
-                                      spec.batching.max_wait_ms / 1000.0, take=self.feed.take)
+                                      spec.batching.max_wait_ms / 1000.0, take=self._take)
         self.names = stages.names
         self.stats = {cam: CameraStats() for cam in rings}
         self.timer = StageTimer()
@@ -153,6 +153,15 @@ class WorkerLoop:
 
     # -- the stages, one method each -----------------------------------------------------------
 
+    def _take(self, camera: str, ring: FrameRing, after_seq: int) -> Frame | None:
+        """The gatherer's pick: the feed's take, told whether the detector will run on the frame
+        (``detect_every``; a frame it skips is taken without its pixels), marked with that."""
+        detect = self.tracks.will_detect(camera)
+        frame = self.feed.take(camera, ring, after_seq, detect)
+        if frame is not None:
+            frame.detect = self.tracks.detect(camera)  # the same answer, and the camera's count moves on
+        return frame
+
     def gather(self, stop: StopFlag | None = None) -> list[Frame]:
         """Stage 2 -> 3 hand-off: the next batch of frames (empty when none is ready)."""
         self.apply_live_changes()
@@ -167,9 +176,8 @@ class WorkerLoop:
         colour conversion happens here). The others (``detect_every``) ride along as ``tracked_only``;
         frames the decoder rewrote while the device feed copied them come back as ``torn``."""
         t0 = time.perf_counter()
-        runs = [self.tracks.detect(f.camera) for f in frames]
-        detect = [f for f, run in zip(frames, runs, strict=True) if run]
-        skipped = [f for f, run in zip(frames, runs, strict=True) if not run]
+        detect = [f for f in frames if f.detect]
+        skipped = [f for f in frames if not f.detect]
         prepared = self.feed.prepare(detect) if detect else PreparedBatch([], None, [])
         if skipped:
             self.feed.skip(skipped)

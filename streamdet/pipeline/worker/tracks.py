@@ -2,13 +2,15 @@
 
 Two halves, in two threads, both in each camera's frame order:
 
-* the feeder (gathering) asks :meth:`CameraTracks.detect` whether the detector runs on the frame
-  it just took: every ``detect_every``-th frame a tracked camera's worker takes does (and the
-  first one); the others skip preprocessing and inference and ride along in the batch. Cameras
-  with the same ``detect_every`` N are spread over the N phases (the k-th such camera detects on
-  the frames ``i`` with ``(i + k) % N == 0``), so that each batch carries about 1/N of them to the
-  detector: cameras that started together would otherwise all be detected in the same batch and
-  none in the next N - 1, and that batch's inference would set every camera's latency;
+* the feeder (gathering) asks :meth:`CameraTracks.will_detect` whether the detector runs on the
+  next frame of a camera, before it takes it (a skipped frame's pixels stay in the ring), and
+  :meth:`CameraTracks.detect` once it took it: every ``detect_every``-th frame a tracked camera's
+  worker takes does (and the first one); the others skip preprocessing and inference and ride
+  along in the batch. Cameras with the same ``detect_every`` N are spread over the N phases (the
+  k-th such camera detects on the frames ``i`` with ``(i + k) % N == 0``), so that each batch
+  carries about 1/N of them to the detector: cameras that started together would otherwise all be
+  detected in the same batch and none in the next N - 1, and that batch's inference would set
+  every camera's latency;
 * the publisher (after postprocessing) calls :meth:`CameraTracks.step` for every frame it
   publishes: detector frames update the camera's tracker (``Tracker.update``), the others get its
   predicted boxes (``Tracker.predict``).
@@ -99,13 +101,20 @@ class CameraTracks:
 
     def detect(self, camera: str) -> bool:
         """Feeder thread, once per frame taken: whether the detector runs on it."""
+        return self.will_detect(camera, advance=True)
+
+    def will_detect(self, camera: str, advance: bool = False) -> bool:
+        """Whether the detector runs on the next frame taken from ``camera``; ``advance``: that frame
+        was taken (:meth:`detect`). Asked before the take, the feed can leave a skipped frame's pixels
+        in the ring."""
         if camera not in self._every:  # untracked: always (``_every`` is replaced whole, never edited)
             return True
         with self._lock:
             every = self._every.get(camera, 1)
             offset = self._phase.get(camera, (every, 0))[1]
             taken = self._taken.get(camera)
-            self._taken[camera] = ((taken or 0) + 1) % every
+            if advance:
+                self._taken[camera] = ((taken or 0) + 1) % every
             return taken is None or (taken + offset) % every == 0
 
     def step(self, frame: Frame, ring: str, det: np.ndarray | None) -> TrackedFrame | None:

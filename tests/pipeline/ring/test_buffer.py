@@ -362,6 +362,25 @@ def test_read_next_latest_wins_mode_returns_newest(ring: FrameRing) -> None:
     assert (f.seq, f.dropped) == (7, 4) and ring.consumed_seq == 7
 
 
+@pytest.mark.parametrize("lossless", [False, True])
+def test_read_next_without_pixels_takes_the_same_frame_and_frees_its_slot(ring: FrameRing, lossless: bool) -> None:
+    """A frame the detector skips: the same pick, header and consumption as a copying read, no pixels."""
+    ring.set_lossless(lossless)
+    for k in range(1, 4):
+        ring.write(_img(64, 48, k), frame_index=10 + k, pts=k / 25, ts_capture=100.0 + k, src_size=(128, 96))
+    meta = ring.read_next(0, pixels=False)
+    assert meta is not None and meta.image.size == 0
+    want_seq = 1 if lossless else 3
+    assert (meta.seq, meta.frame_index, meta.ts_capture, meta.dropped) == (want_seq, 10 + want_seq,
+                                                                          100.0 + want_seq, want_seq - 1)
+    assert (meta.width, meta.height, meta.src_width, meta.src_height, meta.pix_fmt) == (64, 48, 128, 96, "bgr24")
+    assert ring.consumed_seq == want_seq
+    if lossless:  # in order: the next read (with pixels) is frame 2, whole
+        f = ring.read_next(meta.seq)
+        assert f is not None and f.seq == 2 and (f.image == 2).all()
+    assert ring.read_next(3, pixels=False) is None
+
+
 def test_peek_copies_one_exact_frame_and_takes_nothing_from_the_reader(ring: FrameRing) -> None:
     """The live view's read: the newest or a given seq, a copy, never a neighbour of the seq asked
     for, and ``consumed_seq`` untouched (so a lossless writer is not freed by an observer)."""

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import multiprocessing as mp
 import threading
 import time
@@ -49,6 +50,7 @@ class FakeRing:
     msg_seq: int = 0
     lossless: bool = False
     counters: FakeStatus = field(default_factory=FakeStatus)
+    reads: list = field(default_factory=list)  # per read_next that returned a frame: whether pixels were copied
 
     def push(self, w: int = 64, h: int = 48, src: tuple[int, int] | None = None) -> None:
         seq = len(self.frames) + 1
@@ -69,12 +71,13 @@ class FakeRing:
     def resume_seq(self) -> int:
         return 0 if self.lossless else len(self.frames)
 
-    def read_next(self, after_seq: int):
+    def read_next(self, after_seq: int, *, pixels: bool = True):
         if len(self.frames) <= after_seq:
             return None
         f = self.frames[after_seq] if self.lossless else self.frames[-1]
         f.dropped = f.seq - after_seq - 1
-        return f
+        self.reads.append(pixels)
+        return f if pixels else dataclasses.replace(f, image=np.empty(0, np.uint8))
 
     def next_message_seq(self) -> int:
         self.msg_seq += 1

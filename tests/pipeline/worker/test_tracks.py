@@ -56,6 +56,9 @@ def test_detect_every_publishes_every_frame_with_tracker_boxes_in_between() -> N
     assert all("inferred" not in m and all("track_id" not in d for d in m["detections"]) for m in b)
     assert len(stages.backend.batches) == 7  # b every frame; a on frames 0, 3 and 6 (in the same batches)
     assert sum(batch.shape[0] for batch in stages.backend.batches) == 7 + 3
+    # the frames the detector skipped were taken from the ring without copying their pixels
+    assert rings["a"].reads == [True, False, False, True, False, False, True]
+    assert rings["b"].reads == [True] * 7
     loop.publish_stats()
     stats = pub.sent[-1]["cameras"]
     assert (stats["a"]["inferred"], stats["a"]["tracked_only"], stats["a"]["published"]) == (3, 4, 7)
