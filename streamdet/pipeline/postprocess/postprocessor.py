@@ -15,6 +15,7 @@ import torch
 
 from streamdet.pipeline.postprocess import nms_primitives as prim
 from streamdet.pipeline.postprocess.batch_nms import nms_packed
+from streamdet.pipeline.postprocess.host_nms import host_nms
 from streamdet.pipeline.postprocess.nms_primitives import (
     ArrayOrTensor,
     batched_greedy_nms,
@@ -105,7 +106,8 @@ def scale_boxes(
 class Postprocessor:
     """Stage 5: raw predictions of a batch -> per-frame detections in each frame's source pixels.
 
-    NMS (official semantics, see :func:`nms`) on the whole batch, then each frame's
+    NMS (official semantics, see :func:`nms`; float32 predictions on the CPU through its numpy twin,
+    :func:`~streamdet.pipeline.postprocess.host_nms.host_nms`) on the whole batch, then each frame's
     :class:`~streamdet.pipeline.types.Transform` inverse (letterbox and the decoder's
     downscale undone in one step), then one copy to host memory per frame. Predictions on a
     GPU take the whole-batch path (:func:`~streamdet.pipeline.postprocess.batch_nms.nms_packed`,
@@ -131,6 +133,13 @@ class Postprocessor:
         if pred.device.type != "cpu" or self.batched:
             return self._batched(pred, transforms)
         s = self.settings  # one snapshot for the whole batch
+        if pred.dtype == torch.float32:  # numpy per image: the same output, a fraction of the overhead
+            host = check_pred(pred, s.conf_thres, s.iou_thres).detach().numpy()
+            kept = host[..., 4] > s.conf_thres
+            found = [host_nms(host[i][kept[i]], s) for i in range(len(transforms))]
+            for transform, boxes in zip(transforms, found, strict=True):
+                transform.inverse(boxes[:, :4])  # in place, through the view
+            return found
         work = torch.float64 if pred.dtype == torch.float64 else torch.float32
         keep = pred[..., 4].to(work) > s.conf_thres
         out = []
