@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from streamdet.pipeline.tracking.bytetrack import Tracker, TrackerSettings
-from streamdet.pipeline.types import Frame
+from streamdet.pipeline.types import Frame, clip_boxes
 
 __all__ = ["CameraTracks", "TrackedFrame"]
 
@@ -138,7 +138,12 @@ class CameraTracks:
                 state.ring, state.size, state.frame_index = ring, size, frame.frame_index
             tracker = state.tracker
         out = tracker.update(det) if det is not None else tracker.predict()
-        return TrackedFrame(out[:, :6].astype(np.float32), out[:, 6].astype(np.int64), det is not None)
+        boxes, ids = out[:, :6].astype(np.float32), out[:, 6].astype(np.int64)
+        if det is None:  # predicted boxes: clipped to the frame as the detector's are (the wire contract),
+            clip_boxes(boxes, (frame.src_height, frame.src_width))  # and none for a track predicted
+            inside = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])  # wholly outside it
+            boxes, ids = boxes[inside], ids[inside]
+        return TrackedFrame(boxes, ids, det is not None)
 
     @staticmethod
     def _restart_reason(state: _Camera, ring: str, size: tuple[int, int], frame_index: int) -> str | None:

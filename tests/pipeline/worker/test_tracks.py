@@ -102,6 +102,31 @@ def test_reload_keeps_tracks_and_a_new_resolution_or_ring_resets_them(caplog) ->
         "a: tracks reset (resolution changed from 64x48 to 96x64)"]
 
 
+def test_predicted_boxes_are_clipped_to_the_frame_and_dropped_once_outside_it() -> None:
+    """An object leaving a 64x48 frame to the right at 6 px a frame: the tracker's predicted boxes
+    stay inside the frame (the wire contract), and a track predicted wholly outside it has no box."""
+    tracks = CameraTracks()
+    tracks.configure(tracking(a=1))
+    ring = FakeRing("a")
+    for _ in range(14):
+        ring.push()
+    frames = ring.frames
+    for i in range(4):  # detections while it is inside: x1 = 20, 26, 32, 38
+        x = 20 + 6 * i
+        out = tracks.step(frames[i], "r1", np.array([[x, 10, x + 20, 30, 0.9, 0]], np.float32))
+        assert out.track_ids.tolist() == [1]
+    boxes = []
+    for f in frames[4:]:
+        out = tracks.step(f, "r1", None)  # frames the detector skips: predicted boxes
+        assert not out.inferred
+        assert (out.det[:, [0, 2]] >= 0).all() and (out.det[:, [0, 2]] <= 64).all()
+        assert (out.det[:, [1, 3]] >= 0).all() and (out.det[:, [1, 3]] <= 48).all()
+        assert (out.det[:, 2] > out.det[:, 0]).all()
+        boxes.append(out.det[:, :4].tolist())
+    assert any(b and b[0][2] == 64.0 and b[0][0] < 64 for b in boxes)  # clipped at the right edge
+    assert boxes[-1] == []  # predicted past x = 64: no box any more
+
+
 def test_camera_tracks_resets_on_a_new_ring_and_a_restarted_stream() -> None:
     tracks = CameraTracks()
     tracks.configure(tracking(a=1))
